@@ -1,0 +1,149 @@
+#include "mappings.h"
+
+#include <linux/kvm.h>
+#include <sys/mman.h>
+#include <csignal>
+#include <map>
+#include <mutex>
+
+#include "common.h"
+
+namespace nv {
+
+namespace {
+std::mutex gMutex;
+std::map<uint32_t, std::shared_ptr<Mapping>> gMappings;
+uint32_t gNextId = 1;
+std::once_flag gKickOnce;
+
+uint32_t Register(std::shared_ptr<Mapping> m) {
+  std::lock_guard<std::mutex> lock(gMutex);
+  uint32_t id = gNextId++;
+  gMappings.emplace(id, std::move(m));
+  return id;
+}
+
+void OnKick(int) {}
+}  // namespace
+
+Mapping::~Mapping() {
+  if (addr && addr != MAP_FAILED) ::munmap(addr, length);
+}
+
+std::shared_ptr<Mapping> FindMapping(uint32_t id) {
+  std::lock_guard<std::mutex> lock(gMutex);
+  auto it = gMappings.find(id);
+  return it == gMappings.end() ? nullptr : it->second;
+}
+
+int KickSignal() { return SIGRTMIN + 5; }
+
+void InstallKickHandler() {
+  std::call_once(gKickOnce, [] {
+    struct sigaction sa {};
+    sa.sa_handler = OnKick;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = 0;  // no SA_RESTART: KVM_RUN must return EINTR
+    sigaction(KickSignal(), &sa, nullptr);
+  });
+}
+
+void KickMapping(Mapping& m) {
+  auto* run = static_cast<struct kvm_run*>(m.addr);
+  __atomic_store_n(&run->immediate_exit, 1, __ATOMIC_SEQ_CST);
+  pthread_t t = m.runner.load();
+  if (t) pthread_kill(t, KickSignal());
+}
+
+namespace {
+
+Napi::Value ExternalView(Napi::Env env, const std::shared_ptr<Mapping>& m) {
+  auto* owner = new std::shared_ptr<Mapping>(m);
+  return Napi::ArrayBuffer::New(
+      env, m->addr, m->length, [](Napi::Env, void*, std::shared_ptr<Mapping>* o) { delete o; }, owner);
+}
+
+// mapAnonymous(bytes, hugepages: 0 none | 1 transparent (madvise) | 2 hugetlbfs) -> id
+// Guest RAM: private anonymous memory, MAP_NORESERVE so that a large --mem costs nothing until touched.
+Napi::Value MapAnonymous(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uint64_t bytes = ArgU64(info, 0);
+  uint32_t huge = info.Length() > 1 ? ArgU32(info, 1) : 0;
+  if (bytes == 0) ThrowErrno(env, EINVAL, "mmap", "mmap");
+  int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE;
+  if (huge == 2) flags |= MAP_HUGETLB;
+  void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, flags, -1, 0);
+  if (p == MAP_FAILED) ThrowErrno(env, errno, "mmap", "mmap");
+  if (huge == 1) ::madvise(p, bytes, MADV_HUGEPAGE);  // best effort: THP may be disabled on the host
+  auto m = std::make_shared<Mapping>();
+  m->addr = p;
+  m->length = bytes;
+  return Napi::Number::New(env, Register(m));
+}
+
+// mapVcpuRun(vcpuFd, bytes) -> id: the shared kvm_run area of a vCPU fd.
+Napi::Value MapVcpuRun(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = ArgFd(info, 0);
+  uint64_t bytes = ArgU64(info, 1);
+  void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (p == MAP_FAILED) ThrowErrno(env, errno, "mmap", "mmap(kvm_run)");
+  auto m = std::make_shared<Mapping>();
+  m->addr = p;
+  m->length = bytes;
+  m->isRun = true;
+  return Napi::Number::New(env, Register(m));
+}
+
+// mappingBuffer(id) -> ArrayBuffer: an external view of the mapping for the calling isolate.
+Napi::Value MappingBuffer(const Napi::CallbackInfo& info) {
+  auto m = FindMapping(ArgU32(info, 0));
+  if (!m) ThrowErrno(info.Env(), EBADF, "mmap", "mappingBuffer");
+  return ExternalView(info.Env(), m);
+}
+
+// releaseMapping(id): drops the registry's reference; pages are unmapped once no view holds them.
+Napi::Value ReleaseMapping(const Napi::CallbackInfo& info) {
+  uint32_t id = ArgU32(info, 0);
+  std::lock_guard<std::mutex> lock(gMutex);
+  gMappings.erase(id);
+  return info.Env().Undefined();
+}
+
+// setRunner(id): the calling thread is the one that calls KVM_RUN on this kvm_run; kicks target it.
+Napi::Value SetRunner(const Napi::CallbackInfo& info) {
+  auto m = FindMapping(ArgU32(info, 0));
+  if (!m || !m->isRun) ThrowErrno(info.Env(), EBADF, "pthread_kill", "setRunner");
+  InstallKickHandler();
+  m->runner.store(info.Length() > 1 && info[1].ToBoolean() ? pthread_self() : 0);
+  return info.Env().Undefined();
+}
+
+// kick(id): callable from any thread; makes the vCPU's current or next KVM_RUN return EINTR.
+Napi::Value Kick(const Napi::CallbackInfo& info) {
+  auto m = FindMapping(ArgU32(info, 0));
+  if (!m || !m->isRun) ThrowErrno(info.Env(), EBADF, "pthread_kill", "kick");
+  KickMapping(*m);
+  return info.Env().Undefined();
+}
+
+}  // namespace
+
+void InitMappings(Napi::Env env, Napi::Object exports) {
+  exports.Set("mapAnonymous", Napi::Function::New(env, MapAnonymous, "mapAnonymous"));
+  exports.Set("mapVcpuRun", Napi::Function::New(env, MapVcpuRun, "mapVcpuRun"));
+  exports.Set("mappingBuffer", Napi::Function::New(env, MappingBuffer, "mappingBuffer"));
+  exports.Set("releaseMapping", Napi::Function::New(env, ReleaseMapping, "releaseMapping"));
+  exports.Set("setRunner", Napi::Function::New(env, SetRunner, "setRunner"));
+  exports.Set("kick", Napi::Function::New(env, Kick, "kick"));
+}
+
+// Used by vm.cc: the host address behind (mapping id, offset, size), bounds-checked.
+void* MappingAddress(Napi::Env env, uint32_t id, uint64_t offset, uint64_t size) {
+  auto m = FindMapping(id);
+  if (!m || m->isRun) ThrowErrno(env, EBADF, "ioctl", "KVM_SET_USER_MEMORY_REGION");
+  if (offset > m->length || size > m->length - offset) ThrowErrno(env, EINVAL, "ioctl", "KVM_SET_USER_MEMORY_REGION");
+  return static_cast<uint8_t*>(m->addr) + offset;
+}
+
+}  // namespace nv

@@ -1,0 +1,38 @@
+// Memory mappings shared by every thread of the process: guest RAM and each vCPU's kvm_run.
+//
+// An external ArrayBuffer belongs to one isolate, but a vCPU runs in a worker thread while the
+// main thread also needs a view, so mappings live in a process-wide registry keyed by a small id.
+// Each isolate asks for its own external ArrayBuffer over the same pages; every such buffer holds a
+// reference, so the pages stay mapped until the registry entry is released and the last buffer is
+// garbage-collected. KVM's contract for a memory slot (the pages stay mapped until the slot is
+// deleted or the VM fd is closed) is kept by the TS Vm, which releases RAM only after closing the VM.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <pthread.h>
+
+namespace nv {
+
+struct Mapping {
+  void* addr = nullptr;
+  size_t length = 0;
+  bool isRun = false;                     // a vCPU's kvm_run page(s)
+  std::atomic<pthread_t> runner{0};       // thread currently allowed to be kicked (kvm_run only)
+  ~Mapping();
+};
+
+std::shared_ptr<Mapping> FindMapping(uint32_t id);
+
+// Sends the kick signal to the thread registered on a kvm_run mapping, after setting immediate_exit
+// so that a KVM_RUN entered after the signal also returns EINTR at once.
+void KickMapping(Mapping& m);
+
+// The signal used to kick a vCPU thread out of KVM_RUN (handler does nothing, installed once,
+// without SA_RESTART so that the ioctl returns EINTR).
+int KickSignal();
+void InstallKickHandler();
+
+}  // namespace nv

@@ -1,0 +1,93 @@
+// System ioctls on /dev/kvm.
+#include <fcntl.h>
+#include <linux/kvm.h>
+#include <unistd.h>
+
+#include <memory>
+#include <vector>
+
+#include "common.h"
+#include "kvm_abi.h"
+
+namespace nv {
+namespace {
+
+// open(path = '/dev/kvm') -> fd, O_CLOEXEC so that children (tap helpers, qemu) never inherit it.
+Napi::Value Open(const Napi::CallbackInfo& info) {
+  std::string path = info.Length() > 0 && info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : "/dev/kvm";
+  int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+  if (fd < 0) ThrowErrno(info.Env(), errno, "open", path.c_str());
+  return Napi::Number::New(info.Env(), fd);
+}
+
+Napi::Value Close(const Napi::CallbackInfo& info) {
+  int fd = ArgFd(info, 0);
+  if (::close(fd) < 0) ThrowErrno(info.Env(), errno, "close", "close");
+  return info.Env().Undefined();
+}
+
+// KVM_GET_API_VERSION: 12 on every kernel since 2.6.22.
+Napi::Value ApiVersion(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), NV_IOCTL(info.Env(), ArgFd(info, 0), KVM_GET_API_VERSION, 0));
+}
+
+// KVM_CHECK_EXTENSION on the system or a VM fd: 0 when absent, else a capability-specific value.
+Napi::Value CheckExtension(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), NV_IOCTL(info.Env(), ArgFd(info, 0), KVM_CHECK_EXTENSION, static_cast<unsigned long>(ArgU32(info, 1))));
+}
+
+// KVM_GET_VCPU_MMAP_SIZE: bytes to mmap from a vCPU fd (kvm_run plus the PIO data page...).
+Napi::Value VcpuMmapSize(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), NV_IOCTL(info.Env(), ArgFd(info, 0), KVM_GET_VCPU_MMAP_SIZE, 0));
+}
+
+// KVM_GET_SUPPORTED_CPUID -> Uint8Array of nent kvm_cpuid_entry2 records. Grows the buffer on E2BIG.
+Napi::Value SupportedCpuid(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = ArgFd(info, 0);
+  for (uint32_t cap = 64; cap <= 4096; cap *= 2) {
+    std::vector<uint8_t> buf(cap * nv_sizeof_cpuid_entry2);
+    uint32_t nent = cap;
+    int r = nv_get_supported_cpuid(fd, buf.data(), &nent);
+    if (r == -E2BIG) continue;
+    if (r < 0) ThrowErrno(env, -r, "ioctl", "KVM_GET_SUPPORTED_CPUID");
+    auto result = Napi::Uint8Array::New(env, nent * nv_sizeof_cpuid_entry2);
+    std::memcpy(result.Data(), buf.data(), result.ByteLength());
+    return result;
+  }
+  ThrowErrno(env, E2BIG, "ioctl", "KVM_GET_SUPPORTED_CPUID");
+}
+
+// KVM_GET_MSR_INDEX_LIST -> Uint32Array of the MSR indices KVM saves and restores.
+Napi::Value MsrIndexList(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = ArgFd(info, 0);
+  uint32_t n = 0;
+  int r = nv_msr_index_list(fd, nullptr, &n);  // E2BIG tells how many there are
+  if (r < 0 && r != -E2BIG) ThrowErrno(env, -r, "ioctl", "KVM_GET_MSR_INDEX_LIST");
+  auto result = Napi::Uint32Array::New(env, n);
+  r = nv_msr_index_list(fd, result.Data(), &n);
+  if (r < 0) ThrowErrno(env, -r, "ioctl", "KVM_GET_MSR_INDEX_LIST");
+  return result;
+}
+
+// KVM_CREATE_VM(type) -> VM fd.
+Napi::Value CreateVm(const Napi::CallbackInfo& info) {
+  unsigned long type = info.Length() > 1 ? ArgU32(info, 1) : 0;
+  return Napi::Number::New(info.Env(), NV_IOCTL(info.Env(), ArgFd(info, 0), KVM_CREATE_VM, type));
+}
+
+}  // namespace
+
+void InitSystem(Napi::Env env, Napi::Object exports) {
+  exports.Set("open", Napi::Function::New(env, Open, "open"));
+  exports.Set("close", Napi::Function::New(env, Close, "close"));
+  exports.Set("apiVersion", Napi::Function::New(env, ApiVersion, "apiVersion"));
+  exports.Set("checkExtension", Napi::Function::New(env, CheckExtension, "checkExtension"));
+  exports.Set("vcpuMmapSize", Napi::Function::New(env, VcpuMmapSize, "vcpuMmapSize"));
+  exports.Set("supportedCpuid", Napi::Function::New(env, SupportedCpuid, "supportedCpuid"));
+  exports.Set("msrIndexList", Napi::Function::New(env, MsrIndexList, "msrIndexList"));
+  exports.Set("createVm", Napi::Function::New(env, CreateVm, "createVm"));
+}
+
+}  // namespace nv

@@ -1,0 +1,98 @@
+/**
+ * An address space (port I/O or MMIO) mapping disjoint ranges to devices. Devices see offsets from
+ * their own base and values of 1, 2 or 4 bytes (8-byte MMIO is split into two 4-byte halves, low
+ * first). Ranges are checked at insertion, so the exit path can assume a clean map.
+ */
+import { VmmError, hex } from '../errors.js';
+
+export type AccessSize = 1 | 2 | 4;
+
+export interface BusDevice {
+  /** Short name for logs and overlap errors ("com1", "isa-debug-exit"). */
+  readonly debugLabel: string;
+  /** The value of `size` bytes at `offset` from the device base (little-endian). */
+  read(offset: number, size: AccessSize): number;
+  write(offset: number, size: AccessSize, value: number): void;
+}
+
+interface Entry {
+  readonly base: number;
+  readonly end: number; // exclusive
+  readonly dev: BusDevice;
+}
+
+/** Called for an access no device claims (reads get all ones). */
+export type UnclaimedHandler = (addr: number, size: number, isWrite: boolean, value: number) => void;
+
+const ONES = [0, 0xff, 0xffff, 0, 0xffffffff];
+
+export class Bus {
+  readonly #entries: Entry[] = []; // sorted by base, disjoint
+  /** Port space only: port → index+1 into #entries (0: none), so a PIO exit costs one array load. */
+  readonly #portIndex: Uint16Array | undefined;
+  onUnclaimed: UnclaimedHandler = () => {};
+
+  constructor(readonly space: 'pio' | 'mmio') {
+    this.#portIndex = space === 'pio' ? new Uint16Array(0x10000) : undefined;
+  }
+
+  /** Registers `dev` at [base, base+len); rejects empty, out-of-space and overlapping ranges. */
+  insert(dev: BusDevice, base: number, len: number): void {
+    const limit = this.space === 'pio' ? 0x10000 : 2 ** 52;
+    if (!Number.isSafeInteger(base) || !Number.isSafeInteger(len) || len <= 0 || base < 0 || base + len > limit) {
+      throw new VmmError('BUS', `${this.space} bus: invalid range ${hex(base)}+${hex(len)} for ${dev.debugLabel}`);
+    }
+    const end = base + len;
+    const clash = this.#entries.find((e) => base < e.end && e.base < end);
+    if (clash) {
+      throw new VmmError('BUS', `${this.space} bus: ${dev.debugLabel} at ${hex(base)}+${hex(len)} overlaps ${clash.dev.debugLabel} at ${hex(clash.base)}+${hex(clash.end - clash.base)}`);
+    }
+    const at = this.#entries.findIndex((e) => e.base > base);
+    this.#entries.splice(at < 0 ? this.#entries.length : at, 0, { base, end, dev });
+    if (this.#portIndex) {
+      this.#portIndex.fill(0);
+      this.#entries.forEach((e, i) => this.#portIndex!.fill(i + 1, e.base, e.end));
+    }
+  }
+
+  /** The devices and their ranges, in address order. */
+  list(): { base: number; len: number; label: string }[] {
+    return this.#entries.map((e) => ({ base: e.base, len: e.end - e.base, label: e.dev.debugLabel }));
+  }
+
+  #resolve(addr: number, size: number): Entry | undefined {
+    let e: Entry | undefined;
+    if (this.#portIndex) {
+      const i = this.#portIndex[addr & 0xffff]!;
+      e = i === 0 ? undefined : this.#entries[i - 1];
+    } else {
+      let lo = 0;
+      let hi = this.#entries.length - 1;
+      while (lo <= hi) {
+        const mid = (lo + hi) >>> 1;
+        const m = this.#entries[mid]!;
+        if (m.base <= addr) {
+          e = m;
+          lo = mid + 1;
+        } else hi = mid - 1;
+      }
+    }
+    // An access that straddles the end of a device's range is nobody's.
+    return e !== undefined && addr + size <= e.end ? e : undefined;
+  }
+
+  read(addr: number, size: AccessSize): number {
+    const e = this.#resolve(addr, size);
+    if (e === undefined) {
+      this.onUnclaimed(addr, size, false, ONES[size]!);
+      return ONES[size]!;
+    }
+    return e.dev.read(addr - e.base, size);
+  }
+
+  write(addr: number, size: AccessSize, value: number): void {
+    const e = this.#resolve(addr, size);
+    if (e === undefined) this.onUnclaimed(addr, size, true, value);
+    else e.dev.write(addr - e.base, size, value);
+  }
+}

@@ -1,0 +1,58 @@
+/** `nodevisor run`: boot a kernel or guest image with COM1 on stdout; the exit status says how it ended. */
+import os from 'node:os';
+import type { Argv, CommandModule } from 'yargs';
+import { Machine } from '../../vmm/machine.js';
+import { describeStop, exitStatus } from '../../vmm/stop.js';
+import { detectFlavour, PVM_WARNING } from '../../kvm/host.js';
+import { createLogger, LOG_LEVELS, type LogLevel } from '../../log.js';
+import { VmmError } from '../../errors.js';
+import { MIN_MEM } from '../../arch/x86_64/layout.js';
+import { formatSize, parseSize } from '../size.js';
+
+interface RunArgs {
+  kernel: string;
+  mem: string;
+  cpus: number;
+  timeout?: number;
+  testdev: boolean;
+  'log-level': LogLevel;
+}
+
+/** Validates --mem: a size, at least MIN_MEM, at most the host's RAM. */
+export function memFromFlag(text: string): number {
+  const bytes = parseSize(text);
+  if (bytes === undefined) throw new VmmError('BAD_CONFIG', `--mem ${text}: not a size (examples: 256M, 2G)`);
+  if (bytes < MIN_MEM) throw new VmmError('BAD_CONFIG', `--mem ${text}: guest RAM must be at least ${formatSize(MIN_MEM)}`);
+  if (bytes > os.totalmem()) throw new VmmError('BAD_CONFIG', `--mem ${text}: more than this host's ${formatSize(os.totalmem())} of RAM`);
+  if (bytes % 4096 !== 0) throw new VmmError('BAD_CONFIG', `--mem ${text}: must be a multiple of 4 KiB`);
+  return bytes;
+}
+
+export const runCommand: CommandModule<object, RunArgs> = {
+  command: 'run',
+  describe: 'Boot a kernel or flat guest image, with the serial console on stdout',
+  builder: (y: Argv) =>
+    y
+      .option('kernel', { type: 'string', demandOption: true, describe: 'kernel (bzImage, PVH ELF) or flat real-mode image' })
+      .option('mem', { type: 'string', default: '128M', describe: 'guest RAM (e.g. 256M, 2G; a bare number is MiB)' })
+      .option('cpus', { type: 'number', default: 1, describe: 'number of vCPUs' })
+      .option('timeout', { type: 'number', describe: 'stop the guest after this many seconds (exit status 124)' })
+      .option('testdev', { type: 'boolean', default: false, describe: 'add the scratch test device used by the test guests' })
+      .option('log-level', { choices: LOG_LEVELS, default: 'warn' as LogLevel, describe: 'log level (JSON logs on stderr)' }) as Argv<RunArgs>,
+  handler: async (argv) => {
+    const memBytes = memFromFlag(argv.mem);
+    if (!Number.isInteger(argv.cpus) || argv.cpus < 1 || argv.cpus > 255) throw new VmmError('BAD_CONFIG', `--cpus ${argv.cpus}: must be a whole number from 1 to 255`);
+    if (argv.timeout !== undefined && !(argv.timeout > 0)) throw new VmmError('BAD_CONFIG', `--timeout ${argv.timeout}: must be a positive number of seconds`);
+    const log = createLogger(argv['log-level']);
+    if (detectFlavour() === 'pvm') log.warn(PVM_WARNING);
+    const machine = Machine.create(
+      { kernel: argv.kernel, memBytes, cpus: argv.cpus, testdev: argv.testdev, timeoutSec: argv.timeout, logLevel: argv['log-level'] },
+      log,
+    );
+    const reason = await machine.start();
+    const status = exitStatus(reason);
+    if (status !== 0 && reason.kind !== 'debug-exit') process.stderr.write(`nodevisor: ${describeStop(reason)}\n`);
+    log.info({ reason, status }, describeStop(reason));
+    process.exitCode = status;
+  },
+};

@@ -1,0 +1,199 @@
+/**
+ * Typed wrappers over the addon: Kvm (the /dev/kvm system fd), Vm, Vcpu and GuestRam. One method
+ * per ioctl, no policy beyond turning common failures into messages a user can act on.
+ */
+import { native, type NativeBinding } from '../native/binding.js';
+import { VmmError, isErrno } from '../errors.js';
+import { KVM_API_VERSION, KVM_CAP } from './constants.js';
+import { SIZEOF } from './layout.js';
+import { KvmRegs, KvmSregs } from './regs.js';
+
+/** Capabilities nodevisor cannot work without. */
+export const REQUIRED_CAPS = [
+  'IRQCHIP', 'USER_MEMORY', 'SET_TSS_ADDR', 'PIT2', 'IRQFD', 'IOEVENTFD', 'IRQ_ROUTING', 'EXT_CPUID', 'IMMEDIATE_EXIT', 'MP_STATE',
+] as const satisfies readonly (keyof typeof KVM_CAP)[];
+
+export class Kvm {
+  private constructor(readonly fd: number, readonly path: string, private readonly n: NativeBinding) {}
+
+  /** Opens /dev/kvm, turning the usual failures into one-line hints, and checks the API version. */
+  static open(path = '/dev/kvm'): Kvm {
+    let n: NativeBinding;
+    try {
+      n = native();
+    } catch (e) {
+      throw new VmmError('INTERNAL', (e as Error).message, { cause: e });
+    }
+    let fd: number;
+    try {
+      fd = n.open(path);
+    } catch (e) {
+      if (isErrno(e, 'ENOENT')) throw new VmmError('KVM_UNAVAILABLE', `${path}: no such device — KVM is not available on this host (load kvm_intel or kvm_amd, or enable nested virtualization)`, { cause: e });
+      if (isErrno(e, 'EACCES') || isErrno(e, 'EPERM')) throw new VmmError('KVM_PERMISSION', `${path}: permission denied — add yourself to the kvm group (sudo usermod -aG kvm $USER) and log in again`, { cause: e });
+      if (isErrno(e)) throw new VmmError('KVM_UNAVAILABLE', `${path}: ${e.message.replace(/^[^:]*: /, '')}`, { cause: e });
+      throw e;
+    }
+    const kvm = new Kvm(fd, path, n);
+    const version = n.apiVersion(fd);
+    if (version !== KVM_API_VERSION) {
+      kvm.close();
+      throw new VmmError('KVM_API_VERSION', `${path}: KVM API version ${version}, expected ${KVM_API_VERSION}`);
+    }
+    return kvm;
+  }
+
+  checkExtension(cap: keyof typeof KVM_CAP): number {
+    return this.n.checkExtension(this.fd, KVM_CAP[cap]);
+  }
+
+  /** Throws "KVM_CAP_X missing" for the first required capability the host lacks. */
+  requireCapabilities(caps: readonly (keyof typeof KVM_CAP)[] = REQUIRED_CAPS): void {
+    for (const cap of caps) {
+      if (this.checkExtension(cap) <= 0) throw new VmmError('KVM_CAPABILITY', `${this.path}: KVM_CAP_${cap} missing — this host's KVM cannot run nodevisor guests`);
+    }
+  }
+
+  get vcpuMmapSize(): number {
+    return this.n.vcpuMmapSize(this.fd);
+  }
+
+  supportedCpuid(): Uint8Array {
+    return this.n.supportedCpuid(this.fd);
+  }
+
+  msrIndexList(): Uint32Array {
+    return this.n.msrIndexList(this.fd);
+  }
+
+  createVm(): Vm {
+    return new Vm(this.n.createVm(this.fd, 0), this, this.n);
+  }
+
+  close(): void {
+    this.n.close(this.fd);
+  }
+}
+
+/** Guest RAM: anonymous memory mapped once per process, viewed by each thread through its own ArrayBuffer. */
+export class GuestRam {
+  readonly bytes: Uint8Array;
+  private constructor(readonly mappingId: number, readonly size: number, private readonly n: NativeBinding) {
+    this.bytes = new Uint8Array(n.mappingBuffer(mappingId));
+  }
+
+  /** Maps `size` bytes; `hugepages`: 0 none, 1 transparent huge pages (madvise), 2 hugetlbfs. */
+  static allocate(size: number, hugepages: 0 | 1 | 2 = 0): GuestRam {
+    const n = native();
+    try {
+      return new GuestRam(n.mapAnonymous(size, hugepages), size, n);
+    } catch (e) {
+      if (isErrno(e)) throw new VmmError('MEMORY', `cannot map ${size} bytes of guest memory: ${e.message.replace(/^[^:]*: /, '')}`, { cause: e });
+      throw e;
+    }
+  }
+
+  /** Another thread's view of an existing mapping (the id crosses threads as a number). */
+  static attach(mappingId: number, size: number): GuestRam {
+    return new GuestRam(mappingId, size, native());
+  }
+
+  /** Drops the process-wide reference; pages go when the last view is collected. Close the VM first. */
+  release(): void {
+    this.n.releaseMapping(this.mappingId);
+  }
+}
+
+export class Vm {
+  constructor(readonly fd: number, readonly kvm: Kvm | undefined, private readonly n: NativeBinding = native()) {}
+
+  /** A Vm over an fd owned by another thread (workers): never closes it. */
+  static borrow(fd: number): Vm {
+    return new Vm(fd, undefined);
+  }
+
+  checkExtension(cap: keyof typeof KVM_CAP): number {
+    return this.n.checkExtension(this.fd, KVM_CAP[cap]);
+  }
+
+  /** KVM_SET_USER_MEMORY_REGION: maps [offset, offset+size) of `ram` at guest-physical `gpa`. */
+  setMemoryRegion(slot: number, gpa: number, size: number, ram: GuestRam, offset = 0, flags = 0): void {
+    this.n.setUserMemoryRegion(this.fd, slot, flags, gpa, size, ram.mappingId, offset);
+  }
+
+  setTssAddr(addr: number): void { this.n.setTssAddr(this.fd, addr); }
+  setIdentityMapAddr(addr: number): void { this.n.setIdentityMapAddr(this.fd, addr); }
+  createIrqchip(): void { this.n.createIrqchip(this.fd); }
+  createPit2(flags: number): void { this.n.createPit2(this.fd, flags); }
+  irqLine(gsi: number, level: boolean): void { this.n.irqLine(this.fd, gsi, level ? 1 : 0); }
+  irqfd(eventFd: number, gsi: number, flags = 0, resampleFd = 0): void { this.n.irqfd(this.fd, eventFd, gsi, flags, resampleFd); }
+  ioeventfd(addr: number, len: number, eventFd: number, flags = 0, datamatch: number | bigint = 0): void {
+    this.n.ioeventfd(this.fd, addr, len, eventFd, flags, datamatch);
+  }
+  signalMsi(addressLo: number, addressHi: number, data: number): number { return this.n.signalMsi(this.fd, addressLo, addressHi, data, 0, 0); }
+  setGsiRouting(entries: Uint8Array): void { this.n.setGsiRouting(this.fd, entries); }
+
+  createVcpu(id: number, mmapSize: number): Vcpu {
+    const fd = this.n.createVcpu(this.fd, id);
+    return new Vcpu(id, fd, this.n.mapVcpuRun(fd, mmapSize), this.n);
+  }
+
+  close(): void {
+    this.n.close(this.fd);
+  }
+}
+
+export class Vcpu {
+  /** The kvm_run area (exit reason and data), shared with the kernel; valid in this thread. */
+  readonly run: ArrayBuffer;
+
+  constructor(readonly id: number, readonly fd: number, readonly runMappingId: number, private readonly n: NativeBinding = native()) {
+    this.run = n.mappingBuffer(runMappingId);
+  }
+
+  /** The same vCPU seen from another thread (fd and kvm_run mapping are process-wide). */
+  static attach(id: number, fd: number, runMappingId: number): Vcpu {
+    return new Vcpu(id, fd, runMappingId);
+  }
+
+  getRegs(): KvmRegs { const r = new KvmRegs(); this.n.getRegs(this.fd, r.bytes); return r; }
+  setRegs(r: KvmRegs): void { this.n.setRegs(this.fd, r.bytes); }
+  getSregs(): KvmSregs { const s = new KvmSregs(); this.n.getSregs(this.fd, s.bytes); return s; }
+  setSregs(s: KvmSregs): void { this.n.setSregs(this.fd, s.bytes); }
+  getFpu(): Uint8Array { const b = new Uint8Array(SIZEOF.kvm_fpu); this.n.getFpu(this.fd, b); return b; }
+  setFpu(b: Uint8Array): void { this.n.setFpu(this.fd, b); }
+  getLapic(): Uint8Array { const b = new Uint8Array(SIZEOF.kvm_lapic_state); this.n.getLapic(this.fd, b); return b; }
+  setLapic(b: Uint8Array): void { this.n.setLapic(this.fd, b); }
+  getXsave(): Uint8Array { const b = new Uint8Array(SIZEOF.kvm_xsave); this.n.getXsave(this.fd, b); return b; }
+  setXsave(b: Uint8Array): void { this.n.setXsave(this.fd, b); }
+  getXcrs(): Uint8Array { const b = new Uint8Array(SIZEOF.kvm_xcrs); this.n.getXcrs(this.fd, b); return b; }
+  setXcrs(b: Uint8Array): void { this.n.setXcrs(this.fd, b); }
+  getVcpuEvents(): Uint8Array { const b = new Uint8Array(SIZEOF.kvm_vcpu_events); this.n.getVcpuEvents(this.fd, b); return b; }
+  setVcpuEvents(b: Uint8Array): void { this.n.setVcpuEvents(this.fd, b); }
+  getMpState(): number { const b = new Uint32Array(1); this.n.getMpState(this.fd, b); return b[0]!; }
+  setMpState(state: number): void { this.n.setMpState(this.fd, Uint32Array.of(state)); }
+  setCpuid2(entries: Uint8Array): void { this.n.setCpuid2(this.fd, entries); }
+
+  /** KVM_SET_MSRS with (index, value) pairs; returns how many KVM accepted. */
+  setMsrs(msrs: ReadonlyArray<readonly [number, bigint]>): number {
+    const buf = new DataView(new ArrayBuffer(msrs.length * SIZEOF.kvm_msr_entry));
+    msrs.forEach(([index, value], i) => {
+      buf.setUint32(i * SIZEOF.kvm_msr_entry, index, true);
+      buf.setBigUint64(i * SIZEOF.kvm_msr_entry + 8, value, true);
+    });
+    return this.n.setMsrs(this.fd, buf);
+  }
+
+  /** KVM_GET_MSRS for the given indices; a Map of those KVM returned. */
+  getMsrs(indices: readonly number[]): Map<number, bigint> {
+    const buf = new DataView(new ArrayBuffer(indices.length * SIZEOF.kvm_msr_entry));
+    indices.forEach((index, i) => buf.setUint32(i * SIZEOF.kvm_msr_entry, index, true));
+    const n = this.n.getMsrs(this.fd, buf);
+    const out = new Map<number, bigint>();
+    for (let i = 0; i < n; i++) out.set(buf.getUint32(i * SIZEOF.kvm_msr_entry, true), buf.getBigUint64(i * SIZEOF.kvm_msr_entry + 8, true));
+    return out;
+  }
+
+  close(): void {
+    this.n.close(this.fd);
+  }
+}

@@ -1,0 +1,97 @@
+/**
+ * Loads the native addon and types its surface. The addon is a policy-free mirror of the KVM
+ * ioctls (see native/src): fds are plain numbers, structs cross as byte buffers whose layouts are
+ * defined once in src/kvm/layout.ts. Nothing outside src/kvm should import this module.
+ */
+import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+
+type Buf = ArrayBufferView | ArrayBuffer;
+
+export interface NativeBinding {
+  // system (/dev/kvm)
+  open(path?: string): number;
+  close(fd: number): void;
+  apiVersion(kvmFd: number): number;
+  checkExtension(fd: number, cap: number): number;
+  vcpuMmapSize(kvmFd: number): number;
+  supportedCpuid(kvmFd: number): Uint8Array;
+  msrIndexList(kvmFd: number): Uint32Array;
+  createVm(kvmFd: number, type?: number): number;
+  // VM
+  setUserMemoryRegion(vmFd: number, slot: number, flags: number, gpa: number, size: number, mappingId: number, mappingOffset: number): void;
+  setTssAddr(vmFd: number, addr: number): void;
+  setIdentityMapAddr(vmFd: number, addr: number): void;
+  createIrqchip(vmFd: number): void;
+  createPit2(vmFd: number, flags: number): void;
+  irqLine(vmFd: number, gsi: number, level: number): void;
+  irqfd(vmFd: number, eventFd: number, gsi: number, flags?: number, resampleFd?: number): void;
+  ioeventfd(vmFd: number, addr: number, len: number, eventFd: number, flags?: number, datamatch?: number | bigint): void;
+  signalMsi(vmFd: number, addressLo: number, addressHi: number, data: number, flags?: number, devid?: number): number;
+  setGsiRouting(vmFd: number, entries: Buf): void;
+  getIrqchip(vmFd: number, buf: Buf): void;
+  setIrqchip(vmFd: number, buf: Buf): void;
+  getPit2(vmFd: number, buf: Buf): void;
+  setPit2(vmFd: number, buf: Buf): void;
+  getClock(vmFd: number, buf: Buf): void;
+  setClock(vmFd: number, buf: Buf): void;
+  createVcpu(vmFd: number, id: number): number;
+  // vCPU
+  run(vcpuFd: number): number;
+  getRegs(fd: number, buf: Buf): void;
+  setRegs(fd: number, buf: Buf): void;
+  getSregs(fd: number, buf: Buf): void;
+  setSregs(fd: number, buf: Buf): void;
+  getFpu(fd: number, buf: Buf): void;
+  setFpu(fd: number, buf: Buf): void;
+  getLapic(fd: number, buf: Buf): void;
+  setLapic(fd: number, buf: Buf): void;
+  getXsave(fd: number, buf: Buf): void;
+  setXsave(fd: number, buf: Buf): void;
+  getXcrs(fd: number, buf: Buf): void;
+  setXcrs(fd: number, buf: Buf): void;
+  getMpState(fd: number, buf: Buf): void;
+  setMpState(fd: number, buf: Buf): void;
+  getVcpuEvents(fd: number, buf: Buf): void;
+  setVcpuEvents(fd: number, buf: Buf): void;
+  setCpuid2(fd: number, entries: Buf): void;
+  getMsrs(fd: number, entries: Buf): number;
+  setMsrs(fd: number, entries: Buf): number;
+  // mappings (process-wide registry, one external ArrayBuffer per isolate)
+  mapAnonymous(bytes: number, hugepages?: 0 | 1 | 2): number;
+  mapVcpuRun(vcpuFd: number, bytes: number): number;
+  mappingBuffer(id: number): ArrayBuffer;
+  releaseMapping(id: number): void;
+  setRunner(runMappingId: number, isRunner: boolean): void;
+  kick(runMappingId: number): void;
+  // eventfd
+  eventfd(initval?: number, nonblock?: boolean): number;
+  eventfdRead(fd: number): number;
+  eventfdWrite(fd: number, value?: number | bigint): void;
+
+  readonly layout: Readonly<Record<string, number>>;
+  readonly kickSignal: number;
+}
+
+/** The addon's path: NODEVISOR_ADDON, else the cmake-js build, else the node-gyp build. */
+export function addonPath(): string {
+  if (process.env.NODEVISOR_ADDON) return path.resolve(process.env.NODEVISOR_ADDON);
+  const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+  const candidates = [path.join(root, 'native', 'build', 'Release', 'nodevisor.node'), path.join(root, 'build', 'Release', 'nodevisor.node')];
+  return candidates.find((p) => existsSync(p)) ?? candidates[0]!;
+}
+
+let cached: NativeBinding | undefined;
+
+/** The addon, loaded once per thread (it is context-aware, so every worker loads its own instance). */
+export function native(): NativeBinding {
+  if (cached) return cached;
+  const file = addonPath();
+  if (!existsSync(file)) {
+    throw Object.assign(new Error(`native addon not built: ${file} is missing (run \`npm install\` or \`npm run build:native\`)`), { code: 'ENOADDON' });
+  }
+  cached = createRequire(import.meta.url)(file) as NativeBinding;
+  return cached;
+}

@@ -1,0 +1,89 @@
+/**
+ * The machine's device set as plain data (DeviceSpec), so that it can cross to every vCPU thread:
+ * each thread builds its own device objects over the same shared register files and registers them
+ * on its own buses. Nothing here runs on the exit path except what the devices themselves do.
+ */
+import { writeSync } from 'node:fs';
+import type { Logger } from 'pino';
+import { Bus } from '../bus/bus.js';
+import { Serial8250 } from '../devices/legacy/serial-8250.js';
+import { IsaDebugExit } from '../devices/debug/isa-debug-exit.js';
+import { ScratchDevice } from '../devices/debug/testdev.js';
+import type { Vm } from '../kvm/kvm.js';
+import { hex } from '../errors.js';
+import type { StopReason } from './stop.js';
+
+export type DeviceSpec =
+  | { type: 'serial8250'; label: string; base: number; gsi: number; state: SharedArrayBuffer; outputFd: number }
+  | { type: 'isa-debug-exit'; base: number; len: number }
+  | { type: 'scratch'; space: 'pio' | 'mmio'; label: string; base: number; len: number; state: SharedArrayBuffer };
+
+export interface DeviceContext {
+  readonly vm: Vm;
+  readonly log: Logger;
+  requestStop(reason: StopReason): void;
+}
+
+/** How many distinct unclaimed addresses are logged before further ones are only counted. */
+const UNCLAIMED_LOG_LIMIT = 256;
+
+/** Builds this thread's buses from the machine's device specs. */
+export function attachDevices(specs: readonly DeviceSpec[], ctx: DeviceContext): { pio: Bus; mmio: Bus } {
+  const pio = new Bus('pio');
+  const mmio = new Bus('mmio');
+  for (const spec of specs) {
+    switch (spec.type) {
+      case 'serial8250': {
+        const irq = { setLevel: (high: boolean) => ctx.vm.irqLine(spec.gsi, high) };
+        pio.insert(new Serial8250(spec.label, { irq, output: fdByteWriter(spec.outputFd) }, spec.state), spec.base, 8);
+        break;
+      }
+      case 'isa-debug-exit':
+        pio.insert(new IsaDebugExit((value, status) => ctx.requestStop({ kind: 'debug-exit', value, status })), spec.base, spec.len);
+        break;
+      case 'scratch':
+        (spec.space === 'pio' ? pio : mmio).insert(new ScratchDevice(spec.label, spec.len, spec.state), spec.base, spec.len);
+        break;
+    }
+  }
+  for (const bus of [pio, mmio]) bus.onUnclaimed = unclaimedLogger(bus.space, ctx.log);
+  return { pio, mmio };
+}
+
+/** Logs an unclaimed access once per address (a guest probing hardware is normal; a flood is not). */
+function unclaimedLogger(space: 'pio' | 'mmio', log: Logger) {
+  const seen = new Set<number>();
+  return (addr: number, size: number, isWrite: boolean, value: number) => {
+    if (seen.has(addr) || seen.size > UNCLAIMED_LOG_LIMIT) return;
+    seen.add(addr);
+    if (seen.size > UNCLAIMED_LOG_LIMIT) {
+      log.warn({ space }, `more than ${UNCLAIMED_LOG_LIMIT} unclaimed ${space} addresses: no longer logging them`);
+      return;
+    }
+    if (isWrite) log.warn({ space, addr: hex(addr), size, value: hex(value) }, `unclaimed ${space} write at ${hex(addr)} ignored`);
+    else log.warn({ space, addr: hex(addr), size }, `unclaimed ${space} read at ${hex(addr)} returns all ones`);
+  };
+}
+
+/** A console sink that writes each byte to `fd` at once, waiting out EAGAIN on a non-blocking pipe. */
+export function fdByteWriter(fd: number): (byte: number) => void {
+  const one = new Uint8Array(1);
+  const nap = new Int32Array(new SharedArrayBuffer(4));
+  return (byte: number) => {
+    one[0] = byte;
+    for (;;) {
+      try {
+        writeSync(fd, one);
+        return;
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code;
+        if (code === 'EAGAIN') {
+          Atomics.wait(nap, 0, 0, 1);
+          continue;
+        }
+        if (code === 'EPIPE' || code === 'EBADF') return; // nobody is reading the console any more
+        throw e;
+      }
+    }
+  };
+}

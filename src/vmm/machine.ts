@@ -1,0 +1,178 @@
+/**
+ * A virtual machine from a config: opens KVM, lays out memory, loads the image, creates the vCPUs
+ * and devices, runs every vCPU on its own worker thread, and resolves with how the guest ended.
+ * The main thread keeps its event loop free: it only reacts to stop reports, timers and kicks.
+ */
+import { Worker } from 'node:worker_threads';
+import type { Logger } from 'pino';
+import { Kvm, GuestRam, type Vcpu, type Vm } from '../kvm/kvm.js';
+import { KVM_PIT_SPEAKER_DUMMY } from '../kvm/constants.js';
+import { detectFlavour, type KvmFlavour } from '../kvm/host.js';
+import { native } from '../native/binding.js';
+import { GuestMemory } from '../memory/guest-memory.js';
+import { KVM_IDENTITY_MAP_ADDR, KVM_TSS_ADDR, ramLayout } from '../arch/x86_64/layout.js';
+import { vcpuCpuid } from '../arch/x86_64/cpuid.js';
+import { applyEntryState } from '../arch/x86_64/vcpu-setup.js';
+import { readImage, detectImageKind } from '../loader/kernel-file.js';
+import { loadFlat } from '../loader/flat.js';
+import type { EntryState } from '../loader/entry.js';
+import { Serial8250 } from '../devices/legacy/serial-8250.js';
+import { ISA_DEBUG_EXIT_LEN, ISA_DEBUG_EXIT_PORT } from '../devices/debug/isa-debug-exit.js';
+import { TESTDEV_MMIO_BASE, TESTDEV_MMIO_LEN, TESTDEV_PIO_BASE, TESTDEV_PIO_LEN } from '../devices/debug/testdev.js';
+import { VmmError } from '../errors.js';
+import { silentLogger, type LogLevel } from '../log.js';
+import type { DeviceSpec } from './devices.js';
+import { CONTROL } from './vcpu-loop.js';
+import type { VcpuWorkerInit, VcpuWorkerMessage } from './vcpu-worker.js';
+import type { StopReason } from './stop.js';
+
+export interface MachineConfig {
+  /** Path of the kernel or guest image. */
+  readonly kernel: string;
+  /** Guest RAM in bytes. */
+  readonly memBytes: number;
+  readonly cpus?: number;
+  /** Adds the scratch test device (ports 0xe0-0xe7, MMIO 0xd0000000) used by the test guests. */
+  readonly testdev?: boolean;
+  /** Ends the VM with a 'timeout' stop after this many seconds. */
+  readonly timeoutSec?: number;
+  /** Where COM1's output goes (default: stdout). */
+  readonly consoleFd?: number;
+  /** Log level for the vCPU threads (they log to stderr). */
+  readonly logLevel?: LogLevel;
+  readonly hugepages?: 0 | 1 | 2;
+}
+
+const COM1_BASE = 0x3f8;
+const COM1_GSI = 4;
+
+export class Machine {
+  readonly flavour: KvmFlavour;
+  readonly mem: GuestMemory;
+  readonly com1: Serial8250;
+  readonly #control = new SharedArrayBuffer(CONTROL.WORDS * 4);
+  readonly #controlWords = new Int32Array(this.#control);
+  readonly #devices: DeviceSpec[] = [];
+  #workers: Worker[] = [];
+  #stop: StopReason | undefined;
+  #closed = false;
+
+  private constructor(
+    readonly config: MachineConfig,
+    readonly log: Logger,
+    private readonly kvm: Kvm,
+    private readonly vm: Vm,
+    private readonly ram: GuestRam,
+    private readonly vcpus: Vcpu[],
+  ) {
+    this.flavour = detectFlavour();
+    this.mem = new GuestMemory(ramLayout(config.memBytes).map((r) => ({ gpa: r.gpa, size: r.size, bytes: ram.bytes.subarray(r.offset, r.offset + r.size) })));
+    this.com1 = new Serial8250('com1', { irq: { setLevel: (h) => vm.irqLine(COM1_GSI, h) }, output: () => {} });
+    this.#devices.push({ type: 'serial8250', label: 'com1', base: COM1_BASE, gsi: COM1_GSI, state: this.com1.buffer, outputFd: config.consoleFd ?? 1 });
+    this.#devices.push({ type: 'isa-debug-exit', base: ISA_DEBUG_EXIT_PORT, len: ISA_DEBUG_EXIT_LEN });
+    if (config.testdev) {
+      this.#devices.push({ type: 'scratch', space: 'pio', label: 'testdev', base: TESTDEV_PIO_BASE, len: TESTDEV_PIO_LEN, state: new SharedArrayBuffer(TESTDEV_PIO_LEN) });
+      this.#devices.push({ type: 'scratch', space: 'mmio', label: 'testdev-mmio', base: TESTDEV_MMIO_BASE, len: TESTDEV_MMIO_LEN, state: new SharedArrayBuffer(TESTDEV_MMIO_LEN) });
+    }
+  }
+
+  /** Builds the VM (no guest code runs until start()). Throws VmmError with a one-line message. */
+  static create(config: MachineConfig, log: Logger = silentLogger): Machine {
+    const image = readImage(config.kernel);
+    const kind = detectImageKind(image);
+    if (kind !== 'flat') throw new VmmError('BAD_KERNEL', `--kernel ${config.kernel}: ${kind === 'elf' ? 'ELF (PVH)' : 'bzImage'} kernels are not supported yet`);
+    const cpus = config.cpus ?? 1;
+    const kvm = Kvm.open();
+    let vm: Vm | undefined;
+    let ram: GuestRam | undefined;
+    const vcpus: Vcpu[] = [];
+    try {
+      kvm.requireCapabilities();
+      vm = kvm.createVm();
+      vm.setTssAddr(KVM_TSS_ADDR);
+      vm.setIdentityMapAddr(KVM_IDENTITY_MAP_ADDR);
+      vm.createIrqchip();
+      vm.createPit2(KVM_PIT_SPEAKER_DUMMY);
+      ram = GuestRam.allocate(config.memBytes, config.hugepages ?? 0);
+      ramLayout(config.memBytes).forEach((r, slot) => vm!.setMemoryRegion(slot, r.gpa, r.size, ram!, r.offset));
+      const mmapSize = kvm.vcpuMmapSize;
+      const supported = kvm.supportedCpuid();
+      for (let id = 0; id < cpus; id++) {
+        const vcpu = vm.createVcpu(id, mmapSize);
+        vcpus.push(vcpu);
+        vcpu.setCpuid2(vcpuCpuid(supported, { apicId: id, cpus }));
+      }
+      const m = new Machine(config, log, kvm, vm, ram, vcpus);
+      const entry: EntryState = loadFlat(m.mem, image, config.kernel);
+      applyEntryState(vcpus[0]!, entry);
+      return m;
+    } catch (e) {
+      for (const v of vcpus) v.close();
+      vm?.close();
+      ram?.release();
+      kvm.close();
+      throw e;
+    }
+  }
+
+  /** Runs the guest until it stops; resolves with how it ended. */
+  start(): Promise<StopReason> {
+    return new Promise<StopReason>((resolve) => {
+      let timer: NodeJS.Timeout | undefined;
+      if (this.config.timeoutSec !== undefined) {
+        timer = setTimeout(() => this.stop({ kind: 'timeout', seconds: this.config.timeoutSec! }), this.config.timeoutSec * 1000);
+      }
+      let running = this.vcpus.length;
+      const onStopped = () => {
+        if (--running > 0) return;
+        if (timer) clearTimeout(timer);
+        this.#close();
+        resolve(this.#stop ?? { kind: 'stopped' });
+      };
+      for (const vcpu of this.vcpus) {
+        const init: VcpuWorkerInit = {
+          vmFd: this.vm.fd, vcpuId: vcpu.id, vcpuFd: vcpu.fd, runMappingId: vcpu.runMappingId,
+          ramMappingId: this.ram.mappingId, memBytes: this.config.memBytes, devices: this.#devices,
+          control: this.#control, logLevel: this.config.logLevel ?? 'warn', flavour: this.flavour,
+        };
+        const w = new Worker(new URL('./vcpu-worker.js', import.meta.url), { workerData: init, stdout: false, stderr: false });
+        let reported = false;
+        w.on('message', (msg: VcpuWorkerMessage) => {
+          if (msg.type === 'stopped') {
+            reported = true;
+            this.log.debug({ vcpu: vcpu.id, exits: msg.exits, reason: msg.reason }, 'vcpu stopped');
+            this.stop(msg.reason);
+          }
+        });
+        w.on('error', (e) => {
+          this.log.error({ vcpu: vcpu.id, err: e }, 'vcpu thread failed');
+          this.stop({ kind: 'error', message: `vcpu${vcpu.id} thread failed: ${e.message}` });
+        });
+        w.on('exit', () => {
+          if (!reported) this.stop({ kind: 'error', message: `vcpu${vcpu.id} thread exited unexpectedly` });
+          onStopped();
+        });
+        this.#workers.push(w);
+      }
+    });
+  }
+
+  /** Stops every vCPU (the first reason given wins): sets STOP and kicks each out of KVM_RUN. */
+  stop(reason: StopReason): void {
+    this.#stop ??= reason;
+    Atomics.store(this.#controlWords, CONTROL.STOP, 1);
+    Atomics.notify(this.#controlWords, CONTROL.PAUSE);
+    const n = native();
+    for (const v of this.vcpus) n.kick(v.runMappingId);
+  }
+
+  #close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const v of this.vcpus) v.close();
+    this.vm.close(); // after the vCPUs; RAM may go only once the VM (and its memory slots) is gone
+    this.ram.release();
+    for (const v of this.vcpus) native().releaseMapping(v.runMappingId);
+    this.kvm.close();
+  }
+}

@@ -1,0 +1,46 @@
+/** How a VM ended, and the process exit status each way maps to (listed in README). */
+
+export type StopReason =
+  | { kind: 'poweroff' }
+  | { kind: 'reboot' }
+  | { kind: 'debug-exit'; value: number; status: number }
+  | { kind: 'triple-fault'; message: string }
+  | { kind: 'emulation-failure'; message: string }
+  | { kind: 'kvm-failure'; message: string }
+  | { kind: 'timeout'; seconds: number }
+  | { kind: 'stopped' }
+  | { kind: 'killed' }
+  | { kind: 'error'; message: string };
+
+/** Process exit statuses. isa-debug-exit statuses are always odd, so every other status is even. */
+export const EXIT_STATUS = {
+  poweroff: 0,
+  stopped: 0,
+  usage: 2,
+  reboot: 4,
+  'triple-fault': 6,
+  'emulation-failure': 8,
+  'kvm-failure': 10,
+  killed: 12,
+  error: 70,
+  timeout: 124,
+} as const;
+
+export function exitStatus(r: StopReason): number {
+  return r.kind === 'debug-exit' ? r.status : EXIT_STATUS[r.kind];
+}
+
+export function describeStop(r: StopReason): string {
+  switch (r.kind) {
+    case 'poweroff': return 'guest powered off';
+    case 'reboot': return 'guest requested a reboot';
+    case 'debug-exit': return `guest exited through isa-debug-exit with value ${r.value} (status ${r.status})`;
+    case 'triple-fault': return r.message;
+    case 'emulation-failure': return r.message;
+    case 'kvm-failure': return r.message;
+    case 'timeout': return `timed out after ${r.seconds} s`;
+    case 'stopped': return 'stopped';
+    case 'killed': return 'killed';
+    case 'error': return r.message;
+  }
+}

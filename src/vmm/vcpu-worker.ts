@@ -1,0 +1,58 @@
+/**
+ * Entry point of a vCPU thread: attaches to the VM's fds and shared device state, builds this
+ * thread's buses, runs the exit loop, and reports how it stopped to the main thread.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import { native } from '../native/binding.js';
+import { GuestRam, Vcpu, Vm } from '../kvm/kvm.js';
+import { GuestMemory } from '../memory/guest-memory.js';
+import { createLogger, type LogLevel } from '../log.js';
+import type { KvmFlavour } from '../kvm/host.js';
+import { ramLayout } from '../arch/x86_64/layout.js';
+import { attachDevices, type DeviceSpec } from './devices.js';
+import { VcpuLoop } from './vcpu-loop.js';
+import { diagnoser } from './diagnose.js';
+import type { StopReason } from './stop.js';
+
+export interface VcpuWorkerInit {
+  readonly vmFd: number;
+  readonly vcpuId: number;
+  readonly vcpuFd: number;
+  readonly runMappingId: number;
+  readonly ramMappingId: number;
+  readonly memBytes: number;
+  readonly devices: readonly DeviceSpec[];
+  readonly control: SharedArrayBuffer;
+  readonly logLevel: LogLevel;
+  readonly flavour: KvmFlavour;
+}
+
+export type VcpuWorkerMessage = { type: 'ready' } | { type: 'stopped'; reason: StopReason; exits: number };
+
+function main(init: VcpuWorkerInit): void {
+  const n = native();
+  const log = createLogger(init.logLevel).child({ vcpu: init.vcpuId });
+  const vm = Vm.borrow(init.vmFd);
+  const vcpu = Vcpu.attach(init.vcpuId, init.vcpuFd, init.runMappingId);
+  const ram = GuestRam.attach(init.ramMappingId, init.memBytes);
+  const mem = new GuestMemory(ramLayout(init.memBytes).map((r) => ({ gpa: r.gpa, size: r.size, bytes: ram.bytes.subarray(r.offset, r.offset + r.size) })));
+  let loop: VcpuLoop | undefined;
+  const { pio, mmio } = attachDevices(init.devices, { vm, log, requestStop: (r) => loop!.requestStop(r) });
+  loop = new VcpuLoop({
+    n, fd: init.vcpuFd, id: init.vcpuId, run: vcpu.run, pio, mmio,
+    control: new Int32Array(init.control), log, diagnose: diagnoser(vcpu, mem, init.flavour, log),
+  });
+  n.setRunner(init.runMappingId, true);
+  let reason: StopReason;
+  try {
+    parentPort!.postMessage({ type: 'ready' } satisfies VcpuWorkerMessage);
+    reason = loop.run();
+  } catch (e) {
+    reason = { kind: 'kvm-failure', message: `vcpu${init.vcpuId}: ${(e as Error).message}` };
+  } finally {
+    n.setRunner(init.runMappingId, false);
+  }
+  parentPort!.postMessage({ type: 'stopped', reason, exits: loop.exits } satisfies VcpuWorkerMessage);
+}
+
+main(workerData as VcpuWorkerInit);
