@@ -28,13 +28,16 @@ namespace nv {
   throw Napi::TypeError::New(env, msg);
 }
 
-// Runs an ioctl, retrying on EINTR only where the caller asks; the stringified request names the ioctl.
-#define NV_IOCTL(env, fd, req, ...)                                 \
+// Runs an ioctl and throws on failure; the error names the ioctl (`name`, or the stringified request).
+// Macros that forward a request must use NV_IOCTL_NAMED with their own #REQ: a forwarded macro
+// argument is expanded before # applies, which would name the number instead of the ioctl.
+#define NV_IOCTL_NAMED(env, fd, req, name, ...)                     \
   ([&]() -> int {                                                   \
     int r_ = ::ioctl((fd), (req), ##__VA_ARGS__);                   \
-    if (r_ < 0) { int e_ = errno; ::nv::ThrowErrno((env), e_, "ioctl", #req); } \
+    if (r_ < 0) { int e_ = errno; ::nv::ThrowErrno((env), e_, "ioctl", (name)); } \
     return r_;                                                      \
   })()
+#define NV_IOCTL(env, fd, req, ...) NV_IOCTL_NAMED(env, fd, req, #req, ##__VA_ARGS__)
 
 inline int ArgFd(const Napi::CallbackInfo& info, size_t i) {
   if (info.Length() <= i || !info[i].IsNumber()) ThrowType(info.Env(), "argument " + std::to_string(i) + ": expected a file descriptor");

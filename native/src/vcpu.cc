@@ -44,7 +44,7 @@ napi_value Run(napi_env env, napi_callback_info cbinfo) {
 #define NV_VCPU_STRUCT(Name, REQ, Type)                                    \
   Napi::Value Name(const Napi::CallbackInfo& info) {                      \
     Type* s = ArgStruct<Type>(info, 1, #REQ);                             \
-    NV_IOCTL(info.Env(), ArgFd(info, 0), REQ, s);                         \
+    NV_IOCTL_NAMED(info.Env(), ArgFd(info, 0), REQ, #REQ, s);                         \
     return info.Env().Undefined();                                        \
   }
 NV_VCPU_STRUCT(GetRegs, KVM_GET_REGS, kvm_regs)

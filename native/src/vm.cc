@@ -110,7 +110,7 @@ Napi::Value SetGsiRouting(const Napi::CallbackInfo& info) {
 #define NV_VM_STRUCT(Name, REQ, Type)                                      \
   Napi::Value Name(const Napi::CallbackInfo& info) {                      \
     Type* s = ArgStruct<Type>(info, 1, #REQ);                             \
-    NV_IOCTL(info.Env(), ArgFd(info, 0), REQ, s);                         \
+    NV_IOCTL_NAMED(info.Env(), ArgFd(info, 0), REQ, #REQ, s);                         \
     return info.Env().Undefined();                                        \
   }
 NV_VM_STRUCT(GetIrqchip, KVM_GET_IRQCHIP, kvm_irqchip)

@@ -1,0 +1,79 @@
+// The addon alone: layout self-test, error shape, mappings. Needs the addon, not /dev/kvm.
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { Worker } from 'node:worker_threads';
+import { native, addonPath } from '../../dist/native/binding.js';
+import { flatLayout } from '../../dist/kvm/layout.js';
+
+const n = native();
+
+describe('native addon', () => {
+  it('every struct offset and size TypeScript uses equals the C offsetof()/sizeof()', () => {
+    const ts = flatLayout();
+    const mismatches = Object.entries(ts).filter(([k, v]) => n.layout[k] !== v).map(([k, v]) => `${k}: ts ${v}, C ${n.layout[k]}`);
+    assert.deepEqual(mismatches, []);
+    assert.ok(Object.keys(ts).length > 100);
+  });
+
+  it('every vCPU and VM ioctl on a bad fd throws EBADF naming the ioctl', () => {
+    const bad = 1_000_000;
+    const calls = {
+      KVM_RUN: () => n.run(bad),
+      KVM_GET_REGS: () => n.getRegs(bad, new Uint8Array(n.layout['sizeof.kvm_regs'])),
+      KVM_SET_SREGS: () => n.setSregs(bad, new Uint8Array(n.layout['sizeof.kvm_sregs'])),
+      KVM_SET_CPUID2: () => n.setCpuid2(bad, new Uint8Array(40)),
+      KVM_GET_MSRS: () => n.getMsrs(bad, new Uint8Array(16)),
+      KVM_GET_XSAVE: () => n.getXsave(bad, new Uint8Array(4096)),
+      KVM_CREATE_VCPU: () => n.createVcpu(bad, 0),
+      KVM_IRQ_LINE: () => n.irqLine(bad, 4, 1),
+      KVM_SET_GSI_ROUTING: () => n.setGsiRouting(bad, new Uint8Array(48)),
+      KVM_CREATE_IRQCHIP: () => n.createIrqchip(bad),
+    };
+    for (const [ioctl, call] of Object.entries(calls)) {
+      assert.throws(call, (e) => e.code === 'EBADF' && e.errno === -9 && e.syscall === 'ioctl' && e.ioctl === ioctl && e.message.startsWith(`${ioctl}:`), ioctl);
+    }
+  });
+
+  it('refuses struct buffers of the wrong size before calling the kernel', () => {
+    assert.throws(() => n.getRegs(0, new Uint8Array(10)), /KVM_GET_REGS: expected 144 bytes, got 10/);
+    assert.throws(() => n.setCpuid2(0, new Uint8Array(41)), /multiple of 40/);
+  });
+
+  it('open() of a missing device throws ENOENT with syscall open', () => {
+    assert.throws(() => n.open('/nonexistent/kvm'), (e) => e.code === 'ENOENT' && e.syscall === 'open');
+  });
+
+  it('eventfds count writes and read back non-blocking', () => {
+    const fd = n.eventfd(0, true);
+    assert.equal(n.eventfdRead(fd), 0);
+    n.eventfdWrite(fd, 2);
+    n.eventfdWrite(fd, 3);
+    assert.equal(n.eventfdRead(fd), 5);
+    n.close(fd);
+  });
+
+  it('a mapping is one set of pages, viewed from any thread', async () => {
+    const id = n.mapAnonymous(1 << 20, 0);
+    const a = new Uint8Array(n.mappingBuffer(id));
+    a[100] = 42;
+    const seen = await new Promise((resolve, reject) => {
+      const w = new Worker(
+        `const { workerData, parentPort } = require('node:worker_threads');
+         const n = require(workerData.addon);
+         const b = new Uint8Array(n.mappingBuffer(workerData.id));
+         const v = b[100]; b[101] = 7; parentPort.postMessage(v);`,
+        { eval: true, workerData: { id, addon: addonPath() } },
+      );
+      w.on('message', resolve);
+      w.on('error', reject);
+    });
+    assert.equal(seen, 42);
+    assert.equal(a[101], 7);
+    n.releaseMapping(id);
+    assert.throws(() => n.mappingBuffer(id), (e) => e.code === 'EBADF');
+  });
+
+  it('rejects a zero-sized mapping', () => {
+    assert.throws(() => n.mapAnonymous(0), (e) => e.code === 'EINVAL');
+  });
+});

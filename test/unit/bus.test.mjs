@@ -1,0 +1,80 @@
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { Bus } from '../../dist/bus/bus.js';
+
+const recorder = (label) => {
+  const log = [];
+  return {
+    log,
+    dev: {
+      debugLabel: label,
+      read: (offset, size) => (log.push(['r', offset, size]), 0x100 + offset),
+      write: (offset, size, value) => void log.push(['w', offset, size, value]),
+    },
+  };
+};
+
+describe('Bus', () => {
+  for (const space of ['pio', 'mmio']) {
+    it(`${space}: routes accesses to the device with offsets from its base`, () => {
+      const bus = new Bus(space);
+      const a = recorder('a');
+      const base = space === 'pio' ? 0x3f8 : 0xd000_0000;
+      bus.insert(a.dev, base, 8);
+      assert.equal(bus.read(base + 5, 1), 0x105);
+      bus.write(base + 2, 2, 0xbeef);
+      assert.deepEqual(a.log, [['r', 5, 1], ['w', 2, 2, 0xbeef]]);
+    });
+
+    it(`${space}: unclaimed reads return all ones of the width and are reported`, () => {
+      const bus = new Bus(space);
+      const seen = [];
+      bus.onUnclaimed = (addr, size, isWrite, value) => seen.push([addr, size, isWrite, value]);
+      assert.equal(bus.read(0x80, 1), 0xff);
+      assert.equal(bus.read(0x80, 2), 0xffff);
+      assert.equal(bus.read(0x80, 4), 0xffffffff);
+      bus.write(0x81, 1, 7);
+      assert.deepEqual(seen, [[0x80, 1, false, 0xff], [0x80, 2, false, 0xffff], [0x80, 4, false, 0xffffffff], [0x81, 1, true, 7]]);
+    });
+
+    it(`${space}: an access straddling the end of a range is unclaimed`, () => {
+      const bus = new Bus(space);
+      const a = recorder('a');
+      bus.insert(a.dev, 0x100, 4);
+      assert.equal(bus.read(0x102, 4), 0xffffffff);
+      assert.equal(bus.read(0x103, 1), 0x103);
+      assert.equal(bus.read(0xff, 2), 0xffff);
+      assert.deepEqual(a.log, [['r', 3, 1]]);
+    });
+
+    it(`${space}: rejects overlapping, empty and out-of-space ranges`, () => {
+      const bus = new Bus(space);
+      bus.insert(recorder('first').dev, 0x100, 0x10);
+      assert.throws(() => bus.insert(recorder('second').dev, 0x10f, 1), /second at 0x10f\+0x1 overlaps first at 0x100\+0x10/);
+      assert.throws(() => bus.insert(recorder('third').dev, 0xf8, 9), /overlaps first/);
+      assert.throws(() => bus.insert(recorder('empty').dev, 0x200, 0), /invalid range/);
+      assert.throws(() => bus.insert(recorder('neg').dev, -1, 2), /invalid range/);
+      bus.insert(recorder('adjacent').dev, 0x110, 0x10);
+      bus.insert(recorder('below').dev, 0xf0, 0x10);
+      assert.deepEqual(bus.list().map((e) => e.label), ['below', 'first', 'adjacent']);
+    });
+  }
+
+  it('pio: ports beyond 0xffff are rejected', () => {
+    const bus = new Bus('pio');
+    assert.throws(() => bus.insert(recorder('x').dev, 0xfffc, 8), /invalid range/);
+  });
+
+  it('mmio: finds the right device among many (binary search)', () => {
+    const bus = new Bus('mmio');
+    const devs = [];
+    for (let i = 0; i < 50; i++) {
+      const r = recorder(`d${i}`);
+      devs.push(r);
+      bus.insert(r.dev, 0x1000_0000 + i * 0x2000, 0x1000);
+    }
+    for (let i = 49; i >= 0; i--) assert.equal(bus.read(0x1000_0000 + i * 0x2000 + 0xffc, 4), 0x100 + 0xffc);
+    assert.equal(bus.read(0x1000_0000 + 0x1000, 4), 0xffffffff); // the gap between two devices
+    assert.ok(devs.every((d) => d.log.length === 1));
+  });
+});
