@@ -16,8 +16,11 @@ export const REQUIRED_CAPS = [
 export class Kvm {
   private constructor(readonly fd: number, readonly path: string, private readonly n: NativeBinding) {}
 
-  /** Opens /dev/kvm, turning the usual failures into one-line hints, and checks the API version. */
-  static open(path = '/dev/kvm'): Kvm {
+  /**
+   * Opens /dev/kvm (or NODEVISOR_KVM_DEVICE), turning the usual failures into one-line hints, and
+   * checks the API version.
+   */
+  static open(path = process.env.NODEVISOR_KVM_DEVICE ?? '/dev/kvm'): Kvm {
     let n: NativeBinding;
     try {
       n = native();

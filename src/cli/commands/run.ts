@@ -3,7 +3,7 @@ import os from 'node:os';
 import type { Argv, CommandModule } from 'yargs';
 import { Machine } from '../../vmm/machine.js';
 import { describeStop, exitStatus } from '../../vmm/stop.js';
-import { detectFlavour, PVM_WARNING } from '../../kvm/host.js';
+import { PVM_WARNING } from '../../kvm/host.js';
 import { createLogger, LOG_LEVELS, type LogLevel } from '../../log.js';
 import { VmmError } from '../../errors.js';
 import { MIN_MEM } from '../../arch/x86_64/layout.js';
@@ -44,11 +44,11 @@ export const runCommand: CommandModule<object, RunArgs> = {
     if (!Number.isInteger(argv.cpus) || argv.cpus < 1 || argv.cpus > 255) throw new VmmError('BAD_CONFIG', `--cpus ${argv.cpus}: must be a whole number from 1 to 255`);
     if (argv.timeout !== undefined && !(argv.timeout > 0)) throw new VmmError('BAD_CONFIG', `--timeout ${argv.timeout}: must be a positive number of seconds`);
     const log = createLogger(argv['log-level']);
-    if (detectFlavour() === 'pvm') log.warn(PVM_WARNING);
     const machine = Machine.create(
       { kernel: argv.kernel, memBytes, cpus: argv.cpus, testdev: argv.testdev, timeoutSec: argv.timeout, logLevel: argv['log-level'] },
       log,
     );
+    if (machine.flavour === 'pvm') log.warn(PVM_WARNING); // once, and only once a VM is about to run
     const reason = await machine.start();
     const status = exitStatus(reason);
     if (status !== 0 && reason.kind !== 'debug-exit') process.stderr.write(`nodevisor: ${describeStop(reason)}\n`);

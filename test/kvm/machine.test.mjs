@@ -1,0 +1,49 @@
+// The library API on real KVM: the main thread's event loop stays free while a guest spins, and
+// stop/timeout end a running guest promptly.
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { Machine } from '../../dist/index.js';
+import { guest, needsKvm, runCli } from '../helpers/kvm.mjs';
+import { openSync, closeSync } from 'node:fs';
+
+const devNull = () => openSync('/dev/null', 'w');
+
+describe('Machine', needsKvm, () => {
+  it('timers on the main thread fire on time while the guest spins in a tight loop', async () => {
+    const fd = devNull();
+    const m = Machine.create({ kernel: guest('spin.bin'), memBytes: 64 << 20, testdev: true, consoleFd: fd });
+    const done = m.start();
+    const lateness = [];
+    for (let i = 0; i < 10; i++) {
+      const t0 = performance.now();
+      await new Promise((r) => setTimeout(r, 20));
+      lateness.push(performance.now() - t0 - 20);
+    }
+    m.stop({ kind: 'stopped' });
+    const t0 = performance.now();
+    assert.deepEqual(await done, { kind: 'stopped' });
+    const stopMs = performance.now() - t0;
+    closeSync(fd);
+    // A blocked event loop would delay these by the guest's whole run; allow generous scheduling noise.
+    assert.ok(Math.max(...lateness) < 50, `timer lateness ${lateness.map((x) => x.toFixed(1)).join(', ')} ms`);
+    assert.ok(stopMs < 1000, `stop took ${stopMs} ms`);
+  });
+
+  it('two machines run at once in one process, each with its own outcome', async () => {
+    const fd = devNull();
+    const a = Machine.create({ kernel: guest('spin.bin'), memBytes: 32 << 20, testdev: true, consoleFd: fd });
+    const b = Machine.create({ kernel: guest('hello.bin'), memBytes: 32 << 20, consoleFd: fd });
+    const [ra, rb] = [a.start(), b.start()];
+    assert.deepEqual(await rb, { kind: 'debug-exit', value: 0, status: 1 });
+    a.stop({ kind: 'stopped' });
+    assert.deepEqual(await ra, { kind: 'stopped' });
+    closeSync(fd);
+  });
+
+  it('--timeout ends a spinning guest with status 124', async () => {
+    const r = await runCli(['run', '--kernel', guest('spin.bin'), '--timeout', '1', '--log-level', 'error'], { killAfterMs: 20_000 });
+    assert.equal(r.status, 124, r.stderr);
+    assert.match(r.stderr, /nodevisor: timed out after 1 s/);
+    assert.ok(r.ms < 5000, `took ${r.ms} ms`);
+  });
+});
