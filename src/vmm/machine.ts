@@ -4,6 +4,7 @@
  * The main thread keeps its event loop free: it only reacts to stop reports, timers and kicks.
  */
 import { Worker } from 'node:worker_threads';
+import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import { Kvm, GuestRam, type Vcpu, type Vm } from '../kvm/kvm.js';
 import { KVM_PIT_SPEAKER_DUMMY } from '../kvm/constants.js';
@@ -15,7 +16,11 @@ import { vcpuCpuid } from '../arch/x86_64/cpuid.js';
 import { applyEntryState } from '../arch/x86_64/vcpu-setup.js';
 import { readImage, detectImageKind } from '../loader/kernel-file.js';
 import { loadFlat } from '../loader/flat.js';
+import { loadBzImage, type LinuxBootInput } from '../loader/bzimage.js';
+import { loadPvh } from '../loader/pvh.js';
 import type { EntryState } from '../loader/entry.js';
+import { e820Map } from '../arch/x86_64/e820.js';
+import { initVcpuState } from '../arch/x86_64/cpu-init.js';
 import { Serial8250 } from '../devices/legacy/serial-8250.js';
 import { ISA_DEBUG_EXIT_LEN, ISA_DEBUG_EXIT_PORT } from '../devices/debug/isa-debug-exit.js';
 import { TESTDEV_MMIO_BASE, TESTDEV_MMIO_LEN, TESTDEV_PIO_BASE, TESTDEV_PIO_LEN } from '../devices/debug/testdev.js';
@@ -23,6 +28,7 @@ import { VmmError } from '../errors.js';
 import { silentLogger, type LogLevel } from '../log.js';
 import type { DeviceSpec } from './devices.js';
 import { CONTROL } from './vcpu-loop.js';
+import { ConsoleInput } from './console-input.js';
 import type { VcpuWorkerInit, VcpuWorkerMessage } from './vcpu-worker.js';
 import type { StopReason } from './stop.js';
 
@@ -31,6 +37,10 @@ export interface MachineConfig {
   readonly kernel: string;
   /** Guest RAM in bytes. */
   readonly memBytes: number;
+  /** Kernel command line (bzImage and PVH kernels). */
+  readonly cmdline?: string;
+  /** Path of an initrd / initramfs image. */
+  readonly initrd?: string;
   readonly cpus?: number;
   /** Adds the scratch test device (ports 0xe0-0xe7, MMIO 0xd0000000) used by the test guests. */
   readonly testdev?: boolean;
@@ -38,10 +48,15 @@ export interface MachineConfig {
   readonly timeoutSec?: number;
   /** Where COM1's output goes (default: stdout). */
   readonly consoleFd?: number;
+  /** Where COM1's input comes from (the CLI passes stdin); Ctrl-A x stops the VM. */
+  readonly consoleInput?: Readable;
   /** Log level for the vCPU threads (they log to stderr). */
   readonly logLevel?: LogLevel;
   readonly hugepages?: 0 | 1 | 2;
 }
+
+/** The command line a Linux kernel gets when none is given. */
+export const DEFAULT_CMDLINE = 'console=ttyS0 reboot=k panic=1';
 
 const COM1_BASE = 0x3f8;
 const COM1_GSI = 4;
@@ -80,7 +95,8 @@ export class Machine {
   static create(config: MachineConfig, log: Logger = silentLogger): Machine {
     const image = readImage(config.kernel);
     const kind = detectImageKind(image);
-    if (kind !== 'flat') throw new VmmError('BAD_KERNEL', `--kernel ${config.kernel}: ${kind === 'elf' ? 'ELF (PVH)' : 'bzImage'} kernels are not supported yet`);
+    const initrd = config.initrd !== undefined ? { bytes: readImage(config.initrd, '--initrd'), path: config.initrd } : undefined;
+    if (initrd && kind === 'flat') throw new VmmError('BAD_CONFIG', `--initrd ${config.initrd}: a flat image takes no initrd`);
     const cpus = config.cpus ?? 1;
     const kvm = Kvm.open();
     let vm: Vm | undefined;
@@ -101,10 +117,20 @@ export class Machine {
         const vcpu = vm.createVcpu(id, mmapSize);
         vcpus.push(vcpu);
         vcpu.setCpuid2(vcpuCpuid(supported, { apicId: id, cpus }));
+        initVcpuState(vcpu, log);
       }
       const m = new Machine(config, log, kvm, vm, ram, vcpus);
-      const entry: EntryState = loadFlat(m.mem, image, config.kernel);
-      applyEntryState(vcpus[0]!, entry);
+      let entry: EntryState;
+      if (kind === 'flat') {
+        entry = loadFlat(m.mem, image, config.kernel);
+      } else {
+        const boot: LinuxBootInput = {
+          mem: m.mem, memBytes: config.memBytes, image, path: config.kernel, cmdline: config.cmdline ?? DEFAULT_CMDLINE,
+          e820: e820Map(config.memBytes), ...(initrd ? { initrd } : {}),
+        };
+        entry = kind === 'bzimage' ? loadBzImage(boot) : loadPvh(boot);
+      }
+      applyEntryState(vcpus[0]!, m.mem, entry);
       return m;
     } catch (e) {
       for (const v of vcpus) v.close();
@@ -118,6 +144,7 @@ export class Machine {
   /** Runs the guest until it stops; resolves with how it ended. */
   start(): Promise<StopReason> {
     return new Promise<StopReason>((resolve) => {
+      const input = this.config.consoleInput ? new ConsoleInput(this.config.consoleInput, this.com1, () => this.stop({ kind: 'stopped' })) : undefined;
       let timer: NodeJS.Timeout | undefined;
       if (this.config.timeoutSec !== undefined) {
         timer = setTimeout(() => this.stop({ kind: 'timeout', seconds: this.config.timeoutSec! }), this.config.timeoutSec * 1000);
@@ -126,6 +153,7 @@ export class Machine {
       const onStopped = () => {
         if (--running > 0) return;
         if (timer) clearTimeout(timer);
+        input?.close();
         this.#close();
         resolve(this.#stop ?? { kind: 'stopped' });
       };

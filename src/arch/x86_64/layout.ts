@@ -16,6 +16,19 @@ export const FLAT_LOAD_ADDR = 0x1_0000;
 export const FLAT_SEGMENT = 0x1000;
 export const FLAT_SP = 0x8000;
 
+/** Boot data below 1 MiB (design.md): GDT, IDT, PVH start info, zero page, page tables, command line. */
+export const BOOT_GDT_ADDR = 0x500;
+export const BOOT_IDT_ADDR = 0x520;
+export const PVH_INFO_ADDR = 0x6000; // hvm_start_info, then its memory map and module list (one page)
+export const ZERO_PAGE_ADDR = 0x7000; // boot_params
+export const PML4_ADDR = 0x9000; // identity map of the first 4 GiB: PML4, one PDPT, four PDs of 2 MiB pages
+export const PDPT_ADDR = 0xa000;
+export const PD_ADDR = 0xb000; // 0xb000-0xefff
+export const CMDLINE_ADDR = 0x2_0000;
+export const CMDLINE_MAX = 4096;
+/** Where kernels (bzImage protected-mode code) are loaded: 1 MiB, as the boot protocol expects. */
+export const KERNEL_LOAD_ADDR = 0x10_0000;
+
 /** The smallest RAM nodevisor accepts (boot data below 1 MiB plus room for a kernel). */
 export const MIN_MEM = 1 << 20;
 

@@ -11,6 +11,8 @@ import { formatSize, parseSize } from '../size.js';
 
 interface RunArgs {
   kernel: string;
+  initrd?: string;
+  cmdline?: string;
   mem: string;
   cpus: number;
   timeout?: number;
@@ -34,6 +36,8 @@ export const runCommand: CommandModule<object, RunArgs> = {
   builder: (y: Argv) =>
     y
       .option('kernel', { type: 'string', demandOption: true, describe: 'kernel (bzImage, PVH ELF) or flat real-mode image' })
+      .option('initrd', { type: 'string', describe: 'initrd / initramfs image (bzImage and PVH kernels)' })
+      .option('cmdline', { type: 'string', describe: 'kernel command line (default: console=ttyS0 reboot=k panic=1)' })
       .option('mem', { type: 'string', default: '128M', describe: 'guest RAM (e.g. 256M, 2G; a bare number is MiB)' })
       .option('cpus', { type: 'number', default: 1, describe: 'number of vCPUs' })
       .option('timeout', { type: 'number', describe: 'stop the guest after this many seconds (exit status 124)' })
@@ -45,7 +49,7 @@ export const runCommand: CommandModule<object, RunArgs> = {
     if (argv.timeout !== undefined && !(argv.timeout > 0)) throw new VmmError('BAD_CONFIG', `--timeout ${argv.timeout}: must be a positive number of seconds`);
     const log = createLogger(argv['log-level']);
     const machine = Machine.create(
-      { kernel: argv.kernel, memBytes, cpus: argv.cpus, testdev: argv.testdev, timeoutSec: argv.timeout, logLevel: argv['log-level'] },
+      { kernel: argv.kernel, initrd: argv.initrd, cmdline: argv.cmdline, memBytes, cpus: argv.cpus, testdev: argv.testdev, timeoutSec: argv.timeout, logLevel: argv['log-level'], consoleInput: process.stdin },
       log,
     );
     if (machine.flavour === 'pvm') log.warn(PVM_WARNING); // once, and only once a VM is about to run

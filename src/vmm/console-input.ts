@@ -1,0 +1,78 @@
+/**
+ * Host input to the guest's console UART: bytes from a stream (stdin) go into COM1's receive FIFO,
+ * raw when the stream is a terminal, with QEMU's escape: Ctrl-A x stops the VM, Ctrl-A Ctrl-A sends
+ * one Ctrl-A. Bytes the FIFO cannot take yet wait here and are retried as the guest drains it.
+ */
+import type { Readable } from 'node:stream';
+import type { ReadStream } from 'node:tty';
+
+export interface ConsoleSinkDevice {
+  enqueueInput(bytes: Uint8Array): number;
+}
+
+const CTRL_A = 0x01;
+const RETRY_MS = 5;
+
+export class ConsoleInput {
+  #pending: Uint8Array[] = [];
+  #escape = false;
+  #timer: NodeJS.Timeout | undefined;
+  #wasRaw = false;
+  readonly #onData = (chunk: Buffer) => this.#accept(chunk);
+
+  constructor(private readonly input: Readable, private readonly uart: ConsoleSinkDevice, private readonly onEscape: () => void) {
+    const tty = input as ReadStream;
+    if (tty.isTTY) {
+      this.#wasRaw = tty.isRaw;
+      tty.setRawMode(true);
+    }
+    input.on('data', this.#onData);
+    input.resume();
+  }
+
+  #accept(chunk: Buffer): void {
+    const out: number[] = [];
+    for (const b of chunk) {
+      if (this.#escape) {
+        this.#escape = false;
+        if (b === 0x78 /* x */) {
+          this.onEscape();
+          return;
+        }
+        if (b === CTRL_A) out.push(CTRL_A);
+        continue; // Ctrl-A followed by anything else: both dropped, as QEMU does for unknown commands
+      }
+      if (b === CTRL_A) this.#escape = true;
+      else out.push(b);
+    }
+    if (out.length > 0) this.#pending.push(Uint8Array.from(out));
+    this.#flush();
+  }
+
+  #flush(): void {
+    while (this.#pending.length > 0) {
+      const head = this.#pending[0]!;
+      const n = this.uart.enqueueInput(head);
+      if (n === head.length) this.#pending.shift();
+      else {
+        this.#pending[0] = head.subarray(n);
+        break;
+      }
+    }
+    if (this.#pending.length > 0 && !this.#timer) {
+      this.#timer = setTimeout(() => {
+        this.#timer = undefined;
+        this.#flush();
+      }, RETRY_MS);
+    }
+  }
+
+  /** Stops reading and gives the terminal back as it was. */
+  close(): void {
+    if (this.#timer) clearTimeout(this.#timer);
+    this.input.off('data', this.#onData);
+    this.input.pause();
+    const tty = this.input as ReadStream;
+    if (tty.isTTY) tty.setRawMode(this.#wasRaw);
+  }
+}
