@@ -1,4 +1,6 @@
-// eventfds: the doorbells between KVM (ioeventfd, irqfd) and the main thread's event loop.
+// eventfds and pipes: the doorbells and byte channels between vCPU threads, KVM (ioeventfd, irqfd)
+// and the main thread's event loop.
+#include <fcntl.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -34,12 +36,25 @@ Napi::Value Write(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// pipe(nonblockRead) -> [readFd, writeFd], both O_CLOEXEC. vCPU threads write console bytes with a
+// plain write(2); the main thread reads the other end as a stream, so nothing crosses JS threads.
+Napi::Value Pipe(const Napi::CallbackInfo& info) {
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) < 0) ThrowErrno(info.Env(), errno, "pipe", "pipe2");
+  if (info.Length() > 0 && info[0].ToBoolean()) ::fcntl(fds[0], F_SETFL, ::fcntl(fds[0], F_GETFL) | O_NONBLOCK);
+  auto out = Napi::Array::New(info.Env(), 2);
+  out.Set(0u, Napi::Number::New(info.Env(), fds[0]));
+  out.Set(1u, Napi::Number::New(info.Env(), fds[1]));
+  return out;
+}
+
 }  // namespace
 
 void InitEventfd(Napi::Env env, Napi::Object exports) {
   exports.Set("eventfd", Napi::Function::New(env, Create, "eventfd"));
   exports.Set("eventfdRead", Napi::Function::New(env, Read, "eventfdRead"));
   exports.Set("eventfdWrite", Napi::Function::New(env, Write, "eventfdWrite"));
+  exports.Set("pipe", Napi::Function::New(env, Pipe, "pipe"));
 }
 
 }  // namespace nv

@@ -20,7 +20,9 @@ export class ConsoleInput {
   #wasRaw = false;
   readonly #onData = (chunk: Buffer) => this.#accept(chunk);
 
-  constructor(private readonly input: Readable, private readonly uart: ConsoleSinkDevice, private readonly onEscape: () => void) {
+  /** `input` may be undefined: bytes then come only through push(). */
+  constructor(private readonly input: Readable | undefined, private readonly uart: ConsoleSinkDevice, private readonly onEscape: () => void) {
+    if (!input) return;
     const tty = input as ReadStream;
     if (tty.isTTY) {
       this.#wasRaw = tty.isRaw;
@@ -28,6 +30,12 @@ export class ConsoleInput {
     }
     input.on('data', this.#onData);
     input.resume();
+  }
+
+  /** Queues bytes for the guest as they are (no escape processing). */
+  push(bytes: Uint8Array): void {
+    this.#pending.push(bytes);
+    this.#flush();
   }
 
   #accept(chunk: Buffer): void {
@@ -70,6 +78,7 @@ export class ConsoleInput {
   /** Stops reading and gives the terminal back as it was. */
   close(): void {
     if (this.#timer) clearTimeout(this.#timer);
+    if (!this.input) return;
     this.input.off('data', this.#onData);
     this.input.pause();
     const tty = this.input as ReadStream;

@@ -5,6 +5,9 @@
  */
 import { Worker } from 'node:worker_threads';
 import type { Readable } from 'node:stream';
+import { EventEmitter } from 'node:events';
+import { Socket } from 'node:net';
+import { closeSync } from 'node:fs';
 import type { Logger } from 'pino';
 import { Kvm, GuestRam, type Vcpu, type Vm } from '../kvm/kvm.js';
 import { KVM_PIT_SPEAKER_DUMMY } from '../kvm/constants.js';
@@ -46,7 +49,7 @@ export interface MachineConfig {
   readonly testdev?: boolean;
   /** Ends the VM with a 'timeout' stop after this many seconds. */
   readonly timeoutSec?: number;
-  /** Where COM1's output goes (default: stdout). */
+  /** Where COM1's output goes: an fd (the CLI passes 1), or by default the `console` stream. */
   readonly consoleFd?: number;
   /** Where COM1's input comes from (the CLI passes stdin); Ctrl-A x stops the VM. */
   readonly consoleInput?: Readable;
@@ -61,7 +64,13 @@ export const DEFAULT_CMDLINE = 'console=ttyS0 reboot=k panic=1';
 const COM1_BASE = 0x3f8;
 const COM1_GSI = 4;
 
-export class Machine {
+export type MachineState = 'created' | 'running' | 'paused' | 'stopping' | 'stopped';
+
+/**
+ * Events: 'state' (MachineState) on every change; 'console' (Buffer) for guest console output when
+ * no consoleFd was given (the same bytes flow through `console`).
+ */
+export class Machine extends EventEmitter {
   readonly flavour: KvmFlavour;
   readonly mem: GuestMemory;
   readonly com1: Serial8250;
@@ -71,6 +80,15 @@ export class Machine {
   #workers: Worker[] = [];
   #stop: StopReason | undefined;
   #closed = false;
+  #state: MachineState = 'created';
+  #resolve!: (r: StopReason) => void;
+  readonly #done = new Promise<StopReason>((resolve) => (this.#resolve = resolve));
+  readonly #parked = new Set<number>();
+  #onAllParked: (() => void) | undefined;
+  #input: ConsoleInput | undefined;
+  #consoleWriteFd: number | undefined;
+  /** Guest console output as a stream (live, like a serial line: bytes nobody reads are dropped), unless consoleFd was given. */
+  readonly console: Readable | undefined;
 
   private constructor(
     readonly config: MachineConfig,
@@ -80,10 +98,19 @@ export class Machine {
     private readonly ram: GuestRam,
     private readonly vcpus: Vcpu[],
   ) {
+    super();
     this.flavour = detectFlavour();
+    let consoleFd = config.consoleFd;
+    if (consoleFd === undefined) {
+      const [readFd, writeFd] = native().pipe(true);
+      this.#consoleWriteFd = consoleFd = writeFd;
+      const stream = new Socket({ fd: readFd, readable: true, writable: false });
+      stream.on('data', (chunk: Buffer) => this.emit('console', chunk));
+      this.console = stream;
+    }
     this.mem = new GuestMemory(ramLayout(config.memBytes).map((r) => ({ gpa: r.gpa, size: r.size, bytes: ram.bytes.subarray(r.offset, r.offset + r.size) })));
     this.com1 = new Serial8250('com1', { irq: { setLevel: (h) => vm.irqLine(COM1_GSI, h) }, output: () => {} });
-    this.#devices.push({ type: 'serial8250', label: 'com1', base: COM1_BASE, gsi: COM1_GSI, state: this.com1.buffer, outputFd: config.consoleFd ?? 1 });
+    this.#devices.push({ type: 'serial8250', label: 'com1', base: COM1_BASE, gsi: COM1_GSI, state: this.com1.buffer, outputFd: consoleFd });
     this.#devices.push({ type: 'isa-debug-exit', base: ISA_DEBUG_EXIT_PORT, len: ISA_DEBUG_EXIT_LEN });
     if (config.testdev) {
       this.#devices.push({ type: 'scratch', space: 'pio', label: 'testdev', base: TESTDEV_PIO_BASE, len: TESTDEV_PIO_LEN, state: new SharedArrayBuffer(TESTDEV_PIO_LEN) });
@@ -141,55 +168,131 @@ export class Machine {
     }
   }
 
-  /** Runs the guest until it stops; resolves with how it ended. */
+  /** Lifecycle state; every change is also emitted as a 'state' event. */
+  get state(): MachineState {
+    return this.#state;
+  }
+
+  #setState(next: MachineState): void {
+    if (next === this.#state) return;
+    this.#state = next;
+    this.emit('state', next);
+  }
+
+  /** Starts every vCPU on its own thread; resolves with how the guest ended (same promise as wait()). */
   start(): Promise<StopReason> {
-    return new Promise<StopReason>((resolve) => {
-      const input = this.config.consoleInput ? new ConsoleInput(this.config.consoleInput, this.com1, () => this.stop({ kind: 'stopped' })) : undefined;
-      let timer: NodeJS.Timeout | undefined;
-      if (this.config.timeoutSec !== undefined) {
-        timer = setTimeout(() => this.stop({ kind: 'timeout', seconds: this.config.timeoutSec! }), this.config.timeoutSec * 1000);
-      }
-      let running = this.vcpus.length;
-      const onStopped = () => {
-        if (--running > 0) return;
-        if (timer) clearTimeout(timer);
-        input?.close();
-        this.#close();
-        resolve(this.#stop ?? { kind: 'stopped' });
+    if (this.#state !== 'created') throw new VmmError('BAD_CONFIG', `machine: start() in state ${this.#state}`);
+    const input = this.config.consoleInput ? new ConsoleInput(this.config.consoleInput, this.com1, () => this.kill()) : undefined;
+    this.#input = input;
+    let timer: NodeJS.Timeout | undefined;
+    if (this.config.timeoutSec !== undefined) {
+      timer = setTimeout(() => this.#halt({ kind: 'timeout', seconds: this.config.timeoutSec! }), this.config.timeoutSec * 1000);
+    }
+    let running = this.vcpus.length;
+    const onExit = () => {
+      if (--running > 0) return;
+      if (timer) clearTimeout(timer);
+      input?.close();
+      this.#close();
+      this.#setState('stopped');
+      this.#resolve(this.#stop ?? { kind: 'stopped' });
+    };
+    for (const vcpu of this.vcpus) {
+      const init: VcpuWorkerInit = {
+        vmFd: this.vm.fd, vcpuId: vcpu.id, vcpuFd: vcpu.fd, runMappingId: vcpu.runMappingId,
+        ramMappingId: this.ram.mappingId, memBytes: this.config.memBytes, devices: this.#devices,
+        control: this.#control, logLevel: this.config.logLevel ?? (this.log.level as LogLevel), flavour: this.flavour,
       };
-      for (const vcpu of this.vcpus) {
-        const init: VcpuWorkerInit = {
-          vmFd: this.vm.fd, vcpuId: vcpu.id, vcpuFd: vcpu.fd, runMappingId: vcpu.runMappingId,
-          ramMappingId: this.ram.mappingId, memBytes: this.config.memBytes, devices: this.#devices,
-          control: this.#control, logLevel: this.config.logLevel ?? 'warn', flavour: this.flavour,
-        };
-        const w = new Worker(new URL('./vcpu-worker.js', import.meta.url), { workerData: init, stdout: false, stderr: false });
-        let reported = false;
-        w.on('message', (msg: VcpuWorkerMessage) => {
-          if (msg.type === 'stopped') {
-            reported = true;
-            this.log.debug({ vcpu: vcpu.id, exits: msg.exits, reason: msg.reason }, 'vcpu stopped');
-            this.stop(msg.reason);
-          }
-        });
-        w.on('error', (e) => {
-          this.log.error({ vcpu: vcpu.id, err: e }, 'vcpu thread failed');
-          this.stop({ kind: 'error', message: `vcpu${vcpu.id} thread failed: ${e.message}` });
-        });
-        w.on('exit', () => {
-          if (!reported) this.stop({ kind: 'error', message: `vcpu${vcpu.id} thread exited unexpectedly` });
-          onStopped();
-        });
-        this.#workers.push(w);
-      }
+      const w = new Worker(new URL('./vcpu-worker.js', import.meta.url), { workerData: init, stdout: false, stderr: false });
+      let reported = false;
+      w.on('message', (msg: VcpuWorkerMessage) => {
+        if (msg.type === 'stopped') {
+          reported = true;
+          this.log.debug({ vcpu: vcpu.id, exits: msg.exits, reason: msg.reason }, 'vcpu stopped');
+          this.#halt(msg.reason);
+        } else if (msg.type === 'paused') {
+          this.#parked.add(vcpu.id);
+          if (this.#parked.size === this.vcpus.length) this.#onAllParked?.();
+        } else if (msg.type === 'resumed') {
+          this.#parked.delete(vcpu.id);
+        }
+      });
+      w.on('error', (e) => {
+        this.log.error({ vcpu: vcpu.id, err: e }, 'vcpu thread failed');
+        this.#halt({ kind: 'error', message: `vcpu${vcpu.id} thread failed: ${e.message}` });
+      });
+      w.on('exit', () => {
+        if (!reported) this.#halt({ kind: 'error', message: `vcpu${vcpu.id} thread exited unexpectedly` });
+        onExit();
+      });
+      this.#workers.push(w);
+    }
+    this.#setState('running');
+    return this.#done;
+  }
+
+  /** Resolves with how the guest ended. */
+  wait(): Promise<StopReason> {
+    return this.#done;
+  }
+
+  /** Parks every vCPU outside KVM_RUN; resolves once all of them are parked. Guest time stops for its code. */
+  pause(): Promise<void> {
+    if (this.#state !== 'running') return Promise.reject(new VmmError('BAD_CONFIG', `machine: pause() in state ${this.#state}`));
+    const parked = new Promise<void>((resolve) => {
+      this.#onAllParked = () => {
+        this.#onAllParked = undefined;
+        resolve();
+      };
+    });
+    Atomics.store(this.#controlWords, CONTROL.PAUSE, 1);
+    this.#kickAll();
+    return parked.then(() => {
+      if (this.#state === 'running') this.#setState('paused');
     });
   }
 
+  /** Lets paused vCPUs run again. */
+  resume(): void {
+    if (this.#state !== 'paused') throw new VmmError('BAD_CONFIG', `machine: resume() in state ${this.#state}`);
+    Atomics.store(this.#controlWords, CONTROL.PAUSE, 0);
+    Atomics.notify(this.#controlWords, CONTROL.PAUSE);
+    this.#setState('running');
+  }
+
+  /** Sends bytes to the guest's console (COM1), as if typed; they wait while the guest's FIFO is full. */
+  sendConsole(data: Uint8Array | string): void {
+    (this.#input ??= new ConsoleInput(undefined, this.com1, () => this.kill())).push(typeof data === 'string' ? Buffer.from(data) : data);
+  }
+
+  /** Ends the VM now (the guest gets no chance to shut down). */
+  kill(): void {
+    this.#halt({ kind: 'killed' });
+  }
+
+  /** @deprecated use kill(); kept for callers that give their own reason. */
+  stop(reason: StopReason = { kind: 'stopped' }): void {
+    this.#halt(reason);
+  }
+
   /** Stops every vCPU (the first reason given wins): sets STOP and kicks each out of KVM_RUN. */
-  stop(reason: StopReason): void {
+  #halt(reason: StopReason): void {
+    if (this.#state === 'created') {
+      this.#stop ??= reason;
+      this.#close();
+      this.#setState('stopped');
+      this.#resolve(this.#stop);
+      return;
+    }
+    if (this.#state === 'stopped') return;
     this.#stop ??= reason;
+    this.#setState('stopping');
     Atomics.store(this.#controlWords, CONTROL.STOP, 1);
     Atomics.notify(this.#controlWords, CONTROL.PAUSE);
+    this.#kickAll();
+  }
+
+  #kickAll(): void {
     const n = native();
     for (const v of this.vcpus) n.kick(v.runMappingId);
   }
@@ -202,5 +305,6 @@ export class Machine {
     this.ram.release();
     for (const v of this.vcpus) native().releaseMapping(v.runMappingId);
     this.kvm.close();
+    if (this.#consoleWriteFd !== undefined) closeSync(this.#consoleWriteFd); // the console stream then ends
   }
 }

@@ -23,6 +23,8 @@ export interface VcpuLoopDeps {
   readonly mmio: Bus;
   readonly control: Int32Array;
   readonly log: Logger;
+  /** Told when the loop parks for a pause (true) and leaves it (false). */
+  readonly onPark?: (parked: boolean) => void;
   /** Describes the vCPU state for fatal-exit messages (registers, instruction bytes). */
   readonly diagnose: (reason: string, insn: Uint8Array | undefined) => string;
 }
@@ -64,8 +66,13 @@ export class VcpuLoop {
         // Kicked (EINTR) or asked to re-enter (EAGAIN): clear the kick, then look at the control block.
         u8[KVM_RUN.immediate_exit] = 0;
         if (Atomics.load(control, CONTROL.STOP) !== 0) return this.#stop ?? { kind: 'stopped' };
-        while (Atomics.load(control, CONTROL.PAUSE) !== 0 && Atomics.load(control, CONTROL.STOP) === 0) {
-          Atomics.wait(control, CONTROL.PAUSE, 1, 1000);
+        if (Atomics.load(control, CONTROL.PAUSE) !== 0) {
+          this.d.onPark?.(true);
+          while (Atomics.load(control, CONTROL.PAUSE) !== 0 && Atomics.load(control, CONTROL.STOP) === 0) {
+            Atomics.wait(control, CONTROL.PAUSE, 1, 1000);
+          }
+          this.d.onPark?.(false);
+          if (Atomics.load(control, CONTROL.STOP) !== 0) return this.#stop ?? { kind: 'stopped' };
         }
         continue;
       }

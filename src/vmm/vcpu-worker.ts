@@ -27,7 +27,7 @@ export interface VcpuWorkerInit {
   readonly flavour: KvmFlavour;
 }
 
-export type VcpuWorkerMessage = { type: 'ready' } | { type: 'stopped'; reason: StopReason; exits: number };
+export type VcpuWorkerMessage = { type: 'ready' } | { type: 'paused' } | { type: 'resumed' } | { type: 'stopped'; reason: StopReason; exits: number };
 
 function main(init: VcpuWorkerInit): void {
   const n = native();
@@ -41,6 +41,7 @@ function main(init: VcpuWorkerInit): void {
   loop = new VcpuLoop({
     n, fd: init.vcpuFd, id: init.vcpuId, run: vcpu.run, pio, mmio,
     control: new Int32Array(init.control), log, diagnose: diagnoser(vcpu, mem, init.flavour, log),
+    onPark: (parked) => parentPort!.postMessage({ type: parked ? 'paused' : 'resumed' } satisfies VcpuWorkerMessage),
   });
   n.setRunner(init.runMappingId, true);
   let reason: StopReason;
@@ -51,6 +52,15 @@ function main(init: VcpuWorkerInit): void {
     reason = { kind: 'kvm-failure', message: `vcpu${init.vcpuId}: ${(e as Error).message}` };
   } finally {
     n.setRunner(init.runMappingId, false);
+  }
+  if (log.isLevelEnabled('debug')) {
+    // Where the guest was when it stopped: the first thing to look at after a timeout.
+    try {
+      const sregs = vcpu.getSregs();
+      log.debug({ regs: vcpu.getRegs().toJSON(), cr0: sregs.get('cr0').toString(16), cr3: sregs.get('cr3').toString(16), efer: sregs.get('efer').toString(16), exits: loop.exits }, 'vcpu state at stop');
+    } catch (e) {
+      log.debug({ err: (e as Error).message }, 'vcpu state unavailable');
+    }
   }
   parentPort!.postMessage({ type: 'stopped', reason, exits: loop.exits } satisfies VcpuWorkerMessage);
 }

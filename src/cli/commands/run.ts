@@ -17,6 +17,7 @@ interface RunArgs {
   cpus: number;
   timeout?: number;
   testdev: boolean;
+  'on-reboot': 'exit' | 'restart';
   'log-level': LogLevel;
 }
 
@@ -41,6 +42,7 @@ export const runCommand: CommandModule<object, RunArgs> = {
       .option('mem', { type: 'string', default: '128M', describe: 'guest RAM (e.g. 256M, 2G; a bare number is MiB)' })
       .option('cpus', { type: 'number', default: 1, describe: 'number of vCPUs' })
       .option('timeout', { type: 'number', describe: 'stop the guest after this many seconds (exit status 124)' })
+      .option('on-reboot', { choices: ['exit', 'restart'] as const, default: 'exit' as const, describe: 'when the guest reboots: end with status 4, or boot it again' })
       .option('testdev', { type: 'boolean', default: false, describe: 'add the scratch test device used by the test guests' })
       .option('log-level', { choices: LOG_LEVELS, default: 'warn' as LogLevel, describe: 'log level (JSON logs on stderr)' }) as Argv<RunArgs>,
   handler: async (argv) => {
@@ -48,12 +50,16 @@ export const runCommand: CommandModule<object, RunArgs> = {
     if (!Number.isInteger(argv.cpus) || argv.cpus < 1 || argv.cpus > 255) throw new VmmError('BAD_CONFIG', `--cpus ${argv.cpus}: must be a whole number from 1 to 255`);
     if (argv.timeout !== undefined && !(argv.timeout > 0)) throw new VmmError('BAD_CONFIG', `--timeout ${argv.timeout}: must be a positive number of seconds`);
     const log = createLogger(argv['log-level']);
-    const machine = Machine.create(
-      { kernel: argv.kernel, initrd: argv.initrd, cmdline: argv.cmdline, memBytes, cpus: argv.cpus, testdev: argv.testdev, timeoutSec: argv.timeout, logLevel: argv['log-level'], consoleInput: process.stdin },
-      log,
-    );
-    if (machine.flavour === 'pvm') log.warn(PVM_WARNING); // once, and only once a VM is about to run
-    const reason = await machine.start();
+    const config = { kernel: argv.kernel, initrd: argv.initrd, cmdline: argv.cmdline, memBytes, cpus: argv.cpus, testdev: argv.testdev, timeoutSec: argv.timeout, logLevel: argv['log-level'], consoleInput: process.stdin, consoleFd: 1 };
+    let reason;
+    for (let boot = 0; ; boot++) {
+      // A reboot in place is a fresh VM from the same config: nothing of the old one survives.
+      const machine = Machine.create(config, log);
+      if (boot === 0 && machine.flavour === 'pvm') log.warn(PVM_WARNING); // once, and only once a VM is about to run
+      reason = await machine.start();
+      if (reason.kind !== 'reboot' || argv['on-reboot'] !== 'restart') break;
+      log.info({ boot: boot + 1 }, 'guest rebooted: starting it again');
+    }
     const status = exitStatus(reason);
     if (status !== 0 && reason.kind !== 'debug-exit') process.stderr.write(`nodevisor: ${describeStop(reason)}\n`);
     log.info({ reason, status }, describeStop(reason));
