@@ -4,6 +4,7 @@ import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { runCommand } from './commands/run.js';
 import { doctorCommand } from './commands/doctor.js';
+import { serveCommand } from './commands/serve.js';
 import { describeError, VmmError } from '../errors.js';
 import { EXIT_STATUS } from '../vmm/stop.js';
 
@@ -13,7 +14,8 @@ export async function main(args: string[]): Promise<void> {
       .scriptName('nodevisor')
       .command(runCommand)
       .command(doctorCommand)
-      .demandCommand(1, 'name a command: run or doctor')
+      .command(serveCommand)
+      .demandCommand(1, 'name a command: run, serve or doctor')
       .strict()
       .recommendCommands()
       .fail((msg, err) => {

@@ -1,0 +1,113 @@
+// The Firecracker-compatible REST API, driven with plain HTTP requests over its unix socket.
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, statSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { cli, guest, needsKvm } from '../helpers/kvm.mjs';
+
+function request(sock, method, url, body) {
+  return new Promise((resolve, reject) => {
+    const data = body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body);
+    const req = http.request({ socketPath: sock, method, path: url, headers: data ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) } : {} }, (res) => {
+      let text = '';
+      res.on('data', (d) => (text += d));
+      res.on('end', () => resolve({ status: res.statusCode, body: text ? JSON.parse(text) : undefined }));
+    });
+    req.on('error', reject);
+    req.end(data);
+  });
+}
+
+async function waitFor(cond, ms = 10_000) {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (await cond()) return true;
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  return false;
+}
+
+describe('REST API (Firecracker-compatible)', needsKvm, () => {
+  let dir, sock, child, exited, stdout;
+  before(async () => {
+    dir = mkdtempSync(path.join(tmpdir(), 'nv-api-'));
+    sock = path.join(dir, 'api.sock');
+    stdout = '';
+    child = spawn(process.execPath, [cli, 'serve', '--api-sock', sock, '--id', 'test-vm', '--log-level', 'error'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    child.stdout.on('data', (d) => (stdout += d));
+    exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
+    assert.ok(await waitFor(() => existsSync(sock)), 'socket appears');
+  });
+  after(() => {
+    child.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('creates its socket with owner-only permissions', () => {
+    assert.equal(statSync(sock).mode & 0o777, 0o600);
+  });
+
+  it('GET / describes the instance before boot', async () => {
+    const r = await request(sock, 'GET', '/');
+    assert.equal(r.status, 200);
+    assert.equal(r.body.id, 'test-vm');
+    assert.equal(r.body.state, 'Not started');
+    assert.equal(r.body.app_name, 'nodevisor');
+  });
+
+  it('refuses bad bodies with a fault_message naming the problem, and changes nothing', async () => {
+    const before = await request(sock, 'GET', '/machine-config');
+    const bad = [
+      ['PUT', '/machine-config', { vcpu_count: 0, mem_size_mib: 64 }, /vcpu_count must be >= 1/],
+      ['PUT', '/machine-config', { vcpu_count: 1, mem_size_mib: 64, bogus: true }, /unknown field bogus/],
+      ['PUT', '/machine-config', { vcpu_count: 'two', mem_size_mib: 64 }, /vcpu_count must be integer/],
+      ['PUT', '/machine-config', '{not json', /./],
+      ['PUT', '/boot-source', { kernel_image_path: path.join(dir, 'missing') }, /kernel_image_path .*missing: no such file/],
+      ['PUT', '/boot-source', {}, /must have required property 'kernel_image_path'/],
+      ['PUT', '/actions', { action_type: 'Explode' }, /action_type must be equal to one of the allowed values/],
+      ['PATCH', '/vm', { state: 'Paused' }, /has not been started/],
+      ['PUT', '/actions', { action_type: 'InstanceStart' }, /no boot source/],
+      ['GET', '/no-such-endpoint', undefined, /Invalid request method and\/or path/],
+    ];
+    for (const [method, url, body, re] of bad) {
+      const r = await request(sock, method, url, body);
+      assert.equal(r.status, 400, `${method} ${url}`);
+      assert.match(r.body.fault_message, re, `${method} ${url}`);
+    }
+    assert.deepEqual(await request(sock, 'GET', '/machine-config'), before);
+    assert.equal((await request(sock, 'GET', '/')).body.state, 'Not started');
+  });
+
+  it('configures, starts, pauses and resumes a guest; pre-boot calls are refused after start', async () => {
+    assert.equal((await request(sock, 'PUT', '/machine-config', { vcpu_count: 1, mem_size_mib: 64 })).status, 204);
+    assert.deepEqual((await request(sock, 'GET', '/machine-config')).body, { vcpu_count: 1, mem_size_mib: 64, smt: false, track_dirty_pages: false, huge_pages: 'None' });
+    assert.equal((await request(sock, 'PUT', '/boot-source', { kernel_image_path: guest('spin.bin') })).status, 204);
+    assert.equal((await request(sock, 'PUT', '/actions', { action_type: 'InstanceStart' })).status, 204);
+    assert.equal((await request(sock, 'GET', '/')).body.state, 'Running');
+    assert.ok(await waitFor(() => /spinning/.test(stdout)), 'guest output on the serial console');
+
+    const again = await request(sock, 'PUT', '/actions', { action_type: 'InstanceStart' });
+    assert.equal(again.status, 400);
+    const late = await request(sock, 'PUT', '/machine-config', { vcpu_count: 2, mem_size_mib: 64 });
+    assert.equal(late.status, 400);
+    assert.match(late.body.fault_message, /not supported after starting/);
+    assert.equal((await request(sock, 'GET', '/machine-config')).body.vcpu_count, 1);
+
+    assert.equal((await request(sock, 'PATCH', '/vm', { state: 'Resumed' })).status, 400); // not paused
+    assert.equal((await request(sock, 'PATCH', '/vm', { state: 'Paused' })).status, 204);
+    assert.equal((await request(sock, 'GET', '/')).body.state, 'Paused');
+    assert.equal((await request(sock, 'PATCH', '/vm', { state: 'Paused' })).status, 400);
+    assert.equal((await request(sock, 'PATCH', '/vm', { state: 'Resumed' })).status, 204);
+    assert.equal((await request(sock, 'GET', '/')).body.state, 'Running');
+  });
+
+  it('ends cleanly on SIGTERM, removing its socket', async () => {
+    child.kill('SIGTERM');
+    const { code } = await exited;
+    assert.equal(code, 130);
+    assert.equal(existsSync(sock), false);
+  });
+});
