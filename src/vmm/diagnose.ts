@@ -18,7 +18,9 @@ export function diagnoser(vcpu: Vcpu, mem: GuestMemory | undefined, flavour: Kvm
       const rip = regs.get('rip');
       const cs = sregs.getSegment('cs');
       const [cr0, cr3, cr4, efer] = [sregs.get('cr0'), sregs.get('cr3'), sregs.get('cr4'), sregs.get('efer')];
+      let source = 'reported by KVM';
       if (!insn && mem) {
+        source = 'read at RIP';
         const linear = cs.l ? rip : cs.base + rip;
         const gpa = translate(mem, linear, cr0, cr3, cr4, efer);
         if (gpa !== undefined) {
@@ -27,7 +29,7 @@ export function diagnoser(vcpu: Vcpu, mem: GuestMemory | undefined, flavour: Kvm
         }
       }
       where = ` at RIP ${hex(rip)} (CS ${hex(cs.selector)}, ${cs.l ? '64-bit' : cr0 & 1n ? (cs.db ? '32-bit' : '16-bit protected') : 'real mode'})`;
-      if (insn && insn.length > 0) where += `, instruction bytes ${Array.from(insn, (b) => b.toString(16).padStart(2, '0')).join(' ')}`;
+      if (insn && insn.length > 0) where += `, instruction bytes (${source}) ${Array.from(insn, (b) => b.toString(16).padStart(2, '0')).join(' ')}`;
       log.error({ regs: regs.toJSON(), cr0: hex(cr0), cr3: hex(cr3), cr4: hex(cr4), efer: hex(efer), cs: { ...cs, base: hex(cs.base) } }, `${what}: vCPU registers`);
     } catch (e) {
       where = ` (registers unavailable: ${(e as Error).message})`;

@@ -60,15 +60,28 @@ describe('test guests', needsKvm, () => {
   it('c-hello.bin: the freestanding C runtime, booted flat', async () => {
     const r = await run('c-hello.bin');
     assert.equal(r.status, OK, r.stderr);
-    assert.match(r.stdout, /hello from C\n/);
+    assert.match(r.stdout, /^hello from C\ndec 42 7 neg -5 hex beef 00001234 123456789abcdef str ok char Z\nbooted flat\n$/);
   });
 
-  it('emulation failure: stops with status 8, RIP, the instruction bytes and (on PVM) the hint', { skip: detectFlavour() !== 'pvm' && 'only PVM lacks instructions in its emulator' }, async () => {
+  it('c-hello.elf: the same C runtime booted through PVH, finding hvm_start_info', async () => {
+    const r = await run('c-hello.elf');
+    assert.equal(r.status, OK, r.stderr);
+    assert.match(r.stdout, /booted via PVH\nstart info at 0x6000: magic 336ec578 version 1 cmdline 20000 memmap 4 entries\n$/);
+  });
+
+  it('emulation failure on PVM: status 8 with RIP, the instruction bytes and the hint; on VMX/SVM the INT3 is simply delivered', async () => {
     const r = await run('emufail.bin');
+    assert.match(r.stdout, /about to run int3 in long mode/);
+    if (detectFlavour() !== 'pvm') {
+      assert.equal(r.status, 11, `the guest's breakpoint handler exits with 5: ${r.stderr}`);
+      return;
+    }
     assert.equal(r.status, 8, `status ${r.status}: ${r.stdout}${r.stderr}`);
     const line = r.stderr.split('\n').find((l) => l.startsWith('nodevisor: '));
-    assert.match(line, /^nodevisor: vcpu0: emulation failure \(KVM_EXIT_INTERNAL_ERROR\) at RIP 0x[0-9a-f]+ \(CS 0x1000, real mode\), instruction bytes cc/);
+    assert.match(line, /^nodevisor: vcpu0: emulation failure \(KVM_EXIT_INTERNAL_ERROR\) at RIP 0x[0-9a-f]+ \(CS 0x18, 64-bit\), instruction bytes \((reported by KVM|read at RIP)\)( [0-9a-f]{2})+/);
     assert.match(line, /hint: this host's \/dev\/kvm is PVM/);
+    const regs = r.stderr.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l)).find((l) => l.regs);
+    assert.ok(regs && /^0x[0-9a-f]+$/.test(regs.regs.rip), 'the registers are in the log');
   });
 
   it('the guests are flat images the loader takes as such (no ELF or bzImage magic)', () => {

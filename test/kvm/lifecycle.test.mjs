@@ -1,0 +1,58 @@
+// Pause and resume on real KVM: a guest that counts in memory stops counting while paused.
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { openSync, closeSync } from 'node:fs';
+import { Machine } from '../../dist/index.js';
+import { guest, needsKvm } from '../helpers/kvm.mjs';
+
+const COUNTER = 0x10008; // counter.bin keeps its count at image offset 8
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+describe('Machine lifecycle', needsKvm, () => {
+  it('pause() parks the guest (its counter stops), resume() lets it run on; states are emitted', async () => {
+    const fd = openSync('/dev/null', 'w');
+    const m = Machine.create({ kernel: guest('counter.bin'), memBytes: 32 << 20, consoleFd: fd });
+    const states = [];
+    m.on('state', (s) => states.push(s));
+    const done = m.start();
+    const count = () => m.mem.readU32(COUNTER);
+    for (let i = 0; i < 200 && count() === 0; i++) await sleep(10);
+    const c0 = count();
+    await sleep(100);
+    assert.ok(count() > c0, 'counting while running');
+
+    await m.pause();
+    assert.equal(m.state, 'paused');
+    const p0 = count();
+    await sleep(300);
+    assert.equal(count(), p0, 'no progress while paused');
+
+    m.resume();
+    await sleep(200);
+    assert.ok(count() > p0, 'counting again after resume');
+
+    await assert.rejects(() => m.pause().then(() => m.pause()), /pause\(\) in state paused/);
+    assert.throws(() => m.start(), /start\(\) in state/);
+    m.kill();
+    assert.deepEqual(await done, { kind: 'killed' });
+    assert.deepEqual(states, ['running', 'paused', 'running', 'paused', 'stopping', 'stopped']);
+    closeSync(fd);
+  });
+
+  it('the console is a stream of the guest output when no fd is given', async () => {
+    const m = Machine.create({ kernel: guest('hello.bin'), memBytes: 32 << 20 });
+    let out = '';
+    m.console.on('data', (d) => (out += d));
+    const reason = await m.start();
+    await new Promise((r) => m.console.once('end', r));
+    assert.deepEqual(reason, { kind: 'debug-exit', value: 0, status: 1 });
+    assert.equal(out, 'Hello from real mode\n');
+  });
+
+  it('kill() before start() releases the VM and resolves wait()', async () => {
+    const m = Machine.create({ kernel: guest('hello.bin'), memBytes: 32 << 20 });
+    m.kill();
+    assert.deepEqual(await m.wait(), { kind: 'killed' });
+    assert.equal(m.state, 'stopped');
+  });
+});
