@@ -5,7 +5,12 @@
  */
 import { writeSync } from 'node:fs';
 import type { Logger } from 'pino';
-import { Bus } from '../bus/bus.js';
+import { Bus, type BusDevice } from '../bus/bus.js';
+import { I8042, I8042_COMMAND_PORT, I8042_DATA_PORT } from '../devices/legacy/i8042.js';
+import { CmosRtc, CMOS_LEN, CMOS_PORT } from '../devices/legacy/cmos-rtc.js';
+import { PciBus, PciConfigIo, PCI_CONFIG_LEN, PCI_CONFIG_PORT } from '../devices/pci/config-io.js';
+import { PciConfigSpace } from '../devices/pci/config-space.js';
+import { AcpiPower, ACPI_POWER_LEN, ACPI_POWER_PORT } from '../devices/acpi/power.js';
 import { Serial8250 } from '../devices/legacy/serial-8250.js';
 import { IsaDebugExit } from '../devices/debug/isa-debug-exit.js';
 import { ScratchDevice } from '../devices/debug/testdev.js';
@@ -15,6 +20,11 @@ import type { StopReason } from './stop.js';
 
 export type DeviceSpec =
   | { type: 'serial8250'; label: string; base: number; gsi: number; state: SharedArrayBuffer; outputFd: number }
+  | { type: 'i8042'; gsi: number; state: SharedArrayBuffer }
+  | { type: 'cmos'; state: SharedArrayBuffer }
+  | { type: 'pci'; address: SharedArrayBuffer; functions: { slot: number; config: SharedArrayBuffer }[] }
+  | { type: 'acpi-power' }
+  | { type: 'sink'; label: string; base: number; len: number }
   | { type: 'isa-debug-exit'; base: number; len: number }
   | { type: 'scratch'; space: 'pio' | 'mmio'; label: string; base: number; len: number; state: SharedArrayBuffer };
 
@@ -38,6 +48,27 @@ export function attachDevices(specs: readonly DeviceSpec[], ctx: DeviceContext):
         pio.insert(new Serial8250(spec.label, { irq, output: fdByteWriter(spec.outputFd) }, spec.state), spec.base, 8);
         break;
       }
+      case 'i8042': {
+        const i8042 = new I8042({ irq: { setLevel: (high) => ctx.vm.irqLine(spec.gsi, high) }, onReset: () => ctx.requestStop({ kind: 'reboot' }) }, spec.state);
+        pio.insert(i8042.port('data'), I8042_DATA_PORT, 1);
+        pio.insert(i8042.port('command'), I8042_COMMAND_PORT, 1);
+        break;
+      }
+      case 'cmos':
+        pio.insert(new CmosRtc({}, spec.state), CMOS_PORT, CMOS_LEN);
+        break;
+      case 'pci': {
+        const bus = new PciBus();
+        for (const f of spec.functions) bus.add(f.slot, new PciConfigSpace(f.config));
+        pio.insert(new PciConfigIo(bus, spec.address), PCI_CONFIG_PORT, PCI_CONFIG_LEN);
+        break;
+      }
+      case 'acpi-power':
+        pio.insert(new AcpiPower({ onPowerOff: () => ctx.requestStop({ kind: 'poweroff' }), onReset: () => ctx.requestStop({ kind: 'reboot' }) }), ACPI_POWER_PORT, ACPI_POWER_LEN);
+        break;
+      case 'sink':
+        pio.insert(sink(spec.label), spec.base, spec.len);
+        break;
       case 'isa-debug-exit':
         pio.insert(new IsaDebugExit((value, status) => ctx.requestStop({ kind: 'debug-exit', value, status })), spec.base, spec.len);
         break;
@@ -48,6 +79,11 @@ export function attachDevices(specs: readonly DeviceSpec[], ctx: DeviceContext):
   }
   for (const bus of [pio, mmio]) bus.onUnclaimed = unclaimedLogger(bus.space, ctx.log);
   return { pio, mmio };
+}
+
+/** A port range that exists and does nothing (e.g. port 0x80, which Linux writes to for I/O delays). */
+function sink(label: string): BusDevice {
+  return { debugLabel: label, read: (_o, size) => 0xffffffff >>> (32 - 8 * size), write: () => {} };
 }
 
 /** Logs an unclaimed access once per address (a guest probing hardware is normal; a flood is not). */

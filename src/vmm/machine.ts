@@ -14,7 +14,13 @@ import { KVM_PIT_SPEAKER_DUMMY } from '../kvm/constants.js';
 import { detectFlavour, type KvmFlavour } from '../kvm/host.js';
 import { native } from '../native/binding.js';
 import { GuestMemory } from '../memory/guest-memory.js';
-import { KVM_IDENTITY_MAP_ADDR, KVM_TSS_ADDR, ramLayout } from '../arch/x86_64/layout.js';
+import { KVM_IDENTITY_MAP_ADDR, KVM_TSS_ADDR, MMIO_HOLE_START, ramLayout } from '../arch/x86_64/layout.js';
+import { writeAcpiTables, IOAPIC_ADDR, type AcpiLayout } from '../arch/x86_64/acpi/tables.js';
+import { writeMpTable } from '../arch/x86_64/mptable.js';
+import { I8042, I8042_IRQ } from '../devices/legacy/i8042.js';
+import { CmosRtc } from '../devices/legacy/cmos-rtc.js';
+import { hostBridge } from '../devices/pci/host-bridge.js';
+import { ACPI_RESET_REG, ACPI_RESET_VALUE, ACPI_S5_SLP_TYP, ACPI_SLEEP_CONTROL, ACPI_SLEEP_STATUS } from '../devices/acpi/power.js';
 import { vcpuCpuid } from '../arch/x86_64/cpuid.js';
 import { applyEntryState } from '../arch/x86_64/vcpu-setup.js';
 import { readImage, detectImageKind } from '../loader/kernel-file.js';
@@ -61,6 +67,9 @@ export interface MachineConfig {
 /** The command line a Linux kernel gets when none is given. */
 export const DEFAULT_CMDLINE = 'console=ttyS0 reboot=k panic=1';
 
+/** The 64-bit PCI MMIO window the DSDT offers: 64 GiB from 64 GiB (above any RAM nodevisor maps). */
+const PCI_MMIO64_WINDOW: readonly [bigint, bigint] = [1n << 36n, (1n << 37n) - 1n];
+
 const COM1_BASE = 0x3f8;
 const COM1_GSI = 4;
 
@@ -74,6 +83,10 @@ export class Machine extends EventEmitter {
   readonly flavour: KvmFlavour;
   readonly mem: GuestMemory;
   readonly com1: Serial8250;
+  /** The keyboard controller (host-side view: queueScancodes for Ctrl-Alt-Del). */
+  readonly i8042: I8042;
+  /** Where the ACPI tables went (the RSDP is what boot protocols pass on). */
+  acpi: AcpiLayout | undefined;
   readonly #control = new SharedArrayBuffer(CONTROL.WORDS * 4);
   readonly #controlWords = new Int32Array(this.#control);
   readonly #devices: DeviceSpec[] = [];
@@ -111,6 +124,13 @@ export class Machine extends EventEmitter {
     this.mem = new GuestMemory(ramLayout(config.memBytes).map((r) => ({ gpa: r.gpa, size: r.size, bytes: ram.bytes.subarray(r.offset, r.offset + r.size) })));
     this.com1 = new Serial8250('com1', { irq: { setLevel: (h) => vm.irqLine(COM1_GSI, h) }, output: () => {} });
     this.#devices.push({ type: 'serial8250', label: 'com1', base: COM1_BASE, gsi: COM1_GSI, state: this.com1.buffer, outputFd: consoleFd });
+    this.i8042 = new I8042({ irq: { setLevel: (h) => vm.irqLine(I8042_IRQ, h) }, onReset: () => this.#halt({ kind: 'reboot' }) });
+    const low = Math.min(config.memBytes, MMIO_HOLE_START);
+    this.#devices.push({ type: 'i8042', gsi: I8042_IRQ, state: this.i8042.buffer });
+    this.#devices.push({ type: 'cmos', state: new CmosRtc({ memBytes: config.memBytes, lowMemBytes: low }).buffer });
+    this.#devices.push({ type: 'pci', address: new SharedArrayBuffer(4), functions: [{ slot: 0, config: hostBridge().buffer }] });
+    this.#devices.push({ type: 'acpi-power' });
+    this.#devices.push({ type: 'sink', label: 'post-delay', base: 0x80, len: 1 });
     this.#devices.push({ type: 'isa-debug-exit', base: ISA_DEBUG_EXIT_PORT, len: ISA_DEBUG_EXIT_LEN });
     if (config.testdev) {
       this.#devices.push({ type: 'scratch', space: 'pio', label: 'testdev', base: TESTDEV_PIO_BASE, len: TESTDEV_PIO_LEN, state: new SharedArrayBuffer(TESTDEV_PIO_LEN) });
@@ -147,13 +167,19 @@ export class Machine extends EventEmitter {
         initVcpuState(vcpu, log);
       }
       const m = new Machine(config, log, kvm, vm, ram, vcpus);
+      // Firmware tables: ACPI (hardware-reduced) and, for acpi=off guests, an MP table.
+      m.acpi = writeAcpiTables(m.mem, {
+        cpus, ioapicId: cpus, sleepControlPort: ACPI_SLEEP_CONTROL, sleepStatusPort: ACPI_SLEEP_STATUS, resetPort: ACPI_RESET_REG,
+        resetValue: ACPI_RESET_VALUE, s5SlpTyp: ACPI_S5_SLP_TYP, pciMmio32: [MMIO_HOLE_START, IOAPIC_ADDR - 1], pciMmio64: PCI_MMIO64_WINDOW,
+      });
+      writeMpTable(m.mem, { cpus, ioapicId: cpus });
       let entry: EntryState;
       if (kind === 'flat') {
         entry = loadFlat(m.mem, image, config.kernel);
       } else {
         const boot: LinuxBootInput = {
           mem: m.mem, memBytes: config.memBytes, image, path: config.kernel, cmdline: config.cmdline ?? DEFAULT_CMDLINE,
-          e820: e820Map(config.memBytes), ...(initrd ? { initrd } : {}),
+          e820: e820Map(config.memBytes), rsdpAddr: m.acpi.rsdpAddr, ...(initrd ? { initrd } : {}),
         };
         entry = kind === 'bzimage' ? loadBzImage(boot) : loadPvh(boot);
       }

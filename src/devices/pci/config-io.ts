@@ -1,0 +1,66 @@
+/**
+ * PCI configuration mechanism #1 (PCI Local Bus 3.0 §3.2.2.3.2): a 32-bit address register at
+ * 0xcf8 (bit 31 enable, bus, device, function, register) and the data window at 0xcfc-0xcff,
+ * accessible at any width at the byte offset the access names. Bus 0 only; functions that do not
+ * exist read all ones. The address register is shared by every vCPU thread, as on real hardware
+ * (guests serialise cf8/cfc pairs themselves).
+ */
+import type { AccessSize, BusDevice } from '../../bus/bus.js';
+import type { PciConfigSpace } from './config-space.js';
+
+export const PCI_CONFIG_PORT = 0xcf8;
+export const PCI_CONFIG_LEN = 8;
+const ENABLE = 0x8000_0000;
+
+export class PciBus {
+  /** Slot (device number) → function 0's config space. */
+  readonly #slots: (PciConfigSpace | undefined)[] = new Array(32);
+
+  add(slot: number, fn: PciConfigSpace): void {
+    if (!Number.isInteger(slot) || slot < 0 || slot > 31) throw new Error(`PCI slot ${slot} out of range`);
+    if (this.#slots[slot]) throw new Error(`PCI slot ${slot} already in use`);
+    this.#slots[slot] = fn;
+  }
+
+  /** Config space of 00:slot.fn, or undefined. */
+  function(bus: number, slot: number, fn: number): PciConfigSpace | undefined {
+    return bus === 0 && fn === 0 ? this.#slots[slot] : undefined;
+  }
+}
+
+export class PciConfigIo implements BusDevice {
+  readonly debugLabel = 'pci-config';
+  readonly #address: Int32Array;
+
+  /** `address` is the shared 4-byte address register (every thread passes the same buffer). */
+  constructor(private readonly bus: PciBus, address: SharedArrayBuffer) {
+    this.#address = new Int32Array(address);
+  }
+
+  read(offset: number, size: AccessSize): number {
+    if (offset < 4) {
+      // Only the full dword is the address register; byte accesses at 0xcf8-0xcfb are other chipset
+      // registers (e.g. 0xcf9 reset control), absent here.
+      return offset === 0 && size === 4 ? Atomics.load(this.#address, 0) >>> 0 : 0xffffffff >>> (32 - 8 * size);
+    }
+    const fn = this.#target(offset);
+    if (!fn) return 0xffffffff >>> (32 - 8 * size);
+    return fn.space.read(fn.reg, size);
+  }
+
+  write(offset: number, size: AccessSize, value: number): void {
+    if (offset < 4) {
+      if (offset === 0 && size === 4) Atomics.store(this.#address, 0, value | 0);
+      return;
+    }
+    const fn = this.#target(offset);
+    if (fn) fn.space.write(fn.reg, size, value);
+  }
+
+  #target(offset: number): { space: PciConfigSpace; reg: number } | undefined {
+    const a = Atomics.load(this.#address, 0) >>> 0;
+    if (!(a & ENABLE)) return undefined;
+    const space = this.bus.function((a >>> 16) & 0xff, (a >>> 11) & 0x1f, (a >>> 8) & 0x7);
+    return space ? { space, reg: (a & 0xfc) + (offset - 4) } : undefined;
+  }
+}
