@@ -2,15 +2,16 @@
 import os from 'node:os';
 import type { Argv, CommandModule } from 'yargs';
 import { Machine } from '../../vmm/machine.js';
-import { describeStop, exitStatus } from '../../vmm/stop.js';
-import { PVM_WARNING } from '../../kvm/host.js';
+import { describeStop, exitStatus, type StopReason } from '../../vmm/stop.js';
+import { detectFlavour, PVM_WARNING } from '../../kvm/host.js';
+import { defaultGuest } from '../../vmm/default-guest.js';
 import { createLogger, LOG_LEVELS, type LogLevel } from '../../log.js';
 import { VmmError } from '../../errors.js';
 import { MIN_MEM } from '../../arch/x86_64/layout.js';
 import { formatSize, parseSize } from '../size.js';
 
 interface RunArgs {
-  kernel: string;
+  kernel?: string;
   initrd?: string;
   cmdline?: string;
   mem: string;
@@ -36,7 +37,7 @@ export const runCommand: CommandModule<object, RunArgs> = {
   describe: 'Boot a kernel or flat guest image, with the serial console on stdout',
   builder: (y: Argv) =>
     y
-      .option('kernel', { type: 'string', demandOption: true, describe: 'kernel (bzImage, PVH ELF) or flat real-mode image' })
+      .option('kernel', { type: 'string', describe: 'kernel (bzImage, PVH ELF) or flat real-mode image (default: the guest kit\'s kernel for this host)' })
       .option('initrd', { type: 'string', describe: 'initrd / initramfs image (bzImage and PVH kernels)' })
       .option('cmdline', { type: 'string', describe: 'kernel command line (default: console=ttyS0 reboot=k panic=1)' })
       .option('mem', { type: 'string', default: '128M', describe: 'guest RAM (e.g. 256M, 2G; a bare number is MiB)' })
@@ -50,13 +51,25 @@ export const runCommand: CommandModule<object, RunArgs> = {
     if (!Number.isInteger(argv.cpus) || argv.cpus < 1 || argv.cpus > 255) throw new VmmError('BAD_CONFIG', `--cpus ${argv.cpus}: must be a whole number from 1 to 255`);
     if (argv.timeout !== undefined && !(argv.timeout > 0)) throw new VmmError('BAD_CONFIG', `--timeout ${argv.timeout}: must be a positive number of seconds`);
     const log = createLogger(argv['log-level']);
-    const config = { kernel: argv.kernel, initrd: argv.initrd, cmdline: argv.cmdline, memBytes, cpus: argv.cpus, testdev: argv.testdev, timeoutSec: argv.timeout, logLevel: argv['log-level'], consoleInput: process.stdin, consoleFd: 1 };
-    let reason;
+    let { kernel, initrd, cmdline } = argv;
+    if (kernel === undefined) {
+      const d = defaultGuest(detectFlavour());
+      if (d.note) process.stderr.write(`nodevisor: ${d.note}\n`);
+      ({ kernel } = d);
+      initrd ??= d.initrd;
+      cmdline ??= d.cmdline;
+    }
+    const config = { kernel, initrd, cmdline, memBytes, cpus: argv.cpus, testdev: argv.testdev, timeoutSec: argv.timeout, logLevel: argv['log-level'], consoleInput: process.stdin, consoleFd: 1 };
+    let reason: StopReason;
+    const started = performance.now();
     for (let boot = 0; ; boot++) {
       // A reboot in place is a fresh VM from the same config: nothing of the old one survives.
-      const machine = Machine.create(config, log);
-      if (boot === 0 && machine.flavour === 'pvm') log.warn(PVM_WARNING); // once, and only once a VM is about to run
+      // --timeout bounds the whole run, every boot included.
+      const left = argv.timeout === undefined ? undefined : Math.max(0.001, argv.timeout - (performance.now() - started) / 1000);
+      const machine = Machine.create({ ...config, timeoutSec: left }, log);
+      if (boot === 0 && machine.flavour === 'pvm' && argv.kernel !== undefined) log.warn(PVM_WARNING); // once, and only once a VM is about to run
       reason = await machine.start();
+      if (reason.kind === 'timeout') reason = { kind: 'timeout', seconds: argv.timeout! };
       if (reason.kind !== 'reboot' || argv['on-reboot'] !== 'restart') break;
       log.info({ boot: boot + 1 }, 'guest rebooted: starting it again');
     }

@@ -1,0 +1,53 @@
+/* Guest-side drivers for the machine nodevisor emulates: ACPI tables, PCI, CMOS RTC, APICs, SMP. */
+#ifndef NV_MACHINE_H
+#define NV_MACHINE_H
+#include "nv.h"
+
+/* ---- ACPI ---- */
+struct acpi_header {
+  char signature[4];
+  u32 length;
+  u8 revision, checksum;
+  char oem_id[6], oem_table_id[8];
+  u32 oem_revision;
+  char creator_id[4];
+  u32 creator_revision;
+} __attribute__((packed));
+
+/* The RSDP from hvm_start_info, else by scanning 0xE0000-0xFFFFF as an OS without hints does. */
+u64 acpi_find_rsdp(void);
+/* Calls fn for every table the XSDT lists; returns how many, or -1 if the RSDP/XSDT is bad. */
+int acpi_each_table(void (*fn)(const struct acpi_header *t, void *ctx), void *ctx);
+const struct acpi_header *acpi_find_table(const char sig[4]);
+int acpi_checksum_ok(const void *p, u32 len);
+/* Powers off through the FADT's sleep control register with \_S5's SLP_TYP (5 here). */
+void acpi_poweroff(void);
+
+/* ---- PCI (configuration mechanism 1) ---- */
+u32 pci_read32(u8 bus, u8 dev, u8 fn, u8 reg);
+void pci_write32(u8 bus, u8 dev, u8 fn, u8 reg, u32 v);
+
+/* ---- CMOS RTC ---- */
+struct rtc_time { int year, month, day, hour, minute, second; };
+void rtc_read(struct rtc_time *t);
+
+/* ---- APICs and interrupts ---- */
+#define LAPIC_BASE 0xfee00000UL
+#define IOAPIC_BASE 0xfec00000UL
+u32 lapic_id(void);
+void lapic_enable(void);
+void lapic_eoi(void);
+void ioapic_route(u8 pin, u8 vector, u8 dest_apic);
+void idt_set(u8 vector, void (*handler)(void *frame));
+void idt_load(void);
+static inline void sti(void) { __asm__ volatile("sti"); }
+static inline void cli(void) { __asm__ volatile("cli"); }
+static inline void hlt(void) { __asm__ volatile("hlt"); }
+
+/* ---- SMP ---- */
+/* Starts every AP with INIT-SIPI-SIPI; each runs fn(apic_id) on its own stack, then halts (16 APs at most). */
+void smp_start_aps(void (*fn)(u32 apic_id));
+
+u64 rdtsc(void);
+void delay_loops(u64 n);
+#endif
