@@ -40,6 +40,14 @@ describe('Machine', needsKvm, () => {
     closeSync(fd);
   });
 
+  it('Ctrl-A x on the console input stops the VM (status 0); Ctrl-A Ctrl-A sends one Ctrl-A', async () => {
+    const r = await runCli(['run', '--kernel', guest('spin.bin'), '--log-level', 'error'], { input: 'typed\x01x', killAfterMs: 20_000 });
+    assert.equal(r.status, 0, r.stderr);
+    assert.ok(r.ms < 5000, `took ${r.ms} ms`);
+    const echo = await runCli(['run', '--kernel', guest('c-machine.elf'), '--cmdline', 'echo', '--log-level', 'error'], { input: 'a\x01\x01b\x01zc\nq', killAfterMs: 20_000 });
+    assert.equal(echo.stdout, 'echo: ready\na\x01bc\necho: bye\n');
+  });
+
   it('--timeout ends a spinning guest with status 124', async () => {
     const r = await runCli(['run', '--kernel', guest('spin.bin'), '--timeout', '1', '--log-level', 'error'], { killAfterMs: 20_000 });
     assert.equal(r.status, 124, r.stderr);
