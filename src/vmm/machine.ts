@@ -208,7 +208,7 @@ export class Machine extends EventEmitter {
   /** Starts every vCPU on its own thread; resolves with how the guest ended (same promise as wait()). */
   start(): Promise<StopReason> {
     if (this.#state !== 'created') throw new VmmError('BAD_CONFIG', `machine: start() in state ${this.#state}`);
-    const input = this.config.consoleInput ? new ConsoleInput(this.config.consoleInput, this.com1, () => this.kill()) : undefined;
+    const input = this.config.consoleInput ? new ConsoleInput(this.config.consoleInput, this.com1, () => this.#halt({ kind: 'stopped' })) : undefined;
     this.#input = input;
     let timer: NodeJS.Timeout | undefined;
     if (this.config.timeoutSec !== undefined) {
@@ -288,7 +288,7 @@ export class Machine extends EventEmitter {
 
   /** Sends bytes to the guest's console (COM1), as if typed; they wait while the guest's FIFO is full. */
   sendConsole(data: Uint8Array | string): void {
-    (this.#input ??= new ConsoleInput(undefined, this.com1, () => this.kill())).push(typeof data === 'string' ? Buffer.from(data) : data);
+    (this.#input ??= new ConsoleInput(undefined, this.com1, () => this.#halt({ kind: 'stopped' }))).push(typeof data === 'string' ? Buffer.from(data) : data);
   }
 
   /** Ends the VM now (the guest gets no chance to shut down). */
