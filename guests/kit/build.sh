@@ -20,15 +20,24 @@ mkdir -p "$kit"
 say() { echo "nodevisor: $*" >&2; }
 
 apt_updated=
-need_pkgs() { # installs the Debian packages named whose command (pkg:cmd) is missing
-  local missing=()
-  for pc in "$@"; do command -v "${pc#*:}" >/dev/null 2>&1 || missing+=("${pc%%:*}"); done
+apt_update_once() { [ -n "$apt_updated" ] || { apt-get update -qq; apt_updated=1; }; }
+
+# need PKG PATH-OR-COMMAND...: installs each Debian package whose command or file is missing.
+need() {
+  local missing=() pkg what
+  while [ $# -gt 1 ]; do
+    pkg=$1 what=$2
+    shift 2
+    case "$what" in
+      /*) [ -e "$what" ] || missing+=("$pkg") ;;
+      *) command -v "$what" >/dev/null 2>&1 || missing+=("$pkg") ;;
+    esac
+  done
   [ ${#missing[@]} -eq 0 ] && return
   say "installing build tools: ${missing[*]}"
-  [ -n "$apt_updated" ] || { apt-get update -qq; apt_updated=1; }
+  apt_update_once
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 }
-apt_update_once() { [ -n "$apt_updated" ] || { apt-get update -qq; apt_updated=1; }; }
 
 # Fetches a Debian package without installing it and unpacks it into $2.
 fetch_deb() {
@@ -48,9 +57,7 @@ build_small() {
   [ -n "$ver" ] && [ "$ver" != "(none)" ] || { echo "build.sh: Debian's linux-source-6.1 is not available from apt" >&2; exit 1; }
   key="linux-source-6.1=$ver $(sha256sum "$here/small-kernel.config" | cut -c1-16)"
   if [ -f "$out/key" ] && [ "$(cat "$out/key")" = "$key" ] && [ -f "$out/vmlinux" ] && [ -f "$out/bzImage" ]; then return; fi
-  need_pkgs make:make gcc:gcc flex:flex bison:bison bc:bc libelf-dev:pkg-config xz-utils:xz
-  [ -f /usr/include/libelf.h ] || need_pkgs libelf-dev:__none__
-  [ -f /usr/include/openssl/ssl.h ] || need_pkgs libssl-dev:__none__
+  need make make gcc gcc flex flex bison bison bc bc xz-utils xz libelf-dev /usr/include/libelf.h libssl-dev /usr/include/openssl/ssl.h
   say "building the small kernel from Debian's linux-source-6.1 $ver (about 4 minutes on 2 cores)..."
   local work
   work=$(mktemp -d "$kit/.small.XXXXXX")
@@ -109,7 +116,7 @@ build_initramfs() {
   bbver=$(pkg_version busybox-static)
   key="$(cat "$kit/stock/key") busybox-static=$bbver $(sha256sum "$here/init" | cut -c1-16)"
   if [ -f "$out" ] && [ -f "$kit/initramfs.key" ] && [ "$(cat "$kit/initramfs.key")" = "$key" ]; then return; fi
-  need_pkgs cpio:cpio xz-utils:xz
+  need cpio cpio xz-utils xz
   say "building the busybox initramfs..."
   local work root
   work=$(mktemp -d "$kit/.initramfs.XXXXXX")
