@@ -4,7 +4,7 @@
  * on its own buses. Nothing here runs on the exit path except what the devices themselves do.
  */
 import { writeSync } from 'node:fs';
-import type { Logger } from 'pino';
+import type { ThreadLogger } from './thread-log.js';
 import { Bus, type BusDevice } from '../bus/bus.js';
 import { I8042, I8042_COMMAND_PORT, I8042_DATA_PORT } from '../devices/legacy/i8042.js';
 import { CmosRtc, CMOS_LEN, CMOS_PORT } from '../devices/legacy/cmos-rtc.js';
@@ -30,7 +30,7 @@ export type DeviceSpec =
 
 export interface DeviceContext {
   readonly vm: Vm;
-  readonly log: Logger;
+  readonly log: ThreadLogger;
   requestStop(reason: StopReason): void;
 }
 
@@ -87,7 +87,7 @@ function sink(label: string): BusDevice {
 }
 
 /** Logs an unclaimed access once per address (a guest probing hardware is normal; a flood is not). */
-function unclaimedLogger(space: 'pio' | 'mmio', log: Logger) {
+function unclaimedLogger(space: 'pio' | 'mmio', log: ThreadLogger) {
   const seen = new Set<number>();
   return (addr: number, size: number, isWrite: boolean, value: number) => {
     if (seen.has(addr) || seen.size > UNCLAIMED_LOG_LIMIT) return;

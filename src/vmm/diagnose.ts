@@ -4,12 +4,12 @@ import type { GuestMemory } from '../memory/guest-memory.js';
 import type { KvmFlavour } from '../kvm/host.js';
 import { translate } from '../arch/x86_64/paging.js';
 import { hex } from '../errors.js';
-import type { Logger } from 'pino';
+import type { ThreadLogger } from './thread-log.js';
 
 const PVM_HINT =
   'hint: this host\'s /dev/kvm is PVM, where guest kernel code runs in KVM\'s instruction emulator, which lacks some instructions (XRSTOR, INT3, ...); run a PVM-enabled guest kernel here, or use a host with hardware KVM (VMX/SVM)';
 
-export function diagnoser(vcpu: Vcpu, mem: GuestMemory | undefined, flavour: KvmFlavour, log: Logger) {
+export function diagnoser(vcpu: Vcpu, mem: GuestMemory | undefined, flavour: KvmFlavour, log: ThreadLogger) {
   return (what: string, insn: Uint8Array | undefined): string => {
     let where = '';
     try {

@@ -99,6 +99,8 @@ export class Machine extends EventEmitter {
   readonly #parked = new Set<number>();
   #onAllParked: (() => void) | undefined;
   #input: ConsoleInput | undefined;
+  #exited = 0;
+  #allExited: (() => void) | undefined;
   #consoleWriteFd: number | undefined;
   /** Guest console output as a stream (live, like a serial line: bytes nobody reads are dropped), unless consoleFd was given. */
   readonly console: Readable | undefined;
@@ -149,6 +151,7 @@ export class Machine extends EventEmitter {
     let vm: Vm | undefined;
     let ram: GuestRam | undefined;
     const vcpus: Vcpu[] = [];
+    let machine: Machine | undefined;
     try {
       kvm.requireCapabilities();
       vm = kvm.createVm();
@@ -167,6 +170,8 @@ export class Machine extends EventEmitter {
         initVcpuState(vcpu, log);
       }
       const m = new Machine(config, log, kvm, vm, ram, vcpus);
+      machine = m;
+      m.#spawn();
       // Firmware tables: ACPI (hardware-reduced) and, for acpi=off guests, an MP table.
       m.acpi = writeAcpiTables(m.mem, {
         cpus, ioapicId: cpus, sleepControlPort: ACPI_SLEEP_CONTROL, sleepStatusPort: ACPI_SLEEP_STATUS, resetPort: ACPI_RESET_REG,
@@ -186,11 +191,80 @@ export class Machine extends EventEmitter {
       applyEntryState(vcpus[0]!, m.mem, entry);
       return m;
     } catch (e) {
+      if (machine) {
+        // Let the threads that were already spawned leave without running, then release everything.
+        machine.#stop ??= { kind: 'error', message: (e as Error).message };
+        Atomics.store(machine.#controlWords, CONTROL.STOP, 1);
+        Atomics.store(machine.#controlWords, CONTROL.GO, 1);
+        Atomics.notify(machine.#controlWords, CONTROL.GO);
+        machine.#closed = true;
+        void Promise.all(machine.#workers.map((w) => new Promise((r) => w.once('exit', r)))).then(() => {
+          for (const v of vcpus) v.close();
+          vm?.close();
+          ram?.release();
+          kvm.close();
+        });
+        throw e;
+      }
       for (const v of vcpus) v.close();
       vm?.close();
       ram?.release();
       kvm.close();
       throw e;
+    }
+  }
+
+  /**
+   * Spawns one thread per vCPU. Called while the machine is being built, so that the threads load
+   * their modules in parallel with kernel loading; they wait at CONTROL.GO until start().
+   */
+  #spawn(): void {
+    for (const vcpu of this.vcpus) {
+      const init: VcpuWorkerInit = {
+        vmFd: this.vm.fd, vcpuId: vcpu.id, vcpuFd: vcpu.fd, runMappingId: vcpu.runMappingId,
+        ramMappingId: this.ram.mappingId, memBytes: this.config.memBytes, devices: this.#devices,
+        control: this.#control, logLevel: this.config.logLevel ?? (this.log.level as LogLevel), flavour: this.flavour,
+      };
+      const w = new Worker(new URL('./vcpu-worker.js', import.meta.url), { workerData: init, stdout: false, stderr: false });
+      let reported = false;
+      w.on('message', (msg: VcpuWorkerMessage) => {
+        if (msg.type === 'stopped') {
+          reported = true;
+          this.log.debug({ vcpu: vcpu.id, exits: msg.exits, reason: msg.reason }, 'vcpu stopped');
+          this.#halt(msg.reason);
+        } else if (msg.type === 'paused') {
+          this.#parked.add(vcpu.id);
+          if (this.#parked.size === this.vcpus.length) this.#onAllParked?.();
+        } else if (msg.type === 'log') {
+          this.log[msg.level]({ vcpu: vcpu.id, ...msg.obj }, msg.msg);
+        } else if (msg.type === 'resumed') {
+          this.#parked.delete(vcpu.id);
+        }
+      });
+      w.on('error', (e) => {
+        this.log.error({ vcpu: vcpu.id, err: e }, 'vcpu thread failed');
+        this.#halt({ kind: 'error', message: `vcpu${vcpu.id} thread failed: ${e.message}` });
+      });
+      w.on('exit', () => {
+        if (!reported) this.#halt({ kind: 'error', message: `vcpu${vcpu.id} thread exited unexpectedly` });
+        this.#exited++;
+        this.#checkExited();
+      });
+      this.#workers.push(w);
+    }
+  }
+
+  /** Runs `fn` once every vCPU thread has exited (now, if they already have). */
+  #whenAllExited(fn: () => void): void {
+    this.#allExited = fn;
+    this.#checkExited();
+  }
+
+  #checkExited(): void {
+    if (this.#exited === this.vcpus.length && this.#allExited) {
+      const fn = this.#allExited;
+      this.#allExited = undefined;
+      fn();
     }
   }
 
@@ -214,45 +288,15 @@ export class Machine extends EventEmitter {
     if (this.config.timeoutSec !== undefined) {
       timer = setTimeout(() => this.#halt({ kind: 'timeout', seconds: this.config.timeoutSec! }), this.config.timeoutSec * 1000);
     }
-    let running = this.vcpus.length;
-    const onExit = () => {
-      if (--running > 0) return;
+    this.#whenAllExited(() => {
       if (timer) clearTimeout(timer);
       input?.close();
       this.#close();
       this.#setState('stopped');
       this.#resolve(this.#stop ?? { kind: 'stopped' });
-    };
-    for (const vcpu of this.vcpus) {
-      const init: VcpuWorkerInit = {
-        vmFd: this.vm.fd, vcpuId: vcpu.id, vcpuFd: vcpu.fd, runMappingId: vcpu.runMappingId,
-        ramMappingId: this.ram.mappingId, memBytes: this.config.memBytes, devices: this.#devices,
-        control: this.#control, logLevel: this.config.logLevel ?? (this.log.level as LogLevel), flavour: this.flavour,
-      };
-      const w = new Worker(new URL('./vcpu-worker.js', import.meta.url), { workerData: init, stdout: false, stderr: false });
-      let reported = false;
-      w.on('message', (msg: VcpuWorkerMessage) => {
-        if (msg.type === 'stopped') {
-          reported = true;
-          this.log.debug({ vcpu: vcpu.id, exits: msg.exits, reason: msg.reason }, 'vcpu stopped');
-          this.#halt(msg.reason);
-        } else if (msg.type === 'paused') {
-          this.#parked.add(vcpu.id);
-          if (this.#parked.size === this.vcpus.length) this.#onAllParked?.();
-        } else if (msg.type === 'resumed') {
-          this.#parked.delete(vcpu.id);
-        }
-      });
-      w.on('error', (e) => {
-        this.log.error({ vcpu: vcpu.id, err: e }, 'vcpu thread failed');
-        this.#halt({ kind: 'error', message: `vcpu${vcpu.id} thread failed: ${e.message}` });
-      });
-      w.on('exit', () => {
-        if (!reported) this.#halt({ kind: 'error', message: `vcpu${vcpu.id} thread exited unexpectedly` });
-        onExit();
-      });
-      this.#workers.push(w);
-    }
+    });
+    Atomics.store(this.#controlWords, CONTROL.GO, 1);
+    Atomics.notify(this.#controlWords, CONTROL.GO);
     this.#setState('running');
     return this.#done;
   }
@@ -304,10 +348,16 @@ export class Machine extends EventEmitter {
   /** Stops every vCPU (the first reason given wins): sets STOP and kicks each out of KVM_RUN. */
   #halt(reason: StopReason): void {
     if (this.#state === 'created') {
+      // Never started: open the gate with STOP set, so the waiting threads leave without running.
       this.#stop ??= reason;
-      this.#close();
-      this.#setState('stopped');
-      this.#resolve(this.#stop);
+      this.#whenAllExited(() => {
+        this.#close();
+        this.#setState('stopped');
+        this.#resolve(this.#stop!);
+      });
+      Atomics.store(this.#controlWords, CONTROL.STOP, 1);
+      Atomics.store(this.#controlWords, CONTROL.GO, 1);
+      Atomics.notify(this.#controlWords, CONTROL.GO);
       return;
     }
     if (this.#state === 'stopped') return;

@@ -3,7 +3,7 @@
  * every exit synchronously (design.md: a hand-off to another thread costs 4–6× a whole exit), reading
  * kvm_run through typed views created once. Nothing here allocates on the PIO/MMIO path.
  */
-import type { Logger } from 'pino';
+import type { ThreadLogger } from './thread-log.js';
 import type { Bus, AccessSize } from '../bus/bus.js';
 import type { NativeBinding } from '../native/binding.js';
 import { KVM_EXIT, KVM_EXIT_IO_OUT, KVM_EXIT_NAME, KVM_INTERNAL_ERROR, KVM_SYSTEM_EVENT } from '../kvm/constants.js';
@@ -12,7 +12,7 @@ import { hex } from '../errors.js';
 import type { StopReason } from './stop.js';
 
 /** Words of the per-VM control block shared by the main thread and every vCPU thread. */
-export const CONTROL = { STOP: 0, PAUSE: 1, WORDS: 4 } as const;
+export const CONTROL = { STOP: 0, PAUSE: 1, GO: 2, WORDS: 4 } as const;
 
 export interface VcpuLoopDeps {
   readonly n: NativeBinding;
@@ -22,7 +22,7 @@ export interface VcpuLoopDeps {
   readonly pio: Bus;
   readonly mmio: Bus;
   readonly control: Int32Array;
-  readonly log: Logger;
+  readonly log: ThreadLogger;
   /** Told when the loop parks for a pause (true) and leaves it (false). */
   readonly onPark?: (parked: boolean) => void;
   /** Describes the vCPU state for fatal-exit messages (registers, instruction bytes). */

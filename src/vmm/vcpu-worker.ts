@@ -6,11 +6,12 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { native } from '../native/binding.js';
 import { GuestRam, Vcpu, Vm } from '../kvm/kvm.js';
 import { GuestMemory } from '../memory/guest-memory.js';
-import { createLogger, type LogLevel } from '../log.js';
+import type { LogLevel } from '../log.js';
+import { threadLogger, type ThreadLogRecord } from './thread-log.js';
 import type { KvmFlavour } from '../kvm/host.js';
 import { ramLayout } from '../arch/x86_64/layout.js';
 import { attachDevices, type DeviceSpec } from './devices.js';
-import { VcpuLoop } from './vcpu-loop.js';
+import { CONTROL, VcpuLoop } from './vcpu-loop.js';
 import { diagnoser } from './diagnose.js';
 import type { StopReason } from './stop.js';
 
@@ -27,11 +28,11 @@ export interface VcpuWorkerInit {
   readonly flavour: KvmFlavour;
 }
 
-export type VcpuWorkerMessage = { type: 'ready' } | { type: 'paused' } | { type: 'resumed' } | { type: 'stopped'; reason: StopReason; exits: number };
+export type VcpuWorkerMessage = { type: 'ready' } | { type: 'paused' } | { type: 'resumed' } | ThreadLogRecord | { type: 'stopped'; reason: StopReason; exits: number };
 
 function main(init: VcpuWorkerInit): void {
   const n = native();
-  const log = createLogger(init.logLevel).child({ vcpu: init.vcpuId });
+  const log = threadLogger(parentPort!, init.logLevel);
   const vm = Vm.borrow(init.vmFd);
   const vcpu = Vcpu.attach(init.vcpuId, init.vcpuFd, init.runMappingId);
   const ram = GuestRam.attach(init.ramMappingId, init.memBytes);
@@ -47,7 +48,10 @@ function main(init: VcpuWorkerInit): void {
   let reason: StopReason;
   try {
     parentPort!.postMessage({ type: 'ready' } satisfies VcpuWorkerMessage);
-    reason = loop.run();
+    // Threads are spawned while the machine is still being built; they run once start() opens the gate.
+    const control = new Int32Array(init.control);
+    while (Atomics.load(control, CONTROL.GO) === 0) Atomics.wait(control, CONTROL.GO, 0);
+    reason = Atomics.load(control, CONTROL.STOP) !== 0 ? { kind: 'stopped' } : loop.run();
   } catch (e) {
     reason = { kind: 'kvm-failure', message: `vcpu${init.vcpuId}: ${(e as Error).message}` };
   } finally {
