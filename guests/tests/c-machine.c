@@ -8,6 +8,7 @@
  *   poweroff  powers off through the FADT's sleep control register (the VMM exits 0)
  *   reset     resets through the i8042 (0xFE to port 0x64)
  *   echo      echoes serial input using RX interrupts (IOAPIC pin 4) until it reads 'q'
+ *   kbd       prints i8042 scancodes taken on IRQ 1 until Delete (0x53) arrives (Ctrl-Alt-Del)
  *   demo      all of the read-only ones, then powers off: nodevisor's built-in demo guest
  * Exit codes: 0 pass; 2.. the failing check.
  */
@@ -129,6 +130,36 @@ static int check_echo(void) {
   return 0;
 }
 
+/* ---- kbd ---- */
+#define KBD_VECTOR 0x21
+static volatile int got_delete;
+__attribute__((interrupt)) static void kbd_irq(void *frame) {
+  (void)frame;
+  while (inb(0x64) & 1) {
+    u8 code = inb(0x60);
+    printf("kbd: %02x\n", code);
+    if (code == 0x53) got_delete = 1;
+  }
+  lapic_eoi();
+}
+
+static int check_kbd(void) {
+  outb(0x21, 0xff);
+  outb(0xa1, 0xff);
+  idt_set(KBD_VECTOR, (void (*)(void *))kbd_irq);
+  idt_load();
+  lapic_enable();
+  ioapic_route(1, KBD_VECTOR, (u8)lapic_id());
+  outb(0x64, 0x60); /* write the command byte: keyboard interrupt on, translation on */
+  outb(0x60, 0x41);
+  puts("kbd: ready");
+  sti();
+  while (!got_delete) hlt();
+  cli();
+  puts("kbd: ctrl-alt-del received");
+  return 0;
+}
+
 int main(void) {
   const char *c = cmdline();
   if (has_word(c, "acpi")) return check_acpi();
@@ -136,6 +167,7 @@ int main(void) {
   if (has_word(c, "rtc")) return check_rtc();
   if (has_word(c, "pci")) return check_pci();
   if (has_word(c, "echo")) return check_echo();
+  if (has_word(c, "kbd")) return check_kbd();
   if (has_word(c, "poweroff")) {
     puts("poweroff: through the FADT sleep control register");
     acpi_poweroff();

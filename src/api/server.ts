@@ -102,7 +102,8 @@ export class ApiServer {
           break;
         case 'SendCtrlAltDel':
           if (!this.#machine || this.state === 'Not started') throw fault('SendCtrlAltDel: the microVM is not running');
-          throw fault('SendCtrlAltDel: this machine has no keyboard controller to deliver it');
+          this.#machine.sendCtrlAltDel();
+          break;
         case 'FlushMetrics':
           throw fault('FlushMetrics: metrics are not configured');
       }

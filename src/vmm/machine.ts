@@ -335,6 +335,31 @@ export class Machine extends EventEmitter {
     (this.#input ??= new ConsoleInput(undefined, this.com1, () => this.#halt({ kind: 'stopped' }))).push(typeof data === 'string' ? Buffer.from(data) : data);
   }
 
+  /** Presses Ctrl-Alt-Del on the i8042 keyboard (set-1 scancodes, make then break), as Firecracker's SendCtrlAltDel. */
+  sendCtrlAltDel(): void {
+    if (this.#state !== 'running' && this.#state !== 'paused') throw new VmmError('BAD_CONFIG', `machine: Ctrl-Alt-Del in state ${this.#state}`);
+    this.i8042.queueScancodes([0x1d, 0x38, 0xe0, 0x53, 0xe0, 0xd3, 0xb8, 0x9d]);
+  }
+
+  /**
+   * Asks the guest to shut down (Ctrl-Alt-Del), and kills it if it has not stopped after `graceMs`.
+   * Resolves with how it ended.
+   */
+  async shutdown(graceMs = 10_000): Promise<StopReason> {
+    if (this.#state === 'created' || this.#state === 'stopping' || this.#state === 'stopped') {
+      this.kill();
+      return this.#done;
+    }
+    if (this.#state === 'paused') this.resume();
+    this.sendCtrlAltDel();
+    const timer = setTimeout(() => this.kill(), graceMs);
+    try {
+      return await this.#done;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
   /** Ends the VM now (the guest gets no chance to shut down). */
   kill(): void {
     this.#halt({ kind: 'killed' });

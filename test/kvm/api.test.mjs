@@ -111,3 +111,31 @@ describe('REST API (Firecracker-compatible)', needsKvm, () => {
     assert.equal(existsSync(sock), false);
   });
 });
+
+describe('REST API: SendCtrlAltDel reaches the guest through the i8042', needsKvm, () => {
+  it('is refused before start, then delivers Ctrl-Alt-Del scancodes on IRQ 1; the process exits with the guest', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'nv-api-'));
+    const sock = path.join(dir, 'api.sock');
+    let stdout = '';
+    const child = spawn(process.execPath, [cli, 'serve', '--api-sock', sock, '--log-level', 'error'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    child.stdout.on('data', (d) => (stdout += d));
+    const exited = new Promise((resolve) => child.on('exit', (code) => resolve(code)));
+    try {
+      assert.ok(await waitFor(() => existsSync(sock)));
+      const early = await request(sock, 'PUT', '/actions', { action_type: 'SendCtrlAltDel' });
+      assert.equal(early.status, 400);
+      assert.match(early.body.fault_message, /not running/);
+      assert.equal((await request(sock, 'PUT', '/boot-source', { kernel_image_path: guest('c-machine.elf'), boot_args: 'kbd' })).status, 204);
+      assert.equal((await request(sock, 'PUT', '/actions', { action_type: 'InstanceStart' })).status, 204);
+      assert.ok(await waitFor(() => /kbd: ready/.test(stdout)), stdout);
+      assert.equal((await request(sock, 'PUT', '/actions', { action_type: 'SendCtrlAltDel' })).status, 204);
+      assert.equal(await exited, 1); // the guest exits 0 through isa-debug-exit once Delete arrives
+      assert.match(stdout, /kbd: 1d\nkbd: 38\nkbd: e0\nkbd: 53\n/);
+      assert.match(stdout, /kbd: ctrl-alt-del received/);
+      assert.equal(existsSync(sock), false, 'the socket is removed on exit');
+    } finally {
+      child.kill('SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

@@ -49,6 +49,24 @@ describe('Machine lifecycle', needsKvm, () => {
     assert.equal(out, 'Hello from real mode\n');
   });
 
+  it('shutdown() asks the guest with Ctrl-Alt-Del, and kills it after the grace period if it does not stop', async () => {
+    const kbd = Machine.create({ kernel: guest('c-machine.elf'), memBytes: 32 << 20, cmdline: 'kbd' });
+    let out = '';
+    kbd.console.on('data', (d) => (out += d));
+    void kbd.start();
+    for (let i = 0; i < 500 && !out.includes('kbd: ready'); i++) await sleep(10);
+    assert.deepEqual(await kbd.shutdown(10_000), { kind: 'debug-exit', value: 0, status: 1 });
+    assert.match(out, /kbd: ctrl-alt-del received/);
+
+    const fd = openSync('/dev/null', 'w');
+    const spin = Machine.create({ kernel: guest('spin.bin'), memBytes: 32 << 20, consoleFd: fd });
+    void spin.start();
+    const t0 = performance.now();
+    assert.deepEqual(await spin.shutdown(300), { kind: 'killed' });
+    assert.ok(performance.now() - t0 >= 290);
+    closeSync(fd);
+  });
+
   it('kill() before start() releases the VM and resolves wait()', async () => {
     const m = Machine.create({ kernel: guest('hello.bin'), memBytes: 32 << 20 });
     m.kill();
