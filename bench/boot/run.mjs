@@ -29,14 +29,15 @@ try {
 }
 
 const fullBoot = process.env.NODEVISOR_TEST_KERNEL;
+const initrd = fullBoot ? process.env.NODEVISOR_TEST_INITRD ?? path.join(kitDir, 'initramfs.cpio.gz') : undefined;
 const CMDLINE = 'console=ttyS0 noxsave panic=-1';
 const MEM = '256';
 const CONSOLE_RE = /printk: console \[ttyS0\] enabled/;
 const MARKER_RE = /NODEVISOR-BOOT-OK/;
 
 const vmms = {
-  nodevisor: () => [process.execPath, [path.join(root, 'dist', 'cli', 'main.js'), 'run', '--kernel', fullBoot ?? kernel, '--mem', `${MEM}M`, '--cmdline', CMDLINE, '--timeout', '100', '--log-level', 'error']],
-  'qemu-microvm': () => [qemu, ['-M', 'microvm,acpi=on', '-enable-kvm', '-cpu', 'host,-arch-capabilities', '-m', MEM, '-smp', '1', '-nodefaults', '-no-user-config', '-nographic', '-no-reboot', '-serial', 'stdio', '-kernel', fullBoot ?? kernel, '-append', CMDLINE]],
+  nodevisor: () => [process.execPath, [path.join(root, 'dist', 'cli', 'main.js'), 'run', '--kernel', fullBoot ?? kernel, ...(initrd ? ['--initrd', initrd] : []), '--mem', `${MEM}M`, '--cmdline', CMDLINE, '--timeout', '100', '--log-level', 'error']],
+  'qemu-microvm': () => [qemu, ['-M', 'microvm,acpi=on', '-enable-kvm', '-cpu', 'host,-arch-capabilities', '-m', MEM, '-smp', '1', '-nodefaults', '-no-user-config', '-nographic', '-no-reboot', '-serial', 'stdio', '-kernel', fullBoot ?? kernel, ...(initrd ? ['-initrd', initrd] : []), '-append', CMDLINE]],
 };
 
 const results = {};

@@ -3,7 +3,8 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { Machine } from '../../dist/index.js';
-import { guest, needsKvm, runCli } from '../helpers/kvm.mjs';
+import { spawn } from 'node:child_process';
+import { cli, guest, needsKvm, runCli } from '../helpers/kvm.mjs';
 import { openSync, closeSync } from 'node:fs';
 
 const devNull = () => openSync('/dev/null', 'w');
@@ -46,6 +47,30 @@ describe('Machine', needsKvm, () => {
     assert.ok(r.ms < 5000, `took ${r.ms} ms`);
     const echo = await runCli(['run', '--kernel', guest('c-machine.elf'), '--cmdline', 'echo', '--log-level', 'error'], { input: 'a\x01\x01b\x01zc\nq', killAfterMs: 20_000 });
     assert.equal(echo.stdout, 'echo: ready\na\x01bc\necho: bye\n');
+  });
+
+  it('a terminal on stdin is put in raw mode: keys reach the guest at once, unechoed, and the mode is restored', async () => {
+    // script(1) gives nodevisor a pseudo-terminal; in canonical mode "xyz" would wait for a newline.
+    const cmd = `${process.execPath} ${cli} run --kernel ${guest('c-machine.elf')} --cmdline echo --log-level error; stty -a | grep -o -- '-icanon\\|icanon' | head -1`;
+    const child = spawn('script', ['-qfec', cmd, '/dev/null'], { stdio: ['pipe', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d) => (out += d));
+    const waitFor = async (s) => {
+      for (let i = 0; i < 1000 && !out.includes(s); i++) await new Promise((r) => setTimeout(r, 10));
+      return out.includes(s);
+    };
+    try {
+      assert.ok(await waitFor('echo: ready'), out);
+      child.stdin.write('xyz');
+      assert.ok(await waitFor('xyz'), `raw mode delivers keys without a newline: ${JSON.stringify(out)}`);
+      assert.equal(out.split('xyz').length - 1, 1, 'the terminal does not echo them itself');
+      child.stdin.write('q');
+      assert.ok(await waitFor('echo: bye'));
+      assert.ok(await waitFor('icanon'), out);
+      assert.match(out, /(^|\n)icanon/m, 'canonical mode is back after nodevisor exits');
+    } finally {
+      child.kill('SIGKILL');
+    }
   });
 
   it('--timeout ends a spinning guest with status 124', async () => {
