@@ -38,6 +38,7 @@ import { silentLogger, type LogLevel } from '../log.js';
 import type { DeviceSpec } from './devices.js';
 import { CONTROL } from './vcpu-loop.js';
 import { ConsoleInput } from './console-input.js';
+import { checkMachineConfig } from './config-schema.js';
 import type { VcpuWorkerInit, VcpuWorkerMessage } from './vcpu-worker.js';
 import type { StopReason } from './stop.js';
 
@@ -63,6 +64,11 @@ export interface MachineConfig {
   readonly logLevel?: LogLevel;
   readonly hugepages?: 0 | 1 | 2;
 }
+
+let machineCount = 0;
+
+/** Optional fields given as undefined count as absent (callers spread optional CLI values). */
+const stripUndefined = <T extends object>(o: T): T => Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as T;
 
 /** The command line a Linux kernel gets when none is given. */
 export const DEFAULT_CMDLINE = 'console=ttyS0 reboot=k panic=1';
@@ -142,6 +148,8 @@ export class Machine extends EventEmitter {
 
   /** Builds the VM (no guest code runs until start()). Throws VmmError with a one-line message. */
   static create(config: MachineConfig, log: Logger = silentLogger): Machine {
+    checkMachineConfig(stripUndefined(config));
+    log = log.child({ machine: ++machineCount });
     const image = readImage(config.kernel);
     const kind = detectImageKind(image);
     const initrd = config.initrd !== undefined ? { bytes: readImage(config.initrd, '--initrd'), path: config.initrd } : undefined;

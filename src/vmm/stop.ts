@@ -10,6 +10,8 @@ export type StopReason =
   | { kind: 'timeout'; seconds: number }
   | { kind: 'stopped' }
   | { kind: 'killed' }
+  | { kind: 'expect-matched'; line: string }
+  | { kind: 'expect-failed'; pattern: string }
   | { kind: 'error'; message: string };
 
 /** Process exit statuses. isa-debug-exit statuses are always odd, so every other status is even. */
@@ -22,6 +24,8 @@ export const EXIT_STATUS = {
   'emulation-failure': 8,
   'kvm-failure': 10,
   killed: 12,
+  'expect-matched': 0,
+  'expect-failed': 14,
   error: 70,
   timeout: 124,
 } as const;
@@ -41,6 +45,8 @@ export function describeStop(r: StopReason): string {
     case 'timeout': return `timed out after ${r.seconds} s`;
     case 'stopped': return 'stopped';
     case 'killed': return 'killed';
+    case 'expect-matched': return `--expect matched: ${r.line}`;
+    case 'expect-failed': return `the guest stopped before a console line matched --expect ${r.pattern}`;
     case 'error': return r.message;
   }
 }

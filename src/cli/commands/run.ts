@@ -19,6 +19,8 @@ interface RunArgs {
   timeout?: number;
   testdev: boolean;
   'on-reboot': 'exit' | 'restart';
+  expect?: string;
+  json: boolean;
   'log-level': LogLevel;
 }
 
@@ -30,6 +32,26 @@ export function memFromFlag(text: string): number {
   if (bytes > os.totalmem()) throw new VmmError('BAD_CONFIG', `--mem ${text}: more than this host's ${formatSize(os.totalmem())} of RAM`);
   if (bytes % 4096 !== 0) throw new VmmError('BAD_CONFIG', `--mem ${text}: must be a multiple of 4 KiB`);
   return bytes;
+}
+
+/** Reads the console here: passes it on (raw or as JSON events) and ends the VM when --expect matches. */
+function watchConsole(machine: Machine, o: { expect: RegExp | undefined; json: boolean; emit: (e: object) => void }): void {
+  let partial = '';
+  machine.console!.on('data', (chunk: Buffer) => {
+    if (o.json) o.emit({ event: 'output', data: chunk.toString('utf8') });
+    else process.stdout.write(chunk);
+    if (!o.expect) return;
+    const lines = (partial + chunk.toString('utf8')).split('\n');
+    partial = lines.pop()!;
+    for (const raw of lines) {
+      const line = raw.replace(/\r$/, '');
+      if (o.expect.test(line)) {
+        if (o.json) o.emit({ event: 'matched', line });
+        machine.stop({ kind: 'expect-matched', line });
+        return;
+      }
+    }
+  });
 }
 
 export const runCommand: CommandModule<object, RunArgs> = {
@@ -44,6 +66,8 @@ export const runCommand: CommandModule<object, RunArgs> = {
       .option('cpus', { type: 'number', default: 1, describe: 'number of vCPUs' })
       .option('timeout', { type: 'number', describe: 'stop the guest after this many seconds (exit status 124)' })
       .option('on-reboot', { choices: ['exit', 'restart'] as const, default: 'exit' as const, describe: 'when the guest reboots: end with status 4, or boot it again' })
+      .option('expect', { type: 'string', describe: 'succeed (status 0) as soon as a console line matches this regular expression' })
+      .option('json', { type: 'boolean', default: false, describe: 'one JSON event per line on stdout (started, output, matched, exited) instead of the raw console' })
       .option('testdev', { type: 'boolean', default: false, describe: 'add the scratch test device used by the test guests' })
       .option('log-level', { choices: LOG_LEVELS, default: 'warn' as LogLevel, describe: 'log level (JSON logs on stderr)' }) as Argv<RunArgs>,
   handler: async (argv) => {
@@ -59,7 +83,18 @@ export const runCommand: CommandModule<object, RunArgs> = {
       initrd ??= d.initrd;
       cmdline ??= d.cmdline;
     }
-    const config = { kernel, initrd, cmdline, memBytes, cpus: argv.cpus, testdev: argv.testdev, timeoutSec: argv.timeout, logLevel: argv['log-level'], consoleInput: process.stdin, consoleFd: 1 };
+    let expect: RegExp | undefined;
+    if (argv.expect !== undefined) {
+      try {
+        expect = new RegExp(argv.expect);
+      } catch (e) {
+        throw new VmmError('BAD_CONFIG', `--expect ${argv.expect}: not a regular expression (${(e as Error).message})`);
+      }
+    }
+    // The console goes straight from the vCPU threads to stdout unless we have to read it here.
+    const watch = expect !== undefined || argv.json;
+    const emit = (event: object) => process.stdout.write(`${JSON.stringify(event)}\n`);
+    const config = { kernel, initrd, cmdline, memBytes, cpus: argv.cpus, testdev: argv.testdev, timeoutSec: argv.timeout, logLevel: argv['log-level'], consoleInput: process.stdin, consoleFd: watch ? undefined : 1 };
     let reason: StopReason;
     const started = performance.now();
     for (let boot = 0; ; boot++) {
@@ -68,12 +103,17 @@ export const runCommand: CommandModule<object, RunArgs> = {
       const left = argv.timeout === undefined ? undefined : Math.max(0.001, argv.timeout - (performance.now() - started) / 1000);
       const machine = Machine.create({ ...config, timeoutSec: left }, log);
       if (boot === 0 && machine.flavour === 'pvm' && argv.kernel !== undefined) log.warn(PVM_WARNING); // once, and only once a VM is about to run
+      if (watch) watchConsole(machine, { expect, json: argv.json, emit });
+      if (argv.json) emit({ event: 'started', boot, ms: Math.round(performance.now() - started) });
       reason = await machine.start();
+      // With --expect, a guest that ends without the line has failed, whatever way it ended.
+      if (expect && reason.kind !== 'expect-matched' && reason.kind !== 'timeout' && reason.kind !== 'reboot') reason = { kind: 'expect-failed', pattern: argv.expect! };
       if (reason.kind === 'timeout') reason = { kind: 'timeout', seconds: argv.timeout! };
       if (reason.kind !== 'reboot' || argv['on-reboot'] !== 'restart') break;
       log.info({ boot: boot + 1 }, 'guest rebooted: starting it again');
     }
     const status = exitStatus(reason);
+    if (argv.json) emit({ event: 'exited', status, reason, ms: Math.round(performance.now() - started) });
     if (status !== 0 && reason.kind !== 'debug-exit') process.stderr.write(`nodevisor: ${describeStop(reason)}\n`);
     log.info({ reason, status }, describeStop(reason));
     process.exitCode = status;
