@@ -38,7 +38,7 @@ import { silentLogger, type LogLevel } from '../log.js';
 import type { DeviceSpec } from './devices.js';
 import { CONTROL } from './vcpu-loop.js';
 import { ConsoleInput } from './console-input.js';
-import { checkMachineConfig } from './config-schema.js';
+import { checkMachineConfig } from './config-check.js';
 import type { VcpuWorkerInit, VcpuWorkerMessage } from './vcpu-worker.js';
 import type { StopReason } from './stop.js';
 

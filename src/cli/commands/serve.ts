@@ -1,7 +1,6 @@
 /** `nodevisor serve --api-sock PATH`: a Firecracker-compatible REST API on a unix socket. */
 import { readFileSync } from 'node:fs';
 import type { Argv, CommandModule } from 'yargs';
-import { ApiServer } from '../../api/server.js';
 import { createLogger, LOG_LEVELS, type LogLevel } from '../../log.js';
 import { describeStop, exitStatus } from '../../vmm/stop.js';
 
@@ -28,6 +27,8 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
       .option('id', { type: 'string', default: 'anonymous-instance', describe: 'instance id reported by GET /' })
       .option('log-level', { choices: LOG_LEVELS, default: 'warn' as LogLevel }) as Argv<ServeArgs>,
   handler: async (argv) => {
+    // Loaded here, not at start-up: fastify alone costs ~100 ms that `run` must not pay.
+    const { ApiServer } = await import('../../api/server.js');
     const log = createLogger(argv['log-level']);
     const server = new ApiServer({ id: argv.id, version: version(), log, machineDefaults: { logLevel: argv['log-level'] } });
     await server.listen(argv['api-sock']);

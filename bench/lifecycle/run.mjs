@@ -1,0 +1,65 @@
+#!/usr/bin/env node
+// bench/lifecycle: (1) end to end, `nodevisor run` of a C guest that exits at once (c-exit.elf,
+// through PVH) against QEMU -M microvm running the same ELF, medians of R runs each, alternated;
+// (2) machines started per second: N machines created at once from one Node process (128 MiB each,
+// each running c-exit.elf to completion) against N QEMU microvm processes started at once.
+// Prints ratios. Targets: (1) <= 1.0x QEMU; (2) >= 20 machines/s.
+//
+// Usage: node bench/lifecycle/run.mjs [--runs 7] [--n 1,10,50] [--json]
+import { execFileSync, spawn } from 'node:child_process';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { median } from '../lib/stats.mjs';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+const { values: opt } = parseArgs({ options: { runs: { type: 'string', default: '7' }, n: { type: 'string', default: '1,10,50' }, json: { type: 'boolean', default: false } } });
+execFileSync('make', ['-s', '-C', path.join(root, 'guests', 'tests')], { stdio: 'inherit' });
+const guestElf = path.join(root, 'guests', 'tests', 'build', 'c-exit.elf');
+const { Machine } = await import(path.join(root, 'dist', 'index.js'));
+
+const qemuArgs = ['-M', 'microvm', '-enable-kvm', '-cpu', 'host,-arch-capabilities', '-m', '128', '-nodefaults', '-no-user-config', '-nographic', '-no-reboot', '-serial', 'stdio', '-device', 'isa-debug-exit,iobase=0xf4,iosize=4', '-kernel', guestElf];
+const nodevisorArgs = [path.join(root, 'dist', 'cli', 'main.js'), 'run', '--kernel', guestElf, '--mem', '128M', '--log-level', 'error'];
+
+function timeProcess(cmd, args) {
+  return new Promise((resolve, reject) => {
+    const t0 = performance.now();
+    const c = spawn(cmd, args, { stdio: 'ignore' });
+    c.on('error', reject);
+    c.on('exit', (code) => (code === 1 ? resolve(performance.now() - t0) : reject(new Error(`${cmd} exited ${code}, expected 1`))));
+  });
+}
+
+// (1) end to end
+const e2e = { nodevisor: [], qemu: [] };
+await timeProcess(process.execPath, nodevisorArgs); // warm the page cache
+await timeProcess('qemu-system-x86_64', qemuArgs);
+for (let i = 0; i < Number(opt.runs); i++) {
+  e2e.nodevisor.push(await timeProcess(process.execPath, nodevisorArgs));
+  e2e.qemu.push(await timeProcess('qemu-system-x86_64', qemuArgs));
+}
+
+// (2) machines per second
+const perSecond = [];
+for (const n of opt.n.split(',').map(Number)) {
+  const t0 = performance.now();
+  const reasons = await Promise.all(Array.from({ length: n }, () => Machine.create({ kernel: guestElf, memBytes: 128 << 20, consoleFd: 2 }).start()));
+  const nvMs = performance.now() - t0;
+  if (!reasons.every((r) => r.kind === 'debug-exit' && r.status === 1)) throw new Error(`a machine failed: ${JSON.stringify(reasons.find((r) => r.status !== 1))}`);
+  const q0 = performance.now();
+  await Promise.all(Array.from({ length: n }, () => timeProcess('qemu-system-x86_64', qemuArgs)));
+  const qMs = performance.now() - q0;
+  perSecond.push({ n, nodevisorPerSec: +((n * 1000) / nvMs).toFixed(1), qemuPerSec: +((n * 1000) / qMs).toFixed(1), ratio: +(qMs / nvMs).toFixed(3) });
+}
+
+const result = {
+  endToEnd: { nodevisorMs: Math.round(median(e2e.nodevisor)), qemuMs: Math.round(median(e2e.qemu)), ratio: +(median(e2e.nodevisor) / median(e2e.qemu)).toFixed(3), runs: Number(opt.runs) },
+  perSecond,
+};
+if (opt.json) console.log(JSON.stringify(result, null, 2));
+else {
+  const r = result.endToEnd;
+  console.log(`bench/lifecycle: c-exit.elf (PVH), 128 MiB`);
+  console.log(`end to end (median of ${r.runs}): nodevisor ${r.nodevisorMs} ms, qemu microvm ${r.qemuMs} ms, ratio nodevisor/qemu ${r.ratio} (target <= 1.0: ${r.ratio <= 1 ? 'met' : 'NOT MET'})`);
+  for (const p of perSecond) console.log(`${String(p.n).padStart(3)} at once: nodevisor ${p.nodevisorPerSec}/s (one process), qemu ${p.qemuPerSec}/s (processes), ratio ${p.ratio} (target >= 20/s: ${p.nodevisorPerSec >= 20 ? 'met' : 'NOT MET'})`);
+}
