@@ -57,10 +57,16 @@ void KickMapping(Mapping& m) {
 
 namespace {
 
-Napi::Value ExternalView(Napi::Env env, const std::shared_ptr<Mapping>& m) {
+// The largest view handed out. V8 refuses bigger external ArrayBuffers, and a refused creation can
+// run the finalizer on a path where node-addon-api frees the finalizer data again (a double free),
+// so oversized requests are refused here, before V8 sees them; callers view large RAM in chunks.
+constexpr uint64_t kMaxView = 1ull << 31;
+
+Napi::Value ExternalView(Napi::Env env, const std::shared_ptr<Mapping>& m, uint64_t offset, uint64_t length) {
+  if (offset > m->length || length > m->length - offset || length > kMaxView) ThrowErrno(env, ERANGE, "mmap", "mappingBuffer");
   auto* owner = new std::shared_ptr<Mapping>(m);
   return Napi::ArrayBuffer::New(
-      env, m->addr, m->length, [](Napi::Env, void*, std::shared_ptr<Mapping>* o) { delete o; }, owner);
+      env, static_cast<uint8_t*>(m->addr) + offset, length, [](Napi::Env, void*, std::shared_ptr<Mapping>* o) { delete o; }, owner);
 }
 
 // mapAnonymous(bytes, hugepages: 0 none | 1 transparent (madvise) | 2 hugetlbfs) -> id
@@ -95,11 +101,14 @@ Napi::Value MapVcpuRun(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, Register(m));
 }
 
-// mappingBuffer(id) -> ArrayBuffer: an external view of the mapping for the calling isolate.
+// mappingBuffer(id, offset = 0, length = rest) -> ArrayBuffer: an external view of [offset,
+// offset+length) of the mapping for the calling isolate (at most 2 GiB: ERANGE beyond).
 Napi::Value MappingBuffer(const Napi::CallbackInfo& info) {
   auto m = FindMapping(ArgU32(info, 0));
   if (!m) ThrowErrno(info.Env(), EBADF, "mmap", "mappingBuffer");
-  return ExternalView(info.Env(), m);
+  uint64_t offset = info.Length() > 1 ? ArgU64(info, 1) : 0;
+  uint64_t length = info.Length() > 2 ? ArgU64(info, 2) : (offset <= m->length ? m->length - offset : 0);
+  return ExternalView(info.Env(), m, offset, length);
 }
 
 // releaseMapping(id): drops the registry's reference; pages are unmapped once no view holds them.

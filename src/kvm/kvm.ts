@@ -77,11 +77,16 @@ export class Kvm {
   }
 }
 
-/** Guest RAM: anonymous memory mapped once per process, viewed by each thread through its own ArrayBuffer. */
+/** The largest ArrayBuffer a view of guest RAM uses; bigger RAM is viewed in chunks of this size. */
+export const RAM_VIEW_CHUNK = 1 << 30;
+
+/** Guest RAM: anonymous memory mapped once per process, viewed by each thread through its own ArrayBuffers. */
 export class GuestRam {
-  readonly bytes: Uint8Array;
-  private constructor(readonly mappingId: number, readonly size: number, private readonly n: NativeBinding) {
-    this.bytes = new Uint8Array(n.mappingBuffer(mappingId));
+  private constructor(readonly mappingId: number, readonly size: number, private readonly n: NativeBinding) {}
+
+  /** A view of [offset, offset+length) of the mapping (length at most 2 GiB). */
+  view(offset: number, length: number): Uint8Array {
+    return new Uint8Array(this.n.mappingBuffer(this.mappingId, offset, length));
   }
 
   /** Maps `size` bytes; `hugepages`: 0 none, 1 transparent huge pages (madvise), 2 hugetlbfs. */

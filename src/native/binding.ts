@@ -62,7 +62,7 @@ export interface NativeBinding {
   // mappings (process-wide registry, one external ArrayBuffer per isolate)
   mapAnonymous(bytes: number, hugepages?: 0 | 1 | 2): number;
   mapVcpuRun(vcpuFd: number, bytes: number): number;
-  mappingBuffer(id: number): ArrayBuffer;
+  mappingBuffer(id: number, offset?: number, length?: number): ArrayBuffer;
   releaseMapping(id: number): void;
   setRunner(runMappingId: number, isRunner: boolean): void;
   kick(runMappingId: number): void;

@@ -14,6 +14,7 @@ import { KVM_PIT_SPEAKER_DUMMY } from '../kvm/constants.js';
 import { detectFlavour, type KvmFlavour } from '../kvm/host.js';
 import { native } from '../native/binding.js';
 import { GuestMemory } from '../memory/guest-memory.js';
+import { guestMemoryOf } from '../memory/ram-views.js';
 import { KVM_IDENTITY_MAP_ADDR, KVM_TSS_ADDR, MMIO_HOLE_START, ramLayout } from '../arch/x86_64/layout.js';
 import { writeAcpiTables, IOAPIC_ADDR, type AcpiLayout } from '../arch/x86_64/acpi/tables.js';
 import { writeMpTable } from '../arch/x86_64/mptable.js';
@@ -129,7 +130,7 @@ export class Machine extends EventEmitter {
       stream.on('data', (chunk: Buffer) => this.emit('console', chunk));
       this.console = stream;
     }
-    this.mem = new GuestMemory(ramLayout(config.memBytes).map((r) => ({ gpa: r.gpa, size: r.size, bytes: ram.bytes.subarray(r.offset, r.offset + r.size) })));
+    this.mem = guestMemoryOf(ram, config.memBytes);
     this.com1 = new Serial8250('com1', { irq: { setLevel: (h) => vm.irqLine(COM1_GSI, h) }, output: () => {} });
     this.#devices.push({ type: 'serial8250', label: 'com1', base: COM1_BASE, gsi: COM1_GSI, state: this.com1.buffer, outputFd: consoleFd });
     this.i8042 = new I8042({ irq: { setLevel: (h) => vm.irqLine(I8042_IRQ, h) }, onReset: () => this.#halt({ kind: 'reboot' }) });

@@ -5,11 +5,10 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { native } from '../native/binding.js';
 import { GuestRam, Vcpu, Vm } from '../kvm/kvm.js';
-import { GuestMemory } from '../memory/guest-memory.js';
+import { guestMemoryOf } from '../memory/ram-views.js';
 import type { LogLevel } from '../log.js';
 import { threadLogger, type ThreadLogRecord } from './thread-log.js';
 import type { KvmFlavour } from '../kvm/host.js';
-import { ramLayout } from '../arch/x86_64/layout.js';
 import { attachDevices, type DeviceSpec } from './devices.js';
 import { CONTROL, VcpuLoop } from './vcpu-loop.js';
 import { diagnoser } from './diagnose.js';
@@ -36,7 +35,7 @@ function main(init: VcpuWorkerInit): void {
   const vm = Vm.borrow(init.vmFd);
   const vcpu = Vcpu.attach(init.vcpuId, init.vcpuFd, init.runMappingId);
   const ram = GuestRam.attach(init.ramMappingId, init.memBytes);
-  const mem = new GuestMemory(ramLayout(init.memBytes).map((r) => ({ gpa: r.gpa, size: r.size, bytes: ram.bytes.subarray(r.offset, r.offset + r.size) })));
+  const mem = guestMemoryOf(ram, init.memBytes);
   let loop: VcpuLoop | undefined;
   const { pio, mmio } = attachDevices(init.devices, { vm, log, requestStop: (r) => loop!.requestStop(r) });
   loop = new VcpuLoop({

@@ -70,6 +70,12 @@ describe('machine devices, seen from a C guest', needsKvm, () => {
     assert.equal(r.stdout, 'echo: ready\nhello from the host\necho: bye\n');
   });
 
+  it('RAM beyond the 3 GiB MMIO hole continues above 4 GiB, viewed by the VMM in chunks', async () => {
+    const r = await runCli(['run', '--kernel', guest('c-machine.elf'), '--cmdline', 'demo', '--mem', '5G', '--log-level', 'error'], { killAfterMs: 60_000 });
+    assert.equal(r.status, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, /memory: 0000000000100000-00000000bfffffff RAM\nmemory: 0000000100000000-000000017fffffff RAM/);
+  });
+
   it('the built-in demo guest describes the machine and powers off with status 0', async () => {
     const r = await runCli(['run', '--kernel', guest('c-machine.elf'), '--cmdline', 'demo', '--cpus', '2', '--log-level', 'error'], { killAfterMs: 60_000 });
     assert.equal(r.status, 0, r.stdout + r.stderr);

@@ -73,6 +73,16 @@ describe('native addon', () => {
     assert.throws(() => n.mappingBuffer(id), (e) => e.code === 'EBADF');
   });
 
+  it('views a mapping in parts, and refuses views past its end or larger than 2 GiB (ERANGE)', () => {
+    const id = n.mapAnonymous(3 * 2 ** 30); // MAP_NORESERVE: costs nothing until touched
+    const part = new Uint8Array(n.mappingBuffer(id, 2 ** 30, 4096));
+    part[0] = 9;
+    assert.equal(new Uint8Array(n.mappingBuffer(id, 2 ** 30, 1))[0], 9);
+    assert.throws(() => n.mappingBuffer(id), (e) => e.code === 'ERANGE');
+    assert.throws(() => n.mappingBuffer(id, 3 * 2 ** 30 - 10, 20), (e) => e.code === 'ERANGE');
+    n.releaseMapping(id);
+  });
+
   it('rejects a zero-sized mapping', () => {
     assert.throws(() => n.mapAnonymous(0), (e) => e.code === 'EINVAL');
   });
