@@ -114,12 +114,7 @@ __attribute__((interrupt)) static void serial_irq(void *frame) {
 }
 
 static int check_echo(void) {
-  outb(0x21, 0xff); /* mask the 8259s: interrupts come through the IOAPIC */
-  outb(0xa1, 0xff);
-  idt_set(SERIAL_VECTOR, (void (*)(void *))serial_irq);
-  idt_load();
-  lapic_enable();
-  ioapic_route(4, SERIAL_VECTOR, (u8)lapic_id());
+  irq_route(4, SERIAL_VECTOR, (void (*)(void *))serial_irq);
   outb(0x3fc, 0x08); /* MCR.OUT2 */
   outb(0x3f9, 0x01); /* IER: receive data available */
   puts("echo: ready");
@@ -144,12 +139,7 @@ __attribute__((interrupt)) static void kbd_irq(void *frame) {
 }
 
 static int check_kbd(void) {
-  outb(0x21, 0xff);
-  outb(0xa1, 0xff);
-  idt_set(KBD_VECTOR, (void (*)(void *))kbd_irq);
-  idt_load();
-  lapic_enable();
-  ioapic_route(1, KBD_VECTOR, (u8)lapic_id());
+  irq_route(1, KBD_VECTOR, (void (*)(void *))kbd_irq);
   outb(0x64, 0x60); /* write the command byte: keyboard interrupt on, translation on */
   outb(0x60, 0x41);
   puts("kbd: ready");

@@ -26,6 +26,9 @@ export type UnclaimedHandler = (addr: number, size: number, isWrite: boolean, va
 
 const ONES = [0, 0xff, 0xffff, 0, 0xffffffff];
 
+/** All ones of an access width: what reads of nothing return (open bus). */
+export const allOnes = (size: AccessSize): number => ONES[size]!;
+
 export class Bus {
   readonly #entries: Entry[] = []; // sorted by base, disjoint
   /** Port space only: port → index+1 into #entries (0: none), so a PIO exit costs one array load. */

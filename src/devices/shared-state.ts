@@ -28,4 +28,14 @@ export class SharedState {
     Atomics.store(this.words, 0, 0);
     Atomics.notify(this.words, 0, 1);
   }
+
+  /** Runs `fn` holding the lock. */
+  locked<T>(fn: () => T): T {
+    this.lock();
+    try {
+      return fn();
+    } finally {
+      this.unlock();
+    }
+  }
 }

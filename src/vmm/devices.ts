@@ -5,7 +5,7 @@
  */
 import { writeSync } from 'node:fs';
 import type { ThreadLogger } from './thread-log.js';
-import { Bus, type BusDevice } from '../bus/bus.js';
+import { Bus, allOnes, type BusDevice } from '../bus/bus.js';
 import { I8042, I8042_COMMAND_PORT, I8042_DATA_PORT } from '../devices/legacy/i8042.js';
 import { CmosRtc, CMOS_LEN, CMOS_PORT } from '../devices/legacy/cmos-rtc.js';
 import { PciBus, PciConfigIo, PCI_CONFIG_LEN, PCI_CONFIG_PORT } from '../devices/pci/config-io.js';
@@ -83,7 +83,7 @@ export function attachDevices(specs: readonly DeviceSpec[], ctx: DeviceContext):
 
 /** A port range that exists and does nothing (e.g. port 0x80, which Linux writes to for I/O delays). */
 function sink(label: string): BusDevice {
-  return { debugLabel: label, read: (_o, size) => 0xffffffff >>> (32 - 8 * size), write: () => {} };
+  return { debugLabel: label, read: (_o, size) => allOnes(size), write: () => {} };
 }
 
 /** Logs an unclaimed access once per address (a guest probing hardware is normal; a flood is not). */

@@ -106,6 +106,15 @@ void idt_set(u8 vector, void (*handler)(void *frame)) {
   idt[vector] = (struct idt_entry){(u16)a, 0x18, 0, 0x8e, (u16)(a >> 16), (u32)(a >> 32), 0};
 }
 
+void irq_route(u8 pin, u8 vector, void (*handler)(void *frame)) {
+  outb(0x21, 0xff); /* mask the 8259s: interrupts come through the IOAPIC */
+  outb(0xa1, 0xff);
+  idt_set(vector, handler);
+  idt_load();
+  lapic_enable();
+  ioapic_route(pin, vector, (u8)lapic_id());
+}
+
 void idt_load(void) {
   struct { u16 limit; u64 base; } __attribute__((packed)) d = {sizeof idt - 1, (u64)idt};
   __asm__ volatile("lidt %0" : : "m"(d));

@@ -40,6 +40,8 @@ void lapic_eoi(void);
 void ioapic_route(u8 pin, u8 vector, u8 dest_apic);
 void idt_set(u8 vector, void (*handler)(void *frame));
 void idt_load(void);
+/* Masks the 8259s and delivers IOAPIC pin `pin` to this CPU at `vector`, handled by `handler`. */
+void irq_route(u8 pin, u8 vector, void (*handler)(void *frame));
 static inline void sti(void) { __asm__ volatile("sti"); }
 static inline void cli(void) { __asm__ volatile("cli"); }
 static inline void hlt(void) { __asm__ volatile("hlt"); }

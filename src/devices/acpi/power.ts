@@ -4,7 +4,7 @@
  * sleep control register powers the machine off; writing RESET_VALUE to the reset register resets
  * it. Other sleep states are not supported (writes ignored).
  */
-import type { AccessSize, BusDevice } from '../../bus/bus.js';
+import { allOnes, type AccessSize, type BusDevice } from '../../bus/bus.js';
 
 export const ACPI_POWER_PORT = 0x600;
 export const ACPI_POWER_LEN = 4;
@@ -30,7 +30,7 @@ export class AcpiPower implements BusDevice {
   constructor(private readonly deps: AcpiPowerDeps) {}
 
   read(offset: number, size: AccessSize): number {
-    if (size !== 1) return 0xffffffff >>> (32 - 8 * size);
+    if (size !== 1) return allOnes(size);
     return offset === 1 ? WAK_STS : 0; // never asleep: "woken" as far as the guest can tell
   }
 

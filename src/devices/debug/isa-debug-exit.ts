@@ -2,7 +2,7 @@
  * QEMU's isa-debug-exit (kvm-unit-tests and many test guests use it at port 0xf4): a write of
  * value v ends the VM with process status (v << 1) | 1, truncated to 8 bits by the OS as QEMU's is.
  */
-import type { AccessSize, BusDevice } from '../../bus/bus.js';
+import { allOnes, type AccessSize, type BusDevice } from '../../bus/bus.js';
 
 export const ISA_DEBUG_EXIT_PORT = 0xf4;
 export const ISA_DEBUG_EXIT_LEN = 4;
@@ -14,7 +14,7 @@ export class IsaDebugExit implements BusDevice {
   constructor(private readonly onExit: (value: number, status: number) => void) {}
 
   read(_offset: number, size: AccessSize): number {
-    return 0xffffffff >>> (32 - 8 * size);
+    return allOnes(size);
   }
 
   write(_offset: number, _size: AccessSize, value: number): void {

@@ -6,7 +6,7 @@
  * "update in progress". Memory-size bytes are preset for firmware-style probes. Not emulated:
  * periodic, alarm and update interrupts (IRQ 8), daylight saving.
  */
-import type { AccessSize, BusDevice } from '../../bus/bus.js';
+import { allOnes, type AccessSize, type BusDevice } from '../../bus/bus.js';
 import { SharedState } from '../shared-state.js';
 
 export const CMOS_PORT = 0x70;
@@ -75,25 +75,17 @@ export class CmosRtc implements BusDevice {
   }
 
   read(offset: number, size: AccessSize): number {
-    if (size !== 1) return 0xffffffff >>> (32 - 8 * size);
-    this.s.lock();
-    try {
-      if (offset === 0) return this.s.words[W_INDEX]!; // reading the index port: last index written
-      return this.#readReg(this.s.words[W_INDEX]! & 0x7f);
-    } finally {
-      this.s.unlock();
-    }
+    if (size !== 1) return allOnes(size);
+    // Reading the index port gives the last index written.
+    return this.s.locked(() => (offset === 0 ? this.s.words[W_INDEX]! : this.#readReg(this.s.words[W_INDEX]! & 0x7f)));
   }
 
   write(offset: number, size: AccessSize, value: number): void {
     if (size !== 1) return;
-    this.s.lock();
-    try {
+    this.s.locked(() => {
       if (offset === 0) this.s.words[W_INDEX] = value & 0xff;
       else this.#writeReg(this.s.words[W_INDEX]! & 0x7f, value & 0xff);
-    } finally {
-      this.s.unlock();
-    }
+    });
   }
 
   #time(): Date {

@@ -6,7 +6,7 @@
  * type (Firecracker's SendCtrlAltDel). No mouse (AUX): its interface test fails, so Linux skips it.
  * IRQ 1 follows "output buffer full" while the command byte enables keyboard interrupts.
  */
-import type { AccessSize, BusDevice } from '../../bus/bus.js';
+import { allOnes, type AccessSize, type BusDevice } from '../../bus/bus.js';
 import { SharedState } from '../shared-state.js';
 import type { IrqLine } from './serial-8250.js';
 
@@ -79,29 +79,24 @@ export class I8042 {
 
   /** Host → guest keyboard input (scancode set 1 after translation), e.g. Ctrl-Alt-Del. */
   queueScancodes(codes: readonly number[]): void {
-    this.s.lock();
-    try {
+    this.s.locked(() => {
       for (const c of codes) this.#push(c);
       this.#sync();
-    } finally {
-      this.s.unlock();
-    }
+    });
   }
 
   #access(which: 'data' | 'command', size: AccessSize, value: number | undefined): number {
-    if (size !== 1) return value === undefined ? 0xffffffff >>> (32 - 8 * size) : 0;
-    this.s.lock();
+    if (size !== 1) return value === undefined ? allOnes(size) : 0;
     let reset = false;
-    let result = 0;
-    try {
-      if (value === undefined) result = which === 'data' ? this.#readData() : this.#status();
+    const result = this.s.locked(() => {
+      let r = 0;
+      if (value === undefined) r = which === 'data' ? this.#readData() : this.#status();
       else if (which === 'command') reset = this.#command(value & 0xff);
       else reset = this.#writeData(value & 0xff);
       this.#sync();
-    } finally {
-      this.s.unlock();
-    }
-    if (reset) this.deps.onReset();
+      return r;
+    });
+    if (reset) this.deps.onReset(); // outside the lock: the reset tears the machine down
     return result;
   }
 

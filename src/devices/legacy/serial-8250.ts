@@ -8,7 +8,7 @@
  * THR-empty interrupts. Not emulated: line errors, modem-status interrupts, baud timing.
  * Reference: the National Semiconductor PC16550D data sheet.
  */
-import type { AccessSize, BusDevice } from '../../bus/bus.js';
+import { allOnes, type AccessSize, type BusDevice } from '../../bus/bus.js';
 import { SharedState } from '../shared-state.js';
 
 const DATA = 0, IER = 1, IIR = 2, LCR = 3, MCR = 4, LSR = 5, MSR = 6, SCR = 7;
@@ -67,40 +67,30 @@ export class Serial8250 implements BusDevice {
   }
 
   read(offset: number, size: AccessSize): number {
-    if (size !== 1) return 0xffffffff >>> (32 - 8 * size); // byte-wide registers only
-    this.s.lock();
-    try {
+    if (size !== 1) return allOnes(size); // byte-wide registers only
+    return this.s.locked(() => {
       const v = this.#readReg(offset);
       this.#syncIrq();
       return v;
-    } finally {
-      this.s.unlock();
-    }
+    });
   }
 
   write(offset: number, size: AccessSize, value: number): void {
     if (size !== 1) return;
-    this.s.lock();
-    try {
+    this.s.locked(() => {
       this.#writeReg(offset, value & 0xff);
       this.#syncIrq();
-    } finally {
-      this.s.unlock();
-    }
+    });
   }
 
   /** Host → guest. Returns how many bytes fit in the receive FIFO (the caller retries the rest). */
   enqueueInput(bytes: Uint8Array): number {
-    this.s.lock();
-    try {
-      const w = this.s.words;
-      const n = Math.min(bytes.length, SERIAL_RX_CAPACITY - w[W_RX_COUNT]!);
+    return this.s.locked(() => {
+      const n = Math.min(bytes.length, SERIAL_RX_CAPACITY - this.s.words[W_RX_COUNT]!);
       for (let i = 0; i < n; i++) this.#rxPush(bytes[i]!);
       this.#syncIrq();
       return n;
-    } finally {
-      this.s.unlock();
-    }
+    });
   }
 
   /** Bytes waiting for the guest to read. */

@@ -5,7 +5,7 @@
  * exist read all ones. The address register is shared by every vCPU thread, as on real hardware
  * (guests serialise cf8/cfc pairs themselves).
  */
-import type { AccessSize, BusDevice } from '../../bus/bus.js';
+import { allOnes, type AccessSize, type BusDevice } from '../../bus/bus.js';
 import type { PciConfigSpace } from './config-space.js';
 
 export const PCI_CONFIG_PORT = 0xcf8;
@@ -41,10 +41,10 @@ export class PciConfigIo implements BusDevice {
     if (offset < 4) {
       // Only the full dword is the address register; byte accesses at 0xcf8-0xcfb are other chipset
       // registers (e.g. 0xcf9 reset control), absent here.
-      return offset === 0 && size === 4 ? Atomics.load(this.#address, 0) >>> 0 : 0xffffffff >>> (32 - 8 * size);
+      return offset === 0 && size === 4 ? Atomics.load(this.#address, 0) >>> 0 : allOnes(size);
     }
     const fn = this.#target(offset);
-    if (!fn) return 0xffffffff >>> (32 - 8 * size);
+    if (!fn) return allOnes(size);
     return fn.space.read(fn.reg, size);
   }
 

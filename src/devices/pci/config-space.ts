@@ -5,7 +5,7 @@
  * zeros, so writing all ones reads back the size mask. The bytes live in shared memory, so every
  * vCPU thread sees the same configuration.
  */
-import type { AccessSize } from '../../bus/bus.js';
+import { allOnes, type AccessSize } from '../../bus/bus.js';
 
 export const PCI_VENDOR_ID = 0x00;
 export const PCI_DEVICE_ID = 0x02;
@@ -97,7 +97,7 @@ export class PciConfigSpace {
   }
 
   read(offset: number, size: AccessSize): number {
-    if (offset < 0 || offset + size > CONFIG_SPACE_SIZE) return 0xffffffff >>> (32 - 8 * size);
+    if (offset < 0 || offset + size > CONFIG_SPACE_SIZE) return allOnes(size);
     let v = 0;
     for (let i = size - 1; i >= 0; i--) v = (v << 8) | this.bytes[offset + i]!;
     return v >>> 0;
