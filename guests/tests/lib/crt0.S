@@ -47,11 +47,14 @@ pm32_main:
 .code64
 lm64_main:
     mov $nv_stack_top, %rsp
+    /* Zero .bss 8 bytes at a time (both ends are 8-aligned by the linker scripts): on a PVM host
+     * every iteration of a string instruction is emulated, so the width matters. */
     mov $__bss_start, %rdi
     mov $__bss_end, %rcx
     sub %rdi, %rcx
+    shr $3, %rcx
     xor %eax, %eax
-    rep stosb
+    rep stosq
     call main
     mov %eax, %edi
     call exit
