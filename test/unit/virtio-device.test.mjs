@@ -64,11 +64,11 @@ describe('virtio PCI common configuration', () => {
     cfg.write(C.queue_desc, 4, 0x1000);
     cfg.write(C.queue_desc + 4, 4, 0x1);
     assert.equal(cfg.read(C.queue_desc + 4, 4), 1);
-    assert.equal(cfg.queues[1].desc, 0x1_0000_1000n);
+    assert.equal(cfg.queue(1).desc, 0x1_0000_1000n);
     cfg.write(C.queue_enable, 2, 1);
     assert.deepEqual(events, [['enable', 1, 16]]);
     cfg.write(C.queue_desc, 4, 0x2000); // enabled: frozen
-    assert.equal(cfg.queues[1].desc, 0x1_0000_1000n);
+    assert.equal(cfg.queue(1).desc, 0x1_0000_1000n);
     cfg.write(C.queue_select, 2, 7);
     assert.equal(cfg.read(C.queue_size, 2), 0);
     cfg.write(C.queue_enable, 2, 1); // no such queue: ignored
@@ -94,6 +94,17 @@ describe('virtio PCI common configuration', () => {
     cfg.write(C.device_status, 1, S.ACKNOWLEDGE | S.DRIVER | S.FEATURES_OK);
     cfg.write(C.device_status, 1, S.ACKNOWLEDGE | S.DRIVER | S.FEATURES_OK | S.DRIVER_OK);
     assert.deepEqual(events, [['driver-ok', 1n << 32n]]);
+  });
+
+  it('two views over one shared buffer (two vCPU threads) see the same registers', () => {
+    const { cfg } = common();
+    const other = new CommonConfig({ features: 1n, queueMaxSizes: [256, 64], onQueueEnable: () => undefined, onReset() {}, onDriverOk() {} }, cfg.buffer);
+    cfg.write(C.queue_select, 2, 1);
+    cfg.write(C.queue_desc, 4, 0x5000);
+    assert.equal(other.read(C.queue_select, 2), 1);
+    assert.equal(other.read(C.queue_desc, 4), 0x5000);
+    other.write(C.device_status, 1, S.ACKNOWLEDGE);
+    assert.equal(cfg.status, S.ACKNOWLEDGE);
   });
 
   it('ignores accesses of the wrong width and reads them as all ones', () => {

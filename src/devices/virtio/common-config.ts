@@ -4,10 +4,12 @@
  * queues before DRIVER_OK; FEATURES_OK sticks only if the driver accepted a subset of what the device
  * offers, including VIRTIO_F_VERSION_1 (this is a modern-only device). A queue the driver enables is
  * checked at once (SplitQueue validates sizes, alignment and ranges); a bad one sets
- * DEVICE_NEEDS_RESET instead of being served.
+ * DEVICE_NEEDS_RESET instead of being served. The registers live in shared memory (every vCPU
+ * thread serves traps on them, and the main thread's engine reads the queue set-up).
  */
 import type { AccessSize } from '../../bus/bus.js';
 import { allOnes } from '../../bus/bus.js';
+import { SharedState } from '../shared-state.js';
 import { COMMON_CFG, VIRTIO_F, VIRTIO_MSI_NO_VECTOR, VIRTIO_STATUS, bit } from './constants.js';
 
 export interface QueueState {
@@ -34,134 +36,178 @@ export interface CommonConfigDeps {
   readonly log?: (msg: string) => void;
 }
 
+// Shared words: 0 lock; then the registers; then 8 words per queue.
+const W = { DEV_SEL: 1, DRV_SEL: 2, DRV_LO: 3, DRV_HI: 4, STATUS: 5, GEN: 6, QSEL: 7, CFG_VEC: 8, QUEUES: 16 } as const;
+const QW = { SIZE: 0, MAX: 1, VEC: 2, ENABLED: 3, DESC: 4, DRIVER: 6, DEVICE: 8, STRIDE: 10 } as const;
+
 export class CommonConfig {
   readonly offered: bigint;
-  #deviceFeatureSelect = 0;
-  #driverFeatureSelect = 0;
-  #driverFeatures = 0n;
-  #status = 0;
-  #generation = 0;
-  #queueSelect = 0;
-  configMsixVector = VIRTIO_MSI_NO_VECTOR;
-  readonly queues: QueueState[];
+  readonly s: SharedState;
+  readonly #w: Int32Array;
+  readonly numQueues: number;
 
-  constructor(private readonly deps: CommonConfigDeps) {
+  /** A new register file, or another thread's view of an existing one (same buffer). */
+  constructor(private readonly deps: CommonConfigDeps, buffer?: SharedArrayBuffer) {
     this.offered = deps.features | bit(VIRTIO_F.VERSION_1);
-    this.queues = deps.queueMaxSizes.map((max) => ({ size: max, maxSize: max, msixVector: VIRTIO_MSI_NO_VECTOR, enabled: false, desc: 0n, driver: 0n, device: 0n }));
+    this.numQueues = deps.queueMaxSizes.length;
+    this.s = buffer ? new SharedState(buffer) : SharedState.create(4 * (W.QUEUES + QW.STRIDE * this.numQueues));
+    this.#w = this.s.words;
+    if (!buffer) {
+      deps.queueMaxSizes.forEach((max, i) => (this.#w[W.QUEUES + QW.STRIDE * i + QW.MAX] = max));
+      this.#resetRegisters();
+    }
+  }
+
+  get buffer(): SharedArrayBuffer {
+    return this.s.buffer;
   }
 
   get status(): number {
-    return this.#status;
+    return Atomics.load(this.#w, W.STATUS);
+  }
+
+  get configMsixVector(): number {
+    return this.#w[W.CFG_VEC]!;
   }
 
   /** Features both sides agreed on (valid once FEATURES_OK is set). */
   get negotiated(): bigint {
-    return this.#driverFeatures & this.offered;
+    return this.#driverFeatures() & this.offered;
+  }
+
+  /** The set-up of queue `i` as the driver left it. */
+  queue(i: number): QueueState {
+    const b = W.QUEUES + QW.STRIDE * i;
+    const w = this.#w;
+    const u64 = (at: number) => (BigInt(w[at + 1]! >>> 0) << 32n) | BigInt(w[at]! >>> 0);
+    return { size: w[b + QW.SIZE]!, maxSize: w[b + QW.MAX]!, msixVector: w[b + QW.VEC]!, enabled: w[b + QW.ENABLED] !== 0, desc: u64(b + QW.DESC), driver: u64(b + QW.DRIVER), device: u64(b + QW.DEVICE) };
   }
 
   /** Marks the device broken (virtio §2.1.2): the driver must reset it. */
   needsReset(why: string): void {
     this.deps.log?.(`virtio: device needs reset: ${why}`);
-    this.#status |= VIRTIO_STATUS.DEVICE_NEEDS_RESET;
+    Atomics.or(this.#w, W.STATUS, VIRTIO_STATUS.DEVICE_NEEDS_RESET);
   }
 
-  #reset(): void {
-    this.#status = 0;
-    this.#driverFeatures = 0n;
-    this.#deviceFeatureSelect = this.#driverFeatureSelect = this.#queueSelect = 0;
-    this.configMsixVector = VIRTIO_MSI_NO_VECTOR;
-    for (const q of this.queues) Object.assign(q, { size: q.maxSize, msixVector: VIRTIO_MSI_NO_VECTOR, enabled: false, desc: 0n, driver: 0n, device: 0n });
-    this.#generation = (this.#generation + 1) & 0xff;
-    this.deps.onReset();
+  #driverFeatures(): bigint {
+    return (BigInt(this.#w[W.DRV_HI]! >>> 0) << 32n) | BigInt(this.#w[W.DRV_LO]! >>> 0);
   }
 
-  #queue(): QueueState | undefined {
-    return this.queues[this.#queueSelect];
+  #resetRegisters(): void {
+    const w = this.#w;
+    for (const k of [W.DEV_SEL, W.DRV_SEL, W.DRV_LO, W.DRV_HI, W.STATUS, W.QSEL]) w[k] = 0;
+    w[W.CFG_VEC] = VIRTIO_MSI_NO_VECTOR;
+    for (let i = 0; i < this.numQueues; i++) {
+      const b = W.QUEUES + QW.STRIDE * i;
+      w[b + QW.SIZE] = w[b + QW.MAX]!;
+      w[b + QW.VEC] = VIRTIO_MSI_NO_VECTOR;
+      for (let k = QW.ENABLED; k < QW.STRIDE; k++) w[b + k] = 0;
+    }
+  }
+
+  /** Base word of the selected queue, or -1 when the driver selected a queue that does not exist. */
+  #q(): number {
+    const sel = this.#w[W.QSEL]!;
+    return sel < this.numQueues ? W.QUEUES + QW.STRIDE * sel : -1;
   }
 
   read(offset: number, size: AccessSize): number {
-    const q = this.#queue();
+    return this.s.locked(() => this.#read(offset, size));
+  }
+
+  write(offset: number, size: AccessSize, value: number): void {
+    const after = this.s.locked(() => this.#write(offset, size, value));
+    after?.();
+  }
+
+  #read(offset: number, size: AccessSize): number {
+    const w = this.#w;
+    const q = this.#q();
     const C = COMMON_CFG;
-    const word = (v: number, bytes: number) => (size === bytes ? v : allOnes(size));
+    const word = (v: number, bytes: number) => (size === bytes ? v >>> 0 : allOnes(size));
+    const half64 = (at: number, off: number) => (q < 0 ? 0 : w[q + at + off / 4]!);
     switch (offset) {
-      case C.device_feature_select: return word(this.#deviceFeatureSelect, 4);
-      case C.device_feature: return word(this.#deviceFeatureSelect < 2 ? Number((this.offered >> BigInt(32 * this.#deviceFeatureSelect)) & 0xffff_ffffn) : 0, 4);
-      case C.driver_feature_select: return word(this.#driverFeatureSelect, 4);
-      case C.driver_feature: return word(this.#driverFeatureSelect < 2 ? Number((this.#driverFeatures >> BigInt(32 * this.#driverFeatureSelect)) & 0xffff_ffffn) : 0, 4);
-      case C.config_msix_vector: return word(this.configMsixVector, 2);
-      case C.num_queues: return word(this.queues.length, 2);
-      case C.device_status: return word(this.#status, 1);
-      case C.config_generation: return word(this.#generation, 1);
-      case C.queue_select: return word(this.#queueSelect, 2);
-      case C.queue_size: return word(q ? q.size : 0, 2); // 0: no such queue
-      case C.queue_msix_vector: return word(q ? q.msixVector : VIRTIO_MSI_NO_VECTOR, 2);
-      case C.queue_enable: return word(q?.enabled ? 1 : 0, 2);
-      case C.queue_notify_off: return word(q ? this.#queueSelect : 0, 2);
-      case C.queue_desc: case C.queue_desc + 4: return word(q ? half(q.desc, offset - C.queue_desc) : 0, 4);
-      case C.queue_driver: case C.queue_driver + 4: return word(q ? half(q.driver, offset - C.queue_driver) : 0, 4);
-      case C.queue_device: case C.queue_device + 4: return word(q ? half(q.device, offset - C.queue_device) : 0, 4);
+      case C.device_feature_select: return word(w[W.DEV_SEL]!, 4);
+      case C.device_feature: return word(w[W.DEV_SEL]! >>> 0 < 2 ? Number((this.offered >> BigInt(32 * w[W.DEV_SEL]!)) & 0xffff_ffffn) : 0, 4);
+      case C.driver_feature_select: return word(w[W.DRV_SEL]!, 4);
+      case C.driver_feature: return word(w[W.DRV_SEL] === 0 ? w[W.DRV_LO]! : w[W.DRV_SEL] === 1 ? w[W.DRV_HI]! : 0, 4);
+      case C.config_msix_vector: return word(w[W.CFG_VEC]!, 2);
+      case C.num_queues: return word(this.numQueues, 2);
+      case C.device_status: return word(w[W.STATUS]!, 1);
+      case C.config_generation: return word(w[W.GEN]!, 1);
+      case C.queue_select: return word(w[W.QSEL]!, 2);
+      case C.queue_size: return word(q < 0 ? 0 : w[q + QW.SIZE]!, 2); // 0: no such queue
+      case C.queue_msix_vector: return word(q < 0 ? VIRTIO_MSI_NO_VECTOR : w[q + QW.VEC]!, 2);
+      case C.queue_enable: return word(q < 0 ? 0 : w[q + QW.ENABLED]!, 2);
+      case C.queue_notify_off: return word(q < 0 ? 0 : w[W.QSEL]!, 2);
+      case C.queue_desc: case C.queue_desc + 4: return word(half64(QW.DESC, offset - C.queue_desc), 4);
+      case C.queue_driver: case C.queue_driver + 4: return word(half64(QW.DRIVER, offset - C.queue_driver), 4);
+      case C.queue_device: case C.queue_device + 4: return word(half64(QW.DEVICE, offset - C.queue_device), 4);
       default: return allOnes(size);
     }
   }
 
-  write(offset: number, size: AccessSize, value: number): void {
+  /** Applies a register write under the lock; returns a callback to run once the lock is released. */
+  #write(offset: number, size: AccessSize, value: number): (() => void) | undefined {
     const C = COMMON_CFG;
-    const q = this.#queue();
-    const live = (this.#status & VIRTIO_STATUS.DRIVER_OK) !== 0;
+    const w = this.#w;
+    const q = this.#q();
+    const live = (w[W.STATUS]! & VIRTIO_STATUS.DRIVER_OK) !== 0;
     const is = (bytes: number) => size === bytes;
+    const setHalf = (at: number, off: number) => {
+      if (is(4) && q >= 0 && !w[q + QW.ENABLED]) w[q + at + off / 4] = value | 0;
+    };
     switch (offset) {
-      case C.device_feature_select: if (is(4)) this.#deviceFeatureSelect = value >>> 0; return;
-      case C.driver_feature_select: if (is(4)) this.#driverFeatureSelect = value >>> 0; return;
+      case C.device_feature_select: if (is(4)) w[W.DEV_SEL] = value | 0; return undefined;
+      case C.driver_feature_select: if (is(4)) w[W.DRV_SEL] = value | 0; return undefined;
       case C.driver_feature:
-        if (!is(4) || this.#status & VIRTIO_STATUS.FEATURES_OK || this.#driverFeatureSelect > 1) return;
-        {
-          const shift = BigInt(32 * this.#driverFeatureSelect);
-          this.#driverFeatures = (this.#driverFeatures & ~(0xffff_ffffn << shift)) | (BigInt(value >>> 0) << shift);
-        }
-        return;
-      case C.config_msix_vector: if (is(2)) this.configMsixVector = value & 0xffff; return;
-      case C.device_status: if (is(1)) this.#writeStatus(value & 0xff); return;
-      case C.queue_select: if (is(2)) this.#queueSelect = value & 0xffff; return;
+        // Frozen once FEATURES_OK is set; only the two defined halves exist.
+        if (is(4) && !(w[W.STATUS]! & VIRTIO_STATUS.FEATURES_OK) && (w[W.DRV_SEL] === 0 || w[W.DRV_SEL] === 1)) w[w[W.DRV_SEL] === 0 ? W.DRV_LO : W.DRV_HI] = value | 0;
+        return undefined;
+      case C.config_msix_vector: if (is(2)) w[W.CFG_VEC] = value & 0xffff; return undefined;
+      case C.device_status: return is(1) ? this.#writeStatus(value & 0xff) : undefined;
+      case C.queue_select: if (is(2)) w[W.QSEL] = value & 0xffff; return undefined;
       case C.queue_size:
         // A power of two up to the maximum; anything else is ignored (the queue keeps its size).
-        if (is(2) && q && !live && !q.enabled && value > 0 && value <= q.maxSize && (value & (value - 1)) === 0) q.size = value;
-        return;
-      case C.queue_msix_vector: if (is(2) && q) q.msixVector = value & 0xffff; return;
-      case C.queue_enable:
-        if (!is(2) || !q || q.enabled || value !== 1 || live) return;
-        {
-          const err = this.deps.onQueueEnable(this.#queueSelect, q, this.negotiated);
-          if (err) this.needsReset(`queue ${this.#queueSelect}: ${err}`);
-          else q.enabled = true;
-        }
-        return;
-      case C.queue_desc: case C.queue_desc + 4: if (is(4) && q && !q.enabled) q.desc = setHalf(q.desc, offset - C.queue_desc, value); return;
-      case C.queue_driver: case C.queue_driver + 4: if (is(4) && q && !q.enabled) q.driver = setHalf(q.driver, offset - C.queue_driver, value); return;
-      case C.queue_device: case C.queue_device + 4: if (is(4) && q && !q.enabled) q.device = setHalf(q.device, offset - C.queue_device, value); return;
-      default: return; // read-only or reserved
+        if (is(2) && q >= 0 && !live && !w[q + QW.ENABLED] && value > 0 && value <= w[q + QW.MAX]! && (value & (value - 1)) === 0) w[q + QW.SIZE] = value;
+        return undefined;
+      case C.queue_msix_vector: if (is(2) && q >= 0) w[q + QW.VEC] = value & 0xffff; return undefined;
+      case C.queue_enable: {
+        if (!is(2) || q < 0 || w[q + QW.ENABLED] || value !== 1 || live) return undefined;
+        const index = w[W.QSEL]!;
+        const err = this.deps.onQueueEnable(index, this.queue(index), this.negotiated);
+        if (err) this.needsReset(`queue ${index}: ${err}`);
+        else w[q + QW.ENABLED] = 1;
+        return undefined;
+      }
+      case C.queue_desc: case C.queue_desc + 4: setHalf(QW.DESC, offset - C.queue_desc); return undefined;
+      case C.queue_driver: case C.queue_driver + 4: setHalf(QW.DRIVER, offset - C.queue_driver); return undefined;
+      case C.queue_device: case C.queue_device + 4: setHalf(QW.DEVICE, offset - C.queue_device); return undefined;
+      default: return undefined; // read-only or reserved
     }
   }
 
-  #writeStatus(v: number): void {
+  #writeStatus(v: number): (() => void) | undefined {
+    const w = this.#w;
     if (v === 0) {
-      this.#reset();
-      return;
+      this.#resetRegisters();
+      w[W.GEN] = (w[W.GEN]! + 1) & 0xff;
+      return () => this.deps.onReset();
     }
     const S = VIRTIO_STATUS;
-    const added = v & ~this.#status;
+    const old = w[W.STATUS]!;
+    const added = v & ~old;
     if (added & S.FEATURES_OK) {
-      const accepted = this.#driverFeatures;
+      const accepted = this.#driverFeatures();
       // FEATURES_OK sticks only for a subset of the offer that includes VERSION_1 (§3.1.1 step 6).
       if ((accepted & ~this.offered) !== 0n || (accepted & bit(VIRTIO_F.VERSION_1)) === 0n) v &= ~S.FEATURES_OK;
     }
     if (added & S.DRIVER_OK && !(v & S.FEATURES_OK)) v &= ~S.DRIVER_OK;
-    this.#status = (this.#status & S.DEVICE_NEEDS_RESET) | v;
-    if (added & S.DRIVER_OK && v & S.DRIVER_OK) this.deps.onDriverOk(this.negotiated);
+    w[W.STATUS] = (old & S.DEVICE_NEEDS_RESET) | v;
+    if (added & S.DRIVER_OK && v & S.DRIVER_OK) {
+      const negotiated = this.negotiated;
+      return () => this.deps.onDriverOk(negotiated);
+    }
+    return undefined;
   }
 }
-
-const half = (v: bigint, off: number): number => Number((v >> BigInt(off * 8)) & 0xffff_ffffn);
-const setHalf = (v: bigint, off: number, value: number): bigint => {
-  const shift = BigInt(off * 8);
-  return (v & ~(0xffff_ffffn << shift)) | (BigInt(value >>> 0) << shift);
-};
