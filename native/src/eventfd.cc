@@ -36,12 +36,14 @@ Napi::Value Write(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// pipe(nonblockRead) -> [readFd, writeFd], both O_CLOEXEC. vCPU threads write console bytes with a
-// plain write(2); the main thread reads the other end as a stream, so nothing crosses JS threads.
+// pipe(nonblockRead, nonblockWrite) -> [readFd, writeFd], both O_CLOEXEC. vCPU threads write console
+// bytes and doorbells with a plain write(2); the main thread reads the other end as a stream, so
+// nothing crosses JS threads.
 Napi::Value Pipe(const Napi::CallbackInfo& info) {
   int fds[2];
   if (::pipe2(fds, O_CLOEXEC) < 0) ThrowErrno(info.Env(), errno, "pipe", "pipe2");
   if (info.Length() > 0 && info[0].ToBoolean()) ::fcntl(fds[0], F_SETFL, ::fcntl(fds[0], F_GETFL) | O_NONBLOCK);
+  if (info.Length() > 1 && info[1].ToBoolean()) ::fcntl(fds[1], F_SETFL, ::fcntl(fds[1], F_GETFL) | O_NONBLOCK);
   auto out = Napi::Array::New(info.Env(), 2);
   out.Set(0u, Napi::Number::New(info.Env(), fds[0]));
   out.Set(1u, Napi::Number::New(info.Env(), fds[1]));

@@ -24,6 +24,12 @@ interface Entry {
 /** Called for an access no device claims (reads get all ones). */
 export type UnclaimedHandler = (addr: number, size: number, isWrite: boolean, value: number) => void;
 
+/**
+ * Second chance for an address no fixed range claims: ranges that move at run time, such as PCI
+ * BARs the guest programs (their addresses live in shared config space, so every thread agrees).
+ */
+export type DynamicResolver = (addr: number, size: number) => { dev: BusDevice; offset: number } | undefined;
+
 const ONES = [0, 0xff, 0xffff, 0, 0xffffffff];
 
 /** All ones of an access width: what reads of nothing return (open bus). */
@@ -34,6 +40,7 @@ export class Bus {
   /** Port space only: port → index+1 into #entries (0: none), so a PIO exit costs one array load. */
   readonly #portIndex: Uint16Array | undefined;
   onUnclaimed: UnclaimedHandler = () => {};
+  dynamic: DynamicResolver | undefined;
 
   constructor(readonly space: 'pio' | 'mmio') {
     this.#portIndex = space === 'pio' ? new Uint16Array(0x10000) : undefined;
@@ -87,6 +94,8 @@ export class Bus {
   read(addr: number, size: AccessSize): number {
     const e = this.#resolve(addr, size);
     if (e === undefined) {
+      const d = this.dynamic?.(addr, size);
+      if (d) return d.dev.read(d.offset, size);
       this.onUnclaimed(addr, size, false, ONES[size]!);
       return ONES[size]!;
     }
@@ -95,7 +104,12 @@ export class Bus {
 
   write(addr: number, size: AccessSize, value: number): void {
     const e = this.#resolve(addr, size);
-    if (e === undefined) this.onUnclaimed(addr, size, true, value);
-    else e.dev.write(addr - e.base, size, value);
+    if (e !== undefined) {
+      e.dev.write(addr - e.base, size, value);
+      return;
+    }
+    const d = this.dynamic?.(addr, size);
+    if (d) d.dev.write(d.offset, size, value);
+    else this.onUnclaimed(addr, size, true, value);
   }
 }

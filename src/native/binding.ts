@@ -70,7 +70,7 @@ export interface NativeBinding {
   eventfd(initval?: number, nonblock?: boolean): number;
   eventfdRead(fd: number): number;
   eventfdWrite(fd: number, value?: number | bigint): void;
-  pipe(nonblockRead?: boolean): [number, number];
+  pipe(nonblockRead?: boolean, nonblockWrite?: boolean): [number, number];
 
   readonly layout: Readonly<Record<string, number>>;
   readonly kickSignal: number;

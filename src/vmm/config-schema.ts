@@ -16,6 +16,7 @@ export const machineConfigSchema = {
     cmdline: { type: 'string' },
     initrd: { type: 'string', minLength: 1 },
     testdev: { type: 'boolean' },
+    rng: { type: 'boolean' },
     timeoutSec: { type: 'number', exclusiveMinimum: 0 },
     consoleFd: { type: 'integer', minimum: 0 },
     consoleInput: { type: 'object' },

@@ -39,6 +39,7 @@ import { silentLogger, type LogLevel } from '../log.js';
 import type { DeviceSpec } from './devices.js';
 import { CONTROL } from './vcpu-loop.js';
 import { ConsoleInput } from './console-input.js';
+import { VirtioRngPci, type VirtioPciFunctionSpec } from '../devices/virtio/rng-pci.js';
 import { checkMachineConfig } from './config-check.js';
 import type { VcpuWorkerInit, VcpuWorkerMessage } from './vcpu-worker.js';
 import type { StopReason } from './stop.js';
@@ -53,6 +54,8 @@ export interface MachineConfig {
   /** Path of an initrd / initramfs image. */
   readonly initrd?: string;
   readonly cpus?: number;
+  /** Adds a virtio-rng PCI device fed from the host's CSPRNG. */
+  readonly rng?: boolean;
   /** Adds the scratch test device (ports 0xe0-0xe7, MMIO 0xd0000000) used by the test guests. */
   readonly testdev?: boolean;
   /** Ends the VM with a 'timeout' stop after this many seconds. */
@@ -74,6 +77,9 @@ const stripUndefined = <T extends object>(o: T): T => Object.fromEntries(Object.
 /** The command line a Linux kernel gets when none is given. */
 export const DEFAULT_CMDLINE = 'console=ttyS0 reboot=k panic=1';
 
+/** Where the VMM places virtio BARs in the 32-bit PCI window (64 KiB per slot). */
+const VIRTIO_BAR_BASE = 0xe000_0000;
+
 /** The 64-bit PCI MMIO window the DSDT offers: 64 GiB from 64 GiB (above any RAM nodevisor maps). */
 const PCI_MMIO64_WINDOW: readonly [bigint, bigint] = [1n << 36n, (1n << 37n) - 1n];
 
@@ -92,6 +98,8 @@ export class Machine extends EventEmitter {
   readonly com1: Serial8250;
   /** The keyboard controller (host-side view: queueScancodes for Ctrl-Alt-Del). */
   readonly i8042: I8042;
+  /** The virtio-rng device, when configured. */
+  readonly rng: VirtioRngPci | undefined;
   /** Where the ACPI tables went (the RSDP is what boot protocols pass on). */
   acpi: AcpiLayout | undefined;
   readonly #control = new SharedArrayBuffer(CONTROL.WORDS * 4);
@@ -137,7 +145,12 @@ export class Machine extends EventEmitter {
     const low = Math.min(config.memBytes, MMIO_HOLE_START);
     this.#devices.push({ type: 'i8042', gsi: I8042_IRQ, state: this.i8042.buffer });
     this.#devices.push({ type: 'cmos', state: new CmosRtc({ memBytes: config.memBytes, lowMemBytes: low }).buffer });
-    this.#devices.push({ type: 'pci', address: new SharedArrayBuffer(4), functions: [{ slot: 0, config: hostBridge().buffer }] });
+    const pciFunctions: { slot: number; config: SharedArrayBuffer; virtio?: VirtioPciFunctionSpec }[] = [{ slot: 0, config: hostBridge().buffer }];
+    if (config.rng) {
+      this.rng = new VirtioRngPci(this.mem, VIRTIO_BAR_BASE, (lo, hi, data) => void vm.signalMsi(lo, hi, data), (msg) => log.warn({ device: 'virtio-rng' }, msg));
+      pciFunctions.push({ slot: 1, config: this.rng.config.buffer, virtio: this.rng.spec });
+    }
+    this.#devices.push({ type: 'pci', address: new SharedArrayBuffer(4), functions: pciFunctions });
     this.#devices.push({ type: 'acpi-power' });
     this.#devices.push({ type: 'sink', label: 'post-delay', base: 0x80, len: 1 });
     this.#devices.push({ type: 'isa-debug-exit', base: ISA_DEBUG_EXIT_PORT, len: ISA_DEBUG_EXIT_LEN });
@@ -306,6 +319,7 @@ export class Machine extends EventEmitter {
     });
     Atomics.store(this.#controlWords, CONTROL.GO, 1);
     Atomics.notify(this.#controlWords, CONTROL.GO);
+    this.rng?.start();
     this.#setState('running');
     return this.#done;
   }
@@ -415,6 +429,7 @@ export class Machine extends EventEmitter {
     this.ram.release();
     for (const v of this.vcpus) native().releaseMapping(v.runMappingId);
     this.kvm.close();
+    this.rng?.close();
     if (this.#consoleWriteFd !== undefined) closeSync(this.#consoleWriteFd); // the console stream then ends
   }
 }

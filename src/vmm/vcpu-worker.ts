@@ -37,7 +37,7 @@ function main(init: VcpuWorkerInit): void {
   const ram = GuestRam.attach(init.ramMappingId, init.memBytes);
   const mem = guestMemoryOf(ram, init.memBytes);
   let loop: VcpuLoop | undefined;
-  const { pio, mmio } = attachDevices(init.devices, { vm, log, requestStop: (r) => loop!.requestStop(r) });
+  const { pio, mmio } = attachDevices(init.devices, { vm, mem, log, requestStop: (r) => loop!.requestStop(r) });
   loop = new VcpuLoop({
     n, fd: init.vcpuFd, id: init.vcpuId, run: vcpu.run, pio, mmio,
     control: new Int32Array(init.control), log, diagnose: diagnoser(vcpu, mem, init.flavour, log),

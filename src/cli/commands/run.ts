@@ -18,6 +18,7 @@ interface RunArgs {
   cpus: number;
   timeout?: number;
   testdev: boolean;
+  rng: boolean;
   'on-reboot': 'exit' | 'restart';
   expect?: string;
   json: boolean;
@@ -68,6 +69,7 @@ export const runCommand: CommandModule<object, RunArgs> = {
       .option('on-reboot', { choices: ['exit', 'restart'] as const, default: 'exit' as const, describe: 'when the guest reboots: end with status 4, or boot it again' })
       .option('expect', { type: 'string', describe: 'succeed (status 0) as soon as a console line matches this regular expression' })
       .option('json', { type: 'boolean', default: false, describe: 'one JSON event per line on stdout (started, output, matched, exited) instead of the raw console' })
+      .option('rng', { type: 'boolean', default: false, describe: 'add a virtio-rng PCI device fed from the host\'s CSPRNG' })
       .option('testdev', { type: 'boolean', default: false, describe: 'add the scratch test device used by the test guests' })
       .option('log-level', { choices: LOG_LEVELS, default: 'warn' as LogLevel, describe: 'log level (JSON logs on stderr)' }) as Argv<RunArgs>,
   handler: async (argv) => {
@@ -94,7 +96,7 @@ export const runCommand: CommandModule<object, RunArgs> = {
     // The console goes straight from the vCPU threads to stdout unless we have to read it here.
     const watch = expect !== undefined || argv.json;
     const emit = (event: object) => process.stdout.write(`${JSON.stringify(event)}\n`);
-    const config = { kernel, initrd, cmdline, memBytes, cpus: argv.cpus, testdev: argv.testdev, timeoutSec: argv.timeout, logLevel: argv['log-level'], consoleInput: process.stdin, consoleFd: watch ? undefined : 1 };
+    const config = { kernel, initrd, cmdline, memBytes, cpus: argv.cpus, testdev: argv.testdev, rng: argv.rng, timeoutSec: argv.timeout, logLevel: argv['log-level'], consoleInput: process.stdin, consoleFd: watch ? undefined : 1 };
     let reason: StopReason;
     const started = performance.now();
     for (let boot = 0; ; boot++) {

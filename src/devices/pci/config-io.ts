@@ -6,20 +6,39 @@
  * (guests serialise cf8/cfc pairs themselves).
  */
 import { allOnes, type AccessSize, type BusDevice } from '../../bus/bus.js';
-import type { PciConfigSpace } from './config-space.js';
+import { PCI_COMMAND, PCI_COMMAND_MEMORY, type PciConfigSpace } from './config-space.js';
 
 export const PCI_CONFIG_PORT = 0xcf8;
 export const PCI_CONFIG_LEN = 8;
 const ENABLE = 0x8000_0000;
 
+/** The handler of one memory BAR: the guest decides where it sits, the device what is behind it. */
+export interface BarRegion {
+  readonly bar: number;
+  readonly size: number;
+  readonly dev: BusDevice;
+}
+
 export class PciBus {
   /** Slot (device number) → function 0's config space. */
   readonly #slots: (PciConfigSpace | undefined)[] = new Array(32);
+  readonly #bars: { space: PciConfigSpace; region: BarRegion }[] = [];
 
-  add(slot: number, fn: PciConfigSpace): void {
+  add(slot: number, fn: PciConfigSpace, bars: readonly BarRegion[] = []): void {
     if (!Number.isInteger(slot) || slot < 0 || slot > 31) throw new Error(`PCI slot ${slot} out of range`);
     if (this.#slots[slot]) throw new Error(`PCI slot ${slot} already in use`);
     this.#slots[slot] = fn;
+    for (const region of bars) this.#bars.push({ space: fn, region });
+  }
+
+  /** The memory BAR that decodes [addr, addr+size), if its function has memory decoding on. */
+  resolveMmio(addr: number, size: number): { dev: BusDevice; offset: number } | undefined {
+    for (const { space, region } of this.#bars) {
+      if (!(space.read(PCI_COMMAND, 2) & PCI_COMMAND_MEMORY)) continue;
+      const base = space.barAddress(region.bar);
+      if (base !== 0 && addr >= base && addr + size <= base + region.size) return { dev: region.dev, offset: addr - base };
+    }
+    return undefined;
   }
 
   /** Config space of 00:slot.fn, or undefined. */

@@ -34,6 +34,11 @@ export const PCI_BASE_ADDRESS_MEM_PREFETCH = 0x8;
 
 export const CONFIG_SPACE_SIZE = 256;
 
+export const PCI_CAP_ID_MSIX = 0x11;
+export const PCI_CAP_ID_VNDR = 0x09;
+/** Lengths of the capabilities this file lays out (vendor capabilities carry their own length). */
+const CAP_SIZES: Record<number, number> = { [PCI_CAP_ID_MSIX]: 12 };
+
 export interface BarSpec {
   readonly kind: 'mem32' | 'mem64' | 'io';
   /** Power of two: at least 16 for memory, 4 for I/O. */
@@ -89,6 +94,29 @@ export class PciConfigSpace {
       }
     });
     return c;
+  }
+
+  /**
+   * Appends a capability (id, then `body` after the two header bytes) to the capability list and
+   * returns its offset. Capabilities are laid out from 0x40 upwards, in the order added.
+   */
+  addCapability(id: number, body: readonly number[]): number {
+    const v = this.view;
+    let at = 0x40;
+    let last = 0;
+    for (let p = v.getUint8(PCI_CAPABILITY_LIST); p !== 0; p = v.getUint8(p + 1)) {
+      last = p;
+      at = p + (v.getUint8(p) === 0x09 ? v.getUint8(p + 2) : CAP_SIZES[v.getUint8(p)] ?? 16);
+    }
+    at = (at + 3) & ~3;
+    if (at + 2 + body.length > CONFIG_SPACE_SIZE) throw new Error('PCI capability list is full');
+    v.setUint8(at, id);
+    v.setUint8(at + 1, 0);
+    body.forEach((b, i) => v.setUint8(at + 2 + i, b & 0xff));
+    if (last === 0) v.setUint8(PCI_CAPABILITY_LIST, at);
+    else v.setUint8(last + 1, at);
+    v.setUint16(PCI_STATUS, v.getUint16(PCI_STATUS, true) | PCI_STATUS_CAP_LIST, true);
+    return at;
   }
 
   /** Makes `size` bytes at `offset` writable by the guest where `mask` has ones. */

@@ -66,6 +66,11 @@ export class CommonConfig {
     return Atomics.load(this.#w, W.STATUS);
   }
 
+  /** Bumped at every device reset: a queue set up again at the same addresses is still a new queue. */
+  get generation(): number {
+    return Atomics.load(this.#w, W.GEN);
+  }
+
   get configMsixVector(): number {
     return this.#w[W.CFG_VEC]!;
   }
