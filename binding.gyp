@@ -5,6 +5,7 @@
       "sources": [
         "native/src/addon.cc",
         "native/src/eventfd.cc",
+        "native/src/fdio.cc",
         "native/src/kvm_abi.c",
         "native/src/layout.cc",
         "native/src/mappings.cc",

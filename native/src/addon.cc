@@ -14,6 +14,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitVcpu(env, exports);
   InitMappings(env, exports);
   InitEventfd(env, exports);
+  InitFdio(env, exports);
   InitLayout(env, exports);
   exports.Set("kickSignal", Napi::Number::New(env, KickSignal()));
   return exports;

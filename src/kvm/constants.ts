@@ -76,6 +76,7 @@ export const KVM_CAP = {
   XCRS: 56,
   MAX_VCPUS: 66,
   SIGNAL_MSI: 77,
+  IOEVENTFD_ANY_LENGTH: 122,
   IMMEDIATE_EXIT: 136,
 } as const;
 
@@ -96,3 +97,7 @@ export const KVM_MP_STATE = { RUNNABLE: 0, UNINITIALIZED: 1, INIT_RECEIVED: 2, H
 
 /** The API version every supported kernel reports. */
 export const KVM_API_VERSION = 12;
+
+/** kvm_irq_routing_entry.type and the in-kernel irqchip ids (KVM_IRQCHIP_*). */
+export const KVM_IRQ_ROUTING = { IRQCHIP: 1, MSI: 2 } as const;
+export const KVM_IRQCHIP = { PIC_MASTER: 0, PIC_SLAVE: 1, IOAPIC: 2 } as const;

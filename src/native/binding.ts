@@ -71,6 +71,10 @@ export interface NativeBinding {
   eventfdRead(fd: number): number;
   eventfdWrite(fd: number, value?: number | bigint): void;
   pipe(nonblockRead?: boolean, nonblockWrite?: boolean): [number, number];
+  /** Calls onReadable on the main thread while fd is readable (level-triggered); returns stop(). An error stops the watch and is passed as the argument. */
+  watchFd(fd: number, onReadable: (error?: string) => void): () => void;
+  /** Attaches to (or creates) tap interface `name`, non-blocking; with vnetHdr frames carry a 12-byte virtio_net_hdr_v1. */
+  openTap(name: string, vnetHdr?: boolean): { fd: number; name: string };
 
   readonly layout: Readonly<Record<string, number>>;
   readonly kickSignal: number;

@@ -12,11 +12,7 @@ import { PciBus, PciConfigIo, PCI_CONFIG_LEN, PCI_CONFIG_PORT } from '../devices
 import { PciConfigSpace } from '../devices/pci/config-space.js';
 import { AcpiPower, ACPI_POWER_LEN, ACPI_POWER_PORT } from '../devices/acpi/power.js';
 import type { GuestMemory } from '../memory/guest-memory.js';
-import { CommonConfig } from '../devices/virtio/common-config.js';
-import { VirtioPciBar } from '../devices/virtio/pci-transport.js';
-import { SplitQueue } from '../devices/virtio/queue.js';
-import { VIRTIO_F, bit } from '../devices/virtio/constants.js';
-import type { VirtioPciFunctionSpec } from '../devices/virtio/rng-pci.js';
+import { virtioPciBar, type VirtioPciFunctionSpec } from '../devices/virtio/pci-transport.js';
 import { Serial8250 } from '../devices/legacy/serial-8250.js';
 import { IsaDebugExit } from '../devices/debug/isa-debug-exit.js';
 import { ScratchDevice } from '../devices/debug/testdev.js';
@@ -68,7 +64,7 @@ export function attachDevices(specs: readonly DeviceSpec[], ctx: DeviceContext):
         const bus = new PciBus();
         for (const f of spec.functions) {
           const space = new PciConfigSpace(f.config);
-          bus.add(f.slot, space, f.virtio ? [{ bar: 0, size: f.virtio.barSize, dev: virtioBar(f.slot, f.virtio, ctx) }] : []);
+          bus.add(f.slot, space, f.virtio ? [{ bar: 0, size: f.virtio.barSize, dev: virtioPciBar(f.virtio, ctx.mem, (msg) => ctx.log.warn({ slot: f.slot }, msg)) }] : []);
         }
         pio.insert(new PciConfigIo(bus, spec.address), PCI_CONFIG_PORT, PCI_CONFIG_LEN);
         mmio.dynamic = (addr, size) => bus.resolveMmio(addr, size);
@@ -90,29 +86,6 @@ export function attachDevices(specs: readonly DeviceSpec[], ctx: DeviceContext):
   }
   for (const bus of [pio, mmio]) bus.onUnclaimed = unclaimedLogger(bus.space, ctx.log);
   return { pio, mmio };
-}
-
-/** The register side of a virtio PCI function on this thread; queues are validated as the driver enables them. */
-function virtioBar(slot: number, v: VirtioPciFunctionSpec, ctx: DeviceContext): BusDevice {
-  const common = new CommonConfig(
-    {
-      features: v.features,
-      queueMaxSizes: v.queueMaxSizes,
-      onQueueEnable: (_i, q, negotiated) => {
-        try {
-          new SplitQueue(ctx.mem, { size: q.size, descAddr: Number(q.desc), availAddr: Number(q.driver), usedAddr: Number(q.device) }, { indirect: false, eventIdx: (negotiated & bit(VIRTIO_F.RING_EVENT_IDX)) !== 0n });
-          return undefined;
-        } catch (e) {
-          return (e as Error).message;
-        }
-      },
-      onReset: () => {},
-      onDriverOk: () => {},
-      log: (msg) => ctx.log.warn({ slot }, msg),
-    },
-    v.common,
-  );
-  return new VirtioPciBar(`virtio-${v.kind}@${slot}`, common, v.transport, v.msixVectors, v.doorbellFd, (_o, size) => allOnes(size));
 }
 
 /** A port range that exists and does nothing (e.g. port 0x80, which Linux writes to for I/O delays). */

@@ -39,7 +39,11 @@ import { silentLogger, type LogLevel } from '../log.js';
 import type { DeviceSpec } from './devices.js';
 import { CONTROL } from './vcpu-loop.js';
 import { ConsoleInput } from './console-input.js';
-import { VirtioRngPci, type VirtioPciFunctionSpec } from '../devices/virtio/rng-pci.js';
+import { VirtioRng } from '../devices/virtio/rng.js';
+import { VirtioPciDevice } from '../devices/virtio/pci-device.js';
+import type { VirtioDevice } from '../devices/virtio/device.js';
+import type { VirtioPciFunctionSpec } from '../devices/virtio/pci-transport.js';
+import { MsiRouter } from '../kvm/msi-routes.js';
 import { checkMachineConfig } from './config-check.js';
 import type { VcpuWorkerInit, VcpuWorkerMessage } from './vcpu-worker.js';
 import type { StopReason } from './stop.js';
@@ -77,8 +81,11 @@ const stripUndefined = <T extends object>(o: T): T => Object.fromEntries(Object.
 /** The command line a Linux kernel gets when none is given. */
 export const DEFAULT_CMDLINE = 'console=ttyS0 reboot=k panic=1';
 
-/** Where the VMM places virtio BARs in the 32-bit PCI window (64 KiB per slot). */
+/** Where the VMM places virtio BARs in the 32-bit PCI window: slot N's BAR 0 at base + N * 64 KiB. */
 const VIRTIO_BAR_BASE = 0xe000_0000;
+const VIRTIO_BAR_STRIDE = 0x1_0000;
+/** PCI slots 1..31 are free for virtio functions (slot 0 is the host bridge). */
+const MAX_PCI_SLOTS = 31;
 
 /** The 64-bit PCI MMIO window the DSDT offers: 64 GiB from 64 GiB (above any RAM nodevisor maps). */
 const PCI_MMIO64_WINDOW: readonly [bigint, bigint] = [1n << 36n, (1n << 37n) - 1n];
@@ -98,8 +105,9 @@ export class Machine extends EventEmitter {
   readonly com1: Serial8250;
   /** The keyboard controller (host-side view: queueScancodes for Ctrl-Alt-Del). */
   readonly i8042: I8042;
-  /** The virtio-rng device, when configured. */
-  readonly rng: VirtioRngPci | undefined;
+  /** The virtio PCI functions, in slot order (slot = index + 1). */
+  readonly virtio: VirtioPciDevice[] = [];
+  readonly #msi: MsiRouter;
   /** Where the ACPI tables went (the RSDP is what boot protocols pass on). */
   acpi: AcpiLayout | undefined;
   readonly #control = new SharedArrayBuffer(CONTROL.WORDS * 4);
@@ -146,9 +154,13 @@ export class Machine extends EventEmitter {
     this.#devices.push({ type: 'i8042', gsi: I8042_IRQ, state: this.i8042.buffer });
     this.#devices.push({ type: 'cmos', state: new CmosRtc({ memBytes: config.memBytes, lowMemBytes: low }).buffer });
     const pciFunctions: { slot: number; config: SharedArrayBuffer; virtio?: VirtioPciFunctionSpec }[] = [{ slot: 0, config: hostBridge().buffer }];
-    if (config.rng) {
-      this.rng = new VirtioRngPci(this.mem, VIRTIO_BAR_BASE, (lo, hi, data) => void vm.signalMsi(lo, hi, data), (msg) => log.warn({ device: 'virtio-rng' }, msg));
-      pciFunctions.push({ slot: 1, config: this.rng.config.buffer, virtio: this.rng.spec });
+    this.#msi = new MsiRouter(vm, (msg) => log.info({}, msg));
+    for (const model of virtioModels(config)) {
+      const slot = this.virtio.length + 1;
+      if (slot > MAX_PCI_SLOTS) throw new VmmError('BAD_CONFIG', `too many virtio devices: at most ${MAX_PCI_SLOTS}`);
+      const dev = new VirtioPciDevice(model, { mem: this.mem, vm, msi: this.#msi, bar0: VIRTIO_BAR_BASE + slot * VIRTIO_BAR_STRIDE, log: log.child({ device: `virtio-${model.kind}`, slot }) });
+      this.virtio.push(dev);
+      pciFunctions.push({ slot, config: dev.config.buffer, virtio: dev.spec });
     }
     this.#devices.push({ type: 'pci', address: new SharedArrayBuffer(4), functions: pciFunctions });
     this.#devices.push({ type: 'acpi-power' });
@@ -313,13 +325,14 @@ export class Machine extends EventEmitter {
     this.#whenAllExited(() => {
       if (timer) clearTimeout(timer);
       input?.close();
-      this.#close();
-      this.#setState('stopped');
-      this.#resolve(this.#stop ?? { kind: 'stopped' });
+      void this.#close().then(() => {
+        this.#setState('stopped');
+        this.#resolve(this.#stop ?? { kind: 'stopped' });
+      });
     });
     Atomics.store(this.#controlWords, CONTROL.GO, 1);
     Atomics.notify(this.#controlWords, CONTROL.GO);
-    this.rng?.start();
+    for (const dev of this.virtio) dev.start();
     this.#setState('running');
     return this.#done;
   }
@@ -399,9 +412,10 @@ export class Machine extends EventEmitter {
       // Never started: open the gate with STOP set, so the waiting threads leave without running.
       this.#stop ??= reason;
       this.#whenAllExited(() => {
-        this.#close();
-        this.#setState('stopped');
-        this.#resolve(this.#stop!);
+        void this.#close().then(() => {
+          this.#setState('stopped');
+          this.#resolve(this.#stop!);
+        });
       });
       Atomics.store(this.#controlWords, CONTROL.STOP, 1);
       Atomics.store(this.#controlWords, CONTROL.GO, 1);
@@ -421,15 +435,27 @@ export class Machine extends EventEmitter {
     for (const v of this.vcpus) n.kick(v.runMappingId);
   }
 
-  #close(): void {
+  /**
+   * Releases everything once the vCPU threads are gone. Device models finish their in-flight I/O
+   * first (a disk write lands, and nothing writes into guest RAM after it is unmapped).
+   */
+  async #close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    await Promise.allSettled(this.virtio.map((d) => d.close()));
+    this.#msi.close();
     for (const v of this.vcpus) v.close();
     this.vm.close(); // after the vCPUs; RAM may go only once the VM (and its memory slots) is gone
     this.ram.release();
     for (const v of this.vcpus) native().releaseMapping(v.runMappingId);
     this.kvm.close();
-    this.rng?.close();
     if (this.#consoleWriteFd !== undefined) closeSync(this.#consoleWriteFd); // the console stream then ends
   }
+}
+
+/** The virtio device models a configuration asks for, in PCI slot order. */
+function virtioModels(config: MachineConfig): VirtioDevice[] {
+  const models: VirtioDevice[] = [];
+  if (config.rng) models.push(new VirtioRng());
+  return models;
 }

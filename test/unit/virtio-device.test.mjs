@@ -6,6 +6,7 @@ import { SplitQueue, VirtqError } from '../../dist/devices/virtio/queue.js';
 import { VirtioRng, RNG_MAX_REQUEST } from '../../dist/devices/virtio/rng.js';
 import { fakeMemory } from '../helpers/fake-memory.mjs';
 import { DriverQueue } from '../helpers/driver-queue.mjs';
+import { fakeContext } from '../helpers/fake-context.mjs';
 
 function common(over = {}) {
   const events = [];
@@ -116,22 +117,23 @@ describe('virtio PCI common configuration', () => {
   });
 });
 
-describe('virtio-rng engine', () => {
+describe('virtio-rng model', () => {
   const setup = (eventIdx = false) => {
     const mem = fakeMemory(1 << 20);
     const d = new DriverQueue(mem, 0x1000, 16);
     const q = new SplitQueue(mem, d.config, { indirect: true, eventIdx });
-    let irqs = 0;
     let n = 0;
-    const rng = new VirtioRng(mem, () => irqs++, (b) => b.fill(0xa0 + (n++ % 16)));
-    return { mem, d, q, rng, irqs: () => irqs };
+    const rng = new VirtioRng((b) => b.fill(0xa0 + (n++ % 16)));
+    const ctx = fakeContext(mem, [q]);
+    rng.activate(ctx);
+    return { mem, d, q, rng, irqs: () => ctx.interrupts };
   };
 
   it('fills every writable buffer of each request and returns the byte count', () => {
     const { mem, d, q, rng, irqs } = setup();
     d.addChain([{ addr: 0x10000, len: 16, write: true }]);
     d.addChain([{ addr: 0x11000, len: 8, write: true }, { addr: 0x12000, len: 4, write: true }]);
-    assert.equal(rng.process(q), 2);
+    assert.equal(rng.notify(0), 2);
     assert.deepEqual(d.usedElem(0), { id: 0, len: 16 });
     assert.deepEqual(d.usedElem(1), { id: 1, len: 12 });
     assert.ok(mem.read(0x10000, 16).every((b) => b === 0xa0));
@@ -143,21 +145,21 @@ describe('virtio-rng engine', () => {
   it('caps each request at RNG_MAX_REQUEST bytes', () => {
     const { d, q, rng } = setup();
     d.addChain([{ addr: 0x20000, len: RNG_MAX_REQUEST + 100, write: true }]);
-    rng.process(q);
+    rng.notify(0);
     assert.equal(d.usedElem(0).len, RNG_MAX_REQUEST);
   });
 
   it('refuses a request with a device-readable buffer (the transport then sets DEVICE_NEEDS_RESET)', () => {
     const { d, q, rng } = setup();
     d.addChain([{ addr: 0x10000, len: 16 }]);
-    assert.throws(() => rng.process(q), (e) => e instanceof VirtqError);
+    assert.throws(() => rng.notify(0), (e) => e instanceof VirtqError);
   });
 
   it('with EVENT_IDX, interrupts only when the driver asked', () => {
     const { mem, d, q, rng, irqs } = setup(true);
     mem.writeU16(d.avail + 4 + 2 * 16, 5); // used_event: interrupt after the 6th used entry
     d.addChain([{ addr: 0x10000, len: 4, write: true }]);
-    rng.process(q);
+    rng.notify(0);
     assert.equal(irqs(), 0);
   });
 
@@ -165,9 +167,10 @@ describe('virtio-rng engine', () => {
     const mem = fakeMemory(1 << 20);
     const d = new DriverQueue(mem, 0x1000, 8);
     const q = new SplitQueue(mem, d.config, { indirect: false, eventIdx: false });
-    const rng = new VirtioRng(mem, () => {});
+    const rng = new VirtioRng();
+    rng.activate(fakeContext(mem, [q]));
     d.addChain([{ addr: 0x10000, len: 64, write: true }]);
-    rng.process(q);
+    rng.notify(0);
     assert.ok(mem.read(0x10000, 64).some((b) => b !== 0), 'random bytes, not zeros');
   });
 });

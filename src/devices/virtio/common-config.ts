@@ -37,7 +37,7 @@ export interface CommonConfigDeps {
 }
 
 // Shared words: 0 lock; then the registers; then 8 words per queue.
-const W = { DEV_SEL: 1, DRV_SEL: 2, DRV_LO: 3, DRV_HI: 4, STATUS: 5, GEN: 6, QSEL: 7, CFG_VEC: 8, QUEUES: 16 } as const;
+const W = { DEV_SEL: 1, DRV_SEL: 2, DRV_LO: 3, DRV_HI: 4, STATUS: 5, GEN: 6, QSEL: 7, CFG_VEC: 8, EPOCH: 9, QUEUES: 16 } as const;
 const QW = { SIZE: 0, MAX: 1, VEC: 2, ENABLED: 3, DESC: 4, DRIVER: 6, DEVICE: 8, STRIDE: 10 } as const;
 
 export class CommonConfig {
@@ -69,6 +69,16 @@ export class CommonConfig {
   /** Bumped at every device reset: a queue set up again at the same addresses is still a new queue. */
   get generation(): number {
     return Atomics.load(this.#w, W.GEN);
+  }
+
+  /** Counts device resets (32 bits, unlike the 8-bit generation): the engine compares it to notice one. */
+  get epoch(): number {
+    return Atomics.load(this.#w, W.EPOCH);
+  }
+
+  /** The device changed its configuration space: drivers re-read it when the generation moves (§4.1.4.3.1). */
+  bumpConfigGeneration(): void {
+    this.s.locked(() => (this.#w[W.GEN] = (this.#w[W.GEN]! + 1) & 0xff));
   }
 
   get configMsixVector(): number {
@@ -197,6 +207,7 @@ export class CommonConfig {
     if (v === 0) {
       this.#resetRegisters();
       w[W.GEN] = (w[W.GEN]! + 1) & 0xff;
+      w[W.EPOCH] = (w[W.EPOCH]! + 1) | 0;
       return () => this.deps.onReset();
     }
     const S = VIRTIO_STATUS;

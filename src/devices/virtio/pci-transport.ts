@@ -2,14 +2,16 @@
  * Virtio over PCI, modern only (virtio 1.2 §4.1): a PCI function whose 64-bit memory BAR 0 holds the
  * common configuration, the ISR status, the device configuration, the notification area and the
  * MSI-X table and PBA, each announced by a capability. The register side (VirtioPciBar) is built on
- * every vCPU thread over shared memory; notifications ring a doorbell (a pipe) that the device's
- * engine on the main thread reads, so device work never runs on the exit path.
+ * every vCPU thread over shared memory. Queue notifications are KVM ioeventfds on the notify area, so
+ * they cost no userspace exit; the device model runs on the main thread (pci-device.ts).
  */
-import { writeSync } from 'node:fs';
 import { allOnes, type AccessSize, type BusDevice } from '../../bus/bus.js';
 import { PciConfigSpace, PCI_CAP_ID_MSIX, PCI_CAP_ID_VNDR, PCI_COMMAND, PCI_COMMAND_MASTER } from '../pci/config-space.js';
-import type { CommonConfig } from './common-config.js';
-import { COMMON_CFG, VIRTIO_PCI_DEVICE_BASE, VIRTIO_PCI_VENDOR } from './constants.js';
+import { CommonConfig } from './common-config.js';
+import { SplitQueue } from './queue.js';
+import type { GuestMemory } from '../../memory/guest-memory.js';
+import { native } from '../../native/binding.js';
+import { COMMON_CFG, VIRTIO_F, VIRTIO_PCI_DEVICE_BASE, VIRTIO_PCI_VENDOR, bit } from './constants.js';
 
 /** BAR 0 layout. */
 export const BAR0 = {
@@ -78,31 +80,79 @@ export function transportState(msixVectors: number): SharedArrayBuffer {
   return sab;
 }
 
+/** What a vCPU thread needs to serve a virtio PCI function's registers (plain data: crosses to workers). */
+export interface VirtioPciFunctionSpec {
+  readonly kind: string;
+  readonly config: SharedArrayBuffer;
+  readonly common: SharedArrayBuffer;
+  readonly transport: SharedArrayBuffer;
+  /** The device-specific configuration space, written by the model on the main thread. */
+  readonly deviceConfig: SharedArrayBuffer;
+  readonly deviceConfigSize: number;
+  readonly deviceConfigWritable: boolean;
+  /** One eventfd per queue: KVM signals it through an ioeventfd, or the vCPU thread on an MMIO exit. */
+  readonly notifyFds: readonly number[];
+  /** Signalled when the driver sets DRIVER_OK or resets the device, so the main thread reconciles. */
+  readonly controlFd: number;
+  readonly msixVectors: number;
+  readonly barSize: number;
+  readonly features: bigint;
+  readonly queueMaxSizes: readonly number[];
+}
+
+/**
+ * BAR 0 of a virtio PCI function as this vCPU thread serves it. Queues are validated as the driver
+ * enables them (a bad ring sets NEEDS_RESET at once); DRIVER_OK and resets signal the main thread,
+ * which runs the device model (pci-device.ts).
+ */
+export function virtioPciBar(spec: VirtioPciFunctionSpec, mem: GuestMemory, log: (msg: string) => void): VirtioPciBar {
+  const n = native();
+  const signal = (fd: number) => n.eventfdWrite(fd, 1);
+  const common = new CommonConfig(
+    {
+      features: spec.features,
+      queueMaxSizes: spec.queueMaxSizes,
+      onQueueEnable: (_i, q, negotiated) => {
+        try {
+          new SplitQueue(mem, { size: q.size, descAddr: Number(q.desc), availAddr: Number(q.driver), usedAddr: Number(q.device) }, { indirect: false, eventIdx: (negotiated & bit(VIRTIO_F.RING_EVENT_IDX)) !== 0n });
+          return undefined;
+        } catch (e) {
+          return (e as Error).message;
+        }
+      },
+      onReset: () => signal(spec.controlFd),
+      onDriverOk: () => signal(spec.controlFd),
+      log,
+    },
+    spec.common,
+  );
+  return new VirtioPciBar(`virtio-${spec.kind}`, common, spec, signal);
+}
+
 /** BAR 0 as a bus device, on one vCPU thread. */
 export class VirtioPciBar implements BusDevice {
   readonly debugLabel: string;
   readonly #state: Int32Array;
   readonly #table: DataView;
-  readonly #one = new Uint8Array(1);
+  readonly #devcfg: DataView;
 
   constructor(
     label: string,
     private readonly common: CommonConfig,
-    state: SharedArrayBuffer,
-    private readonly msixVectors: number,
-    private readonly doorbellFd: number,
-    private readonly deviceConfig: (offset: number, size: AccessSize) => number,
+    private readonly spec: VirtioPciFunctionSpec,
+    private readonly signal: (fd: number) => void,
   ) {
     this.debugLabel = label;
-    this.#state = new Int32Array(state);
-    this.#table = new DataView(state, MSIX_TABLE_BYTE);
+    this.#state = new Int32Array(spec.transport);
+    this.#table = new DataView(spec.transport, MSIX_TABLE_BYTE);
+    this.#devcfg = new DataView(spec.deviceConfig);
   }
 
   read(offset: number, size: AccessSize): number {
     if (offset < BAR0.ISR) return this.common.read(offset - BAR0.COMMON, size);
     if (offset === BAR0.ISR) return size === 1 ? Atomics.exchange(this.#state, ISR_WORD, 0) & 0xff : allOnes(size); // reading acknowledges
-    if (offset >= BAR0.DEVICE && offset < BAR0.NOTIFY) return this.deviceConfig(offset - BAR0.DEVICE, size);
-    if (offset >= BAR0.MSIX_TABLE && offset < BAR0.MSIX_TABLE + MSIX_ENTRY * this.msixVectors) {
+    if (offset >= BAR0.DEVICE && offset < BAR0.NOTIFY) return this.#readDeviceConfig(offset - BAR0.DEVICE, size);
+    if (offset >= BAR0.MSIX_TABLE && offset < BAR0.MSIX_TABLE + MSIX_ENTRY * this.spec.msixVectors) {
       return size === 4 && offset % 4 === 0 ? this.#table.getUint32(offset - BAR0.MSIX_TABLE, true) : allOnes(size);
     }
     if (offset >= BAR0.MSIX_PBA && offset < BAR0.MSIX_PBA + 8) return 0; // nothing pending: masked vectors drop, not latch
@@ -115,22 +165,39 @@ export class VirtioPciBar implements BusDevice {
       return;
     }
     if (offset >= BAR0.NOTIFY && offset < BAR0.NOTIFY + NOTIFY_MULTIPLIER * this.common.numQueues) {
-      this.#ring((offset - BAR0.NOTIFY) / NOTIFY_MULTIPLIER);
+      // Reaches here only when KVM's ioeventfd did not take the write (none registered, or the BAR moved).
+      this.signal(this.spec.notifyFds[Math.floor((offset - BAR0.NOTIFY) / NOTIFY_MULTIPLIER)]!);
       return;
     }
-    if (offset >= BAR0.MSIX_TABLE && offset < BAR0.MSIX_TABLE + MSIX_ENTRY * this.msixVectors && size === 4 && offset % 4 === 0) {
+    if (offset >= BAR0.DEVICE && offset < BAR0.NOTIFY) {
+      const at = offset - BAR0.DEVICE;
+      if (this.spec.deviceConfigWritable && at + size <= this.spec.deviceConfigSize) writeLe(this.#devcfg, at, size, value);
+      return;
+    }
+    if (offset >= BAR0.MSIX_TABLE && offset < BAR0.MSIX_TABLE + MSIX_ENTRY * this.spec.msixVectors && size === 4 && offset % 4 === 0) {
       this.#table.setUint32(offset - BAR0.MSIX_TABLE, value >>> 0, true);
     }
   }
 
-  /** One byte per notification; a full pipe means the engine already has work queued, so drop. */
-  #ring(queue: number): void {
-    this.#one[0] = Math.floor(queue);
-    try {
-      writeSync(this.doorbellFd, this.#one);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EAGAIN') throw e;
-    }
+  #readDeviceConfig(at: number, size: AccessSize): number {
+    if (at + size > this.spec.deviceConfigSize) return allOnes(size);
+    return readLe(this.#devcfg, at, size);
+  }
+}
+
+function readLe(v: DataView, at: number, size: AccessSize): number {
+  switch (size) {
+    case 1: return v.getUint8(at);
+    case 2: return v.getUint16(at, true);
+    default: return v.getUint32(at, true);
+  }
+}
+
+function writeLe(v: DataView, at: number, size: AccessSize, value: number): void {
+  switch (size) {
+    case 1: v.setUint8(at, value & 0xff); break;
+    case 2: v.setUint16(at, value & 0xffff, true); break;
+    default: v.setUint32(at, value >>> 0, true);
   }
 }
 
@@ -144,7 +211,7 @@ export class VirtioPciInterrupts {
     private readonly msixCap: number,
     state: SharedArrayBuffer,
     private readonly msixVectors: number,
-    private readonly signalMsi: (addrLo: number, addrHi: number, data: number) => void,
+    private readonly deliver: (vector: number, addrLo: number, addrHi: number, data: number) => void,
   ) {
     this.#state = new Int32Array(state);
     this.#table = new DataView(state, MSIX_TABLE_BYTE);
@@ -158,7 +225,7 @@ export class VirtioPciInterrupts {
     if (!(this.config.read(PCI_COMMAND, 2) & PCI_COMMAND_MASTER)) return false; // MSI is a DMA write
     const e = vector * MSIX_ENTRY;
     if (this.#table.getUint32(e + 12, true) & 1) return false; // masked
-    this.signalMsi(this.#table.getUint32(e, true), this.#table.getUint32(e + 4, true), this.#table.getUint32(e + 8, true));
+    this.deliver(vector, this.#table.getUint32(e, true), this.#table.getUint32(e + 4, true), this.#table.getUint32(e + 8, true));
     return true;
   }
 }

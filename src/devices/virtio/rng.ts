@@ -1,33 +1,41 @@
 /**
  * virtio-rng (virtio 1.2 §5.4): one request queue whose buffers the device fills from the host's
- * CSPRNG. This is the device's engine, independent of the transport: the transport hands it a
- * validated SplitQueue and calls process() when the driver notifies. A chain with a device-readable
- * buffer is a driver bug and is refused (VirtqError); the transport then sets DEVICE_NEEDS_RESET.
+ * CSPRNG. A chain with a device-readable buffer is a driver bug and is refused (VirtqError); the
+ * transport then sets DEVICE_NEEDS_RESET.
  */
 import { randomFillSync } from 'node:crypto';
-import type { GuestMemory } from '../../memory/guest-memory.js';
-import { SplitQueue, VirtqError } from './queue.js';
-import { VIRTIO_F, VIRTIO_ID, bit } from './constants.js';
+import { VirtqError } from './queue.js';
+import { VIRTIO_ID } from './constants.js';
+import type { VirtioDevice, VirtioDeviceContext } from './device.js';
 
 /** At most this many bytes per request, so one notification cannot keep the engine busy for long. */
 export const RNG_MAX_REQUEST = 64 * 1024;
 
-export class VirtioRng {
-  static readonly deviceId = VIRTIO_ID.RNG;
-  static readonly features = bit(VIRTIO_F.RING_EVENT_IDX) | bit(VIRTIO_F.RING_INDIRECT_DESC);
-  static readonly queueMaxSizes = [256] as const;
-
+export class VirtioRng implements VirtioDevice {
+  readonly kind = 'rng';
+  readonly deviceId = VIRTIO_ID.RNG;
+  readonly features = 0n;
+  readonly queueMaxSizes = [256] as const;
+  readonly configSize = 0;
   /** Bytes handed to the guest so far. */
   served = 0;
+  #ctx: VirtioDeviceContext | undefined;
 
-  constructor(
-    private readonly mem: GuestMemory,
-    private readonly interrupt: () => void,
-    private readonly fill: (b: Uint8Array) => void = (b) => void randomFillSync(b),
-  ) {}
+  constructor(private readonly fill: (b: Uint8Array) => void = (b) => void randomFillSync(b)) {}
 
-  /** Serves every available request on `q`; interrupts the driver once if it asked to be told. */
-  process(q: SplitQueue): number {
+  activate(ctx: VirtioDeviceContext): void {
+    this.#ctx = ctx;
+  }
+
+  reset(): void {
+    this.#ctx = undefined;
+  }
+
+  /** Serves every available request; interrupts the driver once if it asked to be told. Returns the chain count. */
+  notify(_index: number): number {
+    const ctx = this.#ctx;
+    const q = ctx?.queue(0);
+    if (!ctx || !q) return 0;
     const before = q.nextUsed;
     let chains = 0;
     for (let c = q.pop(); c; c = q.pop()) {
@@ -37,7 +45,7 @@ export class VirtioRng {
       for (const b of c.writable) {
         const n = Math.min(b.len, budget);
         if (n === 0) break;
-        this.fill(this.mem.slice(b.addr, n, 'virtio-rng buffer'));
+        this.fill(ctx.mem.slice(b.addr, n, 'virtio-rng buffer'));
         written += n;
         budget -= n;
       }
@@ -45,7 +53,7 @@ export class VirtioRng {
       this.served += written;
       chains++;
     }
-    if (chains > 0 && q.needsInterrupt(before)) this.interrupt();
+    if (chains > 0) ctx.usedAdded(0, before);
     return chains;
   }
 }

@@ -1,0 +1,107 @@
+// File-descriptor plumbing that Node's own streams cannot do: a readiness watcher on the main
+// thread's event loop (libuv's uv_poll) for fds that net.Socket refuses (eventfds signalled by KVM's
+// ioeventfds, tap character devices), and opening a tap interface (TUNSETIFF). What happens when an
+// fd becomes readable is decided in TypeScript.
+#include <fcntl.h>
+#include <linux/if.h>
+#include <linux/if_tun.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "common.h"
+
+namespace nv {
+namespace {
+
+// watchFd(fd, onReadable) -> stop(): calls onReadable() on the main thread each time fd is readable
+// (level-triggered: the callback must drain the fd). stop() ends the watch; the fd stays open.
+struct Watch {
+  uv_poll_t poll;
+  Napi::FunctionReference callback;
+  napi_env env;
+  bool stopped = false;
+};
+
+void OnClose(uv_handle_t* h) { delete static_cast<Watch*>(h->data); }
+
+void OnReadable(uv_poll_t* p, int status, int /*events*/) {
+  auto* w = static_cast<Watch*>(p->data);
+  if (w->stopped) return;
+  Napi::Env env(w->env);
+  Napi::HandleScope scope(env);
+  // Errors (status < 0, e.g. EBADF) are reported to the callback as its argument, and the watch stops.
+  if (status < 0) {
+    w->stopped = true;
+    uv_poll_stop(p);
+    w->callback.MakeCallback(env.Global(), {Napi::String::New(env, uv_err_name(status))});
+    uv_close(reinterpret_cast<uv_handle_t*>(p), OnClose);
+    return;
+  }
+  w->callback.MakeCallback(env.Global(), {});
+}
+
+Napi::Value WatchFd(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = ArgFd(info, 0);
+  if (info.Length() < 2 || !info[1].IsFunction()) ThrowType(env, "argument 1: expected a function");
+  uv_loop_t* loop = nullptr;
+  if (napi_get_uv_event_loop(env, &loop) != napi_ok) ThrowType(env, "no event loop");
+  auto* w = new Watch();
+  w->env = env;
+  w->callback = Napi::Persistent(info[1].As<Napi::Function>());
+  int r = uv_poll_init(loop, &w->poll, fd);
+  if (r < 0) {
+    delete w;
+    ThrowErrno(env, -r, "uv_poll_init", "watchFd");
+  }
+  w->poll.data = w;
+  uv_poll_start(&w->poll, UV_READABLE, OnReadable);
+  return Napi::Function::New(env, [w](const Napi::CallbackInfo&) {
+    if (w->stopped) return;
+    w->stopped = true;
+    uv_poll_stop(&w->poll);
+    uv_close(reinterpret_cast<uv_handle_t*>(&w->poll), OnClose);
+  }, "stop");
+}
+
+// openTap(name, vnetHdr) -> { fd, name }: attaches to (or creates) tap interface `name`, non-blocking,
+// without packet information; with vnetHdr each frame carries a struct virtio_net_hdr_v1 (12 bytes).
+Napi::Value OpenTap(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsString()) ThrowType(env, "argument 0: expected an interface name");
+  std::string name = info[0].As<Napi::String>();
+  if (name.empty() || name.size() >= IFNAMSIZ) ThrowErrno(env, EINVAL, "ioctl", "TUNSETIFF");
+  bool vnet = info.Length() > 1 && info[1].ToBoolean();
+  int fd = ::open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) ThrowErrno(env, errno, "open", "/dev/net/tun");
+  ifreq ifr{};
+  std::strncpy(ifr.ifr_name, name.c_str(), IFNAMSIZ - 1);
+  ifr.ifr_flags = IFF_TAP | IFF_NO_PI | (vnet ? IFF_VNET_HDR : 0);
+  if (::ioctl(fd, TUNSETIFF, &ifr) < 0) {
+    int e = errno;
+    ::close(fd);
+    ThrowErrno(env, e, "ioctl", "TUNSETIFF");
+  }
+  if (vnet) {
+    int hdr = 12;
+    if (::ioctl(fd, TUNSETVNETHDRSZ, &hdr) < 0) {
+      int e = errno;
+      ::close(fd);
+      ThrowErrno(env, e, "ioctl", "TUNSETVNETHDRSZ");
+    }
+  }
+  auto out = Napi::Object::New(env);
+  out.Set("fd", Napi::Number::New(env, fd));
+  out.Set("name", Napi::String::New(env, ifr.ifr_name));
+  return out;
+}
+
+}  // namespace
+
+void InitFdio(Napi::Env env, Napi::Object exports) {
+  exports.Set("watchFd", Napi::Function::New(env, WatchFd, "watchFd"));
+  exports.Set("openTap", Napi::Function::New(env, OpenTap, "openTap"));
+}
+
+}  // namespace nv
