@@ -17,6 +17,40 @@ export const machineConfigSchema = {
     initrd: { type: 'string', minLength: 1 },
     testdev: { type: 'boolean' },
     rng: { type: 'boolean' },
+    console: { enum: ['serial', 'virtio'] },
+    disks: {
+      type: 'array',
+      maxItems: 16,
+      items: {
+        type: 'object',
+        required: ['path'],
+        additionalProperties: false,
+        properties: { path: { type: 'string', minLength: 1 }, readOnly: { type: 'boolean' }, id: { type: 'string', minLength: 1, maxLength: 20 } },
+      },
+    },
+    nets: {
+      type: 'array',
+      maxItems: 8,
+      items: {
+        type: 'object',
+        required: ['tap'],
+        additionalProperties: false,
+        properties: {
+          tap: { type: 'string', pattern: '^[A-Za-z0-9_.-]{1,15}$' },
+          mac: { type: 'string', pattern: '^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$' },
+        },
+      },
+    },
+    shares: {
+      type: 'array',
+      maxItems: 8,
+      items: {
+        type: 'object',
+        required: ['hostDir', 'tag'],
+        additionalProperties: false,
+        properties: { hostDir: { type: 'string', minLength: 1 }, tag: { type: 'string', minLength: 1, maxLength: 36 }, readOnly: { type: 'boolean' } },
+      },
+    },
     timeoutSec: { type: 'number', exclusiveMinimum: 0 },
     consoleFd: { type: 'integer', minimum: 0 },
     consoleInput: { type: 'object' },

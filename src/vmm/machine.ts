@@ -38,8 +38,11 @@ import { VmmError } from '../errors.js';
 import { silentLogger, type LogLevel } from '../log.js';
 import type { DeviceSpec } from './devices.js';
 import { CONTROL } from './vcpu-loop.js';
-import { ConsoleInput } from './console-input.js';
+import { ConsoleInput, type ConsoleSinkDevice } from './console-input.js';
 import { VirtioRng } from '../devices/virtio/rng.js';
+import { VirtioBlk } from '../devices/virtio/blk.js';
+import { VirtioConsole } from '../devices/virtio/console.js';
+import { FdSink } from './fd-sink.js';
 import { VirtioPciDevice } from '../devices/virtio/pci-device.js';
 import type { VirtioDevice } from '../devices/virtio/device.js';
 import type { VirtioPciFunctionSpec } from '../devices/virtio/pci-transport.js';
@@ -60,6 +63,14 @@ export interface MachineConfig {
   readonly cpus?: number;
   /** Adds a virtio-rng PCI device fed from the host's CSPRNG. */
   readonly rng?: boolean;
+  /** virtio-blk disks (raw images), in PCI slot order. */
+  readonly disks?: readonly { readonly path: string; readonly readOnly?: boolean; readonly id?: string }[];
+  /** virtio-net NICs on host tap devices (created if missing). */
+  readonly nets?: readonly { readonly tap: string; readonly mac?: string }[];
+  /** Host folders shared over virtio-9p (mount -t 9p TAG /mnt). */
+  readonly shares?: readonly { readonly hostDir: string; readonly tag: string; readonly readOnly?: boolean }[];
+  /** The guest console: COM1 (ttyS0, the default) or a virtio-console device (hvc0). */
+  readonly console?: 'serial' | 'virtio';
   /** Adds the scratch test device (ports 0xe0-0xe7, MMIO 0xd0000000) used by the test guests. */
   readonly testdev?: boolean;
   /** Ends the VM with a 'timeout' stop after this many seconds. */
@@ -80,6 +91,8 @@ const stripUndefined = <T extends object>(o: T): T => Object.fromEntries(Object.
 
 /** The command line a Linux kernel gets when none is given. */
 export const DEFAULT_CMDLINE = 'console=ttyS0 reboot=k panic=1';
+/** The same, with the console on virtio-console (hvc0). */
+export const DEFAULT_CMDLINE_VIRTIO_CONSOLE = 'console=hvc0 reboot=k panic=1';
 
 /** Where the VMM places virtio BARs in the 32-bit PCI window: slot N's BAR 0 at base + N * 64 KiB. */
 const VIRTIO_BAR_BASE = 0xe000_0000;
@@ -108,6 +121,8 @@ export class Machine extends EventEmitter {
   /** The virtio PCI functions, in slot order (slot = index + 1). */
   readonly virtio: VirtioPciDevice[] = [];
   readonly #msi: MsiRouter;
+  /** The virtio console, with `console: 'virtio'`. */
+  readonly virtioConsole: VirtioConsole | undefined;
   /** Where the ACPI tables went (the RSDP is what boot protocols pass on). */
   acpi: AcpiLayout | undefined;
   readonly #control = new SharedArrayBuffer(CONTROL.WORDS * 4);
@@ -135,6 +150,7 @@ export class Machine extends EventEmitter {
     private readonly vm: Vm,
     private readonly ram: GuestRam,
     private readonly vcpus: Vcpu[],
+    hostModels: readonly VirtioDevice[],
   ) {
     super();
     this.flavour = detectFlavour();
@@ -155,7 +171,15 @@ export class Machine extends EventEmitter {
     this.#devices.push({ type: 'cmos', state: new CmosRtc({ memBytes: config.memBytes, lowMemBytes: low }).buffer });
     const pciFunctions: { slot: number; config: SharedArrayBuffer; virtio?: VirtioPciFunctionSpec }[] = [{ slot: 0, config: hostBridge().buffer }];
     this.#msi = new MsiRouter(vm, (msg) => log.info({}, msg));
-    for (const model of virtioModels(config)) {
+    const models: VirtioDevice[] = [];
+    if (config.console === 'virtio') {
+      // Output goes where COM1's would; the guest's buffers wait while a slow reader catches up.
+      const sink = new FdSink(consoleFd, () => this.virtioConsole?.resume());
+      this.virtioConsole = new VirtioConsole({ output: (bytes) => sink.write(bytes) });
+      models.push(this.virtioConsole);
+    }
+    models.push(...hostModels);
+    for (const model of models) {
       const slot = this.virtio.length + 1;
       if (slot > MAX_PCI_SLOTS) throw new VmmError('BAD_CONFIG', `too many virtio devices: at most ${MAX_PCI_SLOTS}`);
       const dev = new VirtioPciDevice(model, { mem: this.mem, vm, msi: this.#msi, bar0: VIRTIO_BAR_BASE + slot * VIRTIO_BAR_STRIDE, log: log.child({ device: `virtio-${model.kind}`, slot }) });
@@ -181,7 +205,16 @@ export class Machine extends EventEmitter {
     const initrd = config.initrd !== undefined ? { bytes: readImage(config.initrd, '--initrd'), path: config.initrd } : undefined;
     if (initrd && kind === 'flat') throw new VmmError('BAD_CONFIG', `--initrd ${config.initrd}: a flat image takes no initrd`);
     const cpus = config.cpus ?? 1;
-    const kvm = Kvm.open();
+    // Host resources named by the config (disk images, taps, shared folders) are opened first, so
+    // that a bad one is a clear error before any VM exists.
+    const hostModels = openVirtioModels(config, log);
+    let kvm: Kvm;
+    try {
+      kvm = Kvm.open();
+    } catch (e) {
+      for (const m of hostModels) void m.close?.();
+      throw e;
+    }
     let vm: Vm | undefined;
     let ram: GuestRam | undefined;
     const vcpus: Vcpu[] = [];
@@ -203,7 +236,7 @@ export class Machine extends EventEmitter {
         vcpu.setCpuid2(vcpuCpuid(supported, { apicId: id, cpus }));
         initVcpuState(vcpu, log);
       }
-      const m = new Machine(config, log, kvm, vm, ram, vcpus);
+      const m = new Machine(config, log, kvm, vm, ram, vcpus, hostModels);
       machine = m;
       m.#spawn();
       // Firmware tables: ACPI (hardware-reduced) and, for acpi=off guests, an MP table.
@@ -217,7 +250,7 @@ export class Machine extends EventEmitter {
         entry = loadFlat(m.mem, image, config.kernel);
       } else {
         const boot: LinuxBootInput = {
-          mem: m.mem, memBytes: config.memBytes, image, path: config.kernel, cmdline: config.cmdline ?? DEFAULT_CMDLINE,
+          mem: m.mem, memBytes: config.memBytes, image, path: config.kernel, cmdline: config.cmdline ?? (config.console === 'virtio' ? DEFAULT_CMDLINE_VIRTIO_CONSOLE : DEFAULT_CMDLINE),
           e820: e820Map(config.memBytes), rsdpAddr: m.acpi.rsdpAddr, ...(initrd ? { initrd } : {}),
         };
         entry = kind === 'bzimage' ? loadBzImage(boot) : loadPvh(boot);
@@ -237,6 +270,7 @@ export class Machine extends EventEmitter {
           vm?.close();
           ram?.release();
           kvm.close();
+          for (const dev of machine!.virtio) void dev.close();
         });
         throw e;
       }
@@ -244,6 +278,7 @@ export class Machine extends EventEmitter {
       vm?.close();
       ram?.release();
       kvm.close();
+      for (const m of hostModels) void m.close?.();
       throw e;
     }
   }
@@ -313,10 +348,15 @@ export class Machine extends EventEmitter {
     this.emit('state', next);
   }
 
+  /** Where console input goes: the virtio console when there is one, else COM1. */
+  get #consoleDevice(): ConsoleSinkDevice {
+    return this.virtioConsole ?? this.com1;
+  }
+
   /** Starts every vCPU on its own thread; resolves with how the guest ended (same promise as wait()). */
   start(): Promise<StopReason> {
     if (this.#state !== 'created') throw new VmmError('BAD_CONFIG', `machine: start() in state ${this.#state}`);
-    const input = this.config.consoleInput ? new ConsoleInput(this.config.consoleInput, this.com1, () => this.#halt({ kind: 'stopped' })) : undefined;
+    const input = this.config.consoleInput ? new ConsoleInput(this.config.consoleInput, this.#consoleDevice, () => this.#halt({ kind: 'stopped' })) : undefined;
     this.#input = input;
     let timer: NodeJS.Timeout | undefined;
     if (this.config.timeoutSec !== undefined) {
@@ -368,7 +408,7 @@ export class Machine extends EventEmitter {
 
   /** Sends bytes to the guest's console (COM1), as if typed; they wait while the guest's FIFO is full. */
   sendConsole(data: Uint8Array | string): void {
-    (this.#input ??= new ConsoleInput(undefined, this.com1, () => this.#halt({ kind: 'stopped' }))).push(typeof data === 'string' ? Buffer.from(data) : data);
+    (this.#input ??= new ConsoleInput(undefined, this.#consoleDevice, () => this.#halt({ kind: 'stopped' }))).push(typeof data === 'string' ? Buffer.from(data) : data);
   }
 
   /** Presses Ctrl-Alt-Del on the i8042 keyboard (set-1 scancodes, make then break), as Firecracker's SendCtrlAltDel. */
@@ -453,9 +493,16 @@ export class Machine extends EventEmitter {
   }
 }
 
-/** The virtio device models a configuration asks for, in PCI slot order. */
-function virtioModels(config: MachineConfig): VirtioDevice[] {
+
+/** The virtio device models that hold host resources, opened in PCI slot order (after the console). */
+function openVirtioModels(config: MachineConfig, log: Logger): VirtioDevice[] {
   const models: VirtioDevice[] = [];
-  if (config.rng) models.push(new VirtioRng());
-  return models;
+  try {
+    if (config.rng) models.push(new VirtioRng());
+    for (const d of config.disks ?? []) models.push(new VirtioBlk({ ...d, log }));
+    return models;
+  } catch (e) {
+    for (const m of models) void m.close?.();
+    throw e;
+  }
 }

@@ -30,3 +30,30 @@ describe('detectImageKind', () => {
     assert.equal(detectImageKind(Uint8Array.of(0xeb, 0xfe)), 'flat');
   });
 });
+
+describe('device flags', async () => {
+  const { parseDisk, parseNet, parseShare } = await import('../../dist/cli/device-flags.js');
+  it('--disk PATH[,ro][,id=NAME]', () => {
+    assert.deepEqual(parseDisk('disk.img'), { path: 'disk.img' });
+    assert.deepEqual(parseDisk('/x/disk.img,ro,id=root'), { path: '/x/disk.img', readOnly: true, id: 'root' });
+    assert.throws(() => parseDisk(',ro'), /--disk ,ro: no image path/);
+    assert.throws(() => parseDisk('d.img,rw'), /--disk d.img,rw: unknown option "rw"/);
+    assert.throws(() => parseDisk('d.img,id='), /"id" needs a value/);
+    assert.throws(() => parseDisk('d.img,id=' + 'x'.repeat(21)), /longer than 20 bytes/);
+  });
+  it('--net tap=NAME[,mac=MAC]', () => {
+    assert.deepEqual(parseNet('tap=nv0'), { tap: 'nv0' });
+    assert.deepEqual(parseNet('tap=nv0,mac=52:54:00:AB:CD:EF'), { tap: 'nv0', mac: '52:54:00:ab:cd:ef' });
+    assert.throws(() => parseNet('nv0'), /--net nv0: expected tap=NAME/);
+    assert.throws(() => parseNet('tap=much-too-long-name'), /not a valid interface name/);
+    assert.throws(() => parseNet('tap=nv0,mac=01:00:5e:00:00:01'), /multicast/);
+    assert.throws(() => parseNet('tap=nv0,mac=zz'), /not six hex bytes/);
+  });
+  it('--share HOSTDIR:TAG[,ro]', () => {
+    assert.deepEqual(parseShare('/srv/data:data'), { hostDir: '/srv/data', tag: 'data' });
+    assert.deepEqual(parseShare('.:src,ro'), { hostDir: '.', tag: 'src', readOnly: true });
+    assert.throws(() => parseShare('/srv/data'), /expected HOSTDIR:TAG/);
+    assert.throws(() => parseShare('/srv:'), /expected HOSTDIR:TAG/);
+    assert.throws(() => parseShare('/srv:' + 't'.repeat(37)), /longer than 36 bytes/);
+  });
+});

@@ -9,6 +9,7 @@ import { createLogger, LOG_LEVELS, type LogLevel } from '../../log.js';
 import { VmmError } from '../../errors.js';
 import { MIN_MEM } from '../../arch/x86_64/layout.js';
 import { formatSize, parseSize } from '../size.js';
+import { parseDisk, parseNet, parseShare } from '../device-flags.js';
 
 interface RunArgs {
   kernel?: string;
@@ -19,6 +20,10 @@ interface RunArgs {
   timeout?: number;
   testdev: boolean;
   rng: boolean;
+  console: 'serial' | 'virtio';
+  disk: string[];
+  net: string[];
+  share: string[];
   'on-reboot': 'exit' | 'restart';
   expect?: string;
   json: boolean;
@@ -70,6 +75,10 @@ export const runCommand: CommandModule<object, RunArgs> = {
       .option('expect', { type: 'string', describe: 'succeed (status 0) as soon as a console line matches this regular expression' })
       .option('json', { type: 'boolean', default: false, describe: 'one JSON event per line on stdout (started, output, matched, exited) instead of the raw console' })
       .option('rng', { type: 'boolean', default: false, describe: 'add a virtio-rng PCI device fed from the host\'s CSPRNG' })
+      .option('console', { choices: ['serial', 'virtio'] as const, default: 'serial' as const, describe: 'guest console: COM1 (ttyS0) or virtio-console (hvc0)' })
+      .option('disk', { type: 'string', array: true, default: [] as string[], describe: 'add a virtio-blk disk: PATH[,ro][,id=NAME] (repeatable)' })
+      .option('net', { type: 'string', array: true, default: [] as string[], describe: 'add a virtio-net NIC on a tap device: tap=NAME[,mac=MAC] (repeatable)' })
+      .option('share', { type: 'string', array: true, default: [] as string[], describe: 'share a host folder over virtio-9p: HOSTDIR:TAG[,ro] (repeatable)' })
       .option('testdev', { type: 'boolean', default: false, describe: 'add the scratch test device used by the test guests' })
       .option('log-level', { choices: LOG_LEVELS, default: 'warn' as LogLevel, describe: 'log level (JSON logs on stderr)' }) as Argv<RunArgs>,
   handler: async (argv) => {
@@ -96,7 +105,8 @@ export const runCommand: CommandModule<object, RunArgs> = {
     // The console goes straight from the vCPU threads to stdout unless we have to read it here.
     const watch = expect !== undefined || argv.json;
     const emit = (event: object) => process.stdout.write(`${JSON.stringify(event)}\n`);
-    const config = { kernel, initrd, cmdline, memBytes, cpus: argv.cpus, testdev: argv.testdev, rng: argv.rng, timeoutSec: argv.timeout, logLevel: argv['log-level'], consoleInput: process.stdin, consoleFd: watch ? undefined : 1 };
+    const config = { kernel, initrd, cmdline, memBytes, cpus: argv.cpus, testdev: argv.testdev, rng: argv.rng, timeoutSec: argv.timeout, logLevel: argv['log-level'], consoleInput: process.stdin, consoleFd: watch ? undefined : 1,
+      console: argv.console, disks: argv.disk.map(parseDisk), nets: argv.net.map(parseNet), shares: argv.share.map(parseShare) };
     let reason: StopReason;
     const started = performance.now();
     for (let boot = 0; ; boot++) {

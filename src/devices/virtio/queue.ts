@@ -17,7 +17,9 @@ const DESC_SIZE = 16;
 
 export type VirtqErrorCode =
   | 'QUEUE_SIZE' | 'QUEUE_ALIGNMENT' | 'QUEUE_RANGE' | 'AVAIL_INDEX' | 'DESC_INDEX' | 'DESC_RANGE'
-  | 'CHAIN_TOO_LONG' | 'INDIRECT_NOT_NEGOTIATED' | 'INDIRECT_TABLE' | 'NESTED_INDIRECT' | 'WRITE_BEFORE_READ';
+  | 'CHAIN_TOO_LONG' | 'INDIRECT_NOT_NEGOTIATED' | 'INDIRECT_TABLE' | 'NESTED_INDIRECT' | 'WRITE_BEFORE_READ'
+  /** The chain is well formed but is not a request of this device type (e.g. a short header). */
+  | 'BAD_REQUEST';
 
 export class VirtqError extends VmmError {
   constructor(readonly virtqCode: VirtqErrorCode, message: string) {

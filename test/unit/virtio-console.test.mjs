@@ -1,0 +1,104 @@
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { VirtioConsole, CONSOLE_CONFIG, CONSOLE_INPUT_LIMIT } from '../../dist/devices/virtio/console.js';
+import { SplitQueue, VirtqError } from '../../dist/devices/virtio/queue.js';
+import { fakeMemory } from '../helpers/fake-memory.mjs';
+import { DriverQueue } from '../helpers/driver-queue.mjs';
+import { fakeContext } from '../helpers/fake-context.mjs';
+
+function setup(opts = {}) {
+  const mem = fakeMemory(1 << 20);
+  const rx = new DriverQueue(mem, 0x1000, 16);
+  const tx = new DriverQueue(mem, 0x3000, 16);
+  const queues = [new SplitQueue(mem, rx.config, { indirect: false, eventIdx: false }), new SplitQueue(mem, tx.config, { indirect: false, eventIdx: false })];
+  const out = [];
+  const con = new VirtioConsole({ output: (b) => (out.push(Buffer.from(b)), opts.accept?.(b)), ...opts });
+  const config = new DataView(new ArrayBuffer(CONSOLE_CONFIG.SIZE));
+  con.bindConfig(config);
+  const ctx = fakeContext(mem, queues);
+  con.activate(ctx);
+  return { mem, rx, tx, con, ctx, out, config };
+}
+
+describe('virtio-console model', () => {
+  it('publishes its size and one port in the configuration space, and a resize is a config change', () => {
+    const { con, config, ctx } = setup({ cols: 132, rows: 50 });
+    assert.equal(config.getUint16(CONSOLE_CONFIG.cols, true), 132);
+    assert.equal(config.getUint16(CONSOLE_CONFIG.rows, true), 50);
+    assert.equal(config.getUint32(CONSOLE_CONFIG.max_nr_ports, true), 1);
+    con.resize(100, 40);
+    assert.equal(config.getUint16(CONSOLE_CONFIG.cols, true), 100);
+    assert.equal(ctx.configChanges, 1);
+  });
+
+  it('guest output arrives in order, across chains and descriptors', () => {
+    const { mem, tx, con, out, ctx } = setup();
+    mem.write(0x10000, Buffer.from('hello '));
+    mem.write(0x11000, Buffer.from('world'));
+    mem.write(0x12000, Buffer.from('!\n'));
+    tx.addChain([{ addr: 0x10000, len: 6 }, { addr: 0x11000, len: 5 }]);
+    tx.addChain([{ addr: 0x12000, len: 2 }]);
+    con.notify(1);
+    assert.equal(Buffer.concat(out).toString(), 'hello world!\n');
+    assert.equal(tx.usedIdx(), 2);
+    assert.equal(ctx.interrupts, 1);
+  });
+
+  it('host input waits for receive buffers, then fills them in order without overrunning any', () => {
+    const { mem, rx, con } = setup();
+    con.write(Buffer.from('abcdefghij'));
+    assert.equal(rx.usedIdx(), 0, 'no buffers yet');
+    mem.slice(0x20000, 16).fill(0xee);
+    rx.addChain([{ addr: 0x20000, len: 4, write: true }]);
+    rx.addChain([{ addr: 0x21000, len: 100, write: true }]);
+    con.notify(0);
+    assert.equal(rx.usedIdx(), 2);
+    assert.deepEqual(rx.usedElem(0), { id: 0, len: 4 });
+    assert.deepEqual(rx.usedElem(1), { id: 1, len: 6 });
+    assert.equal(Buffer.from(mem.read(0x20000, 4)).toString(), 'abcd');
+    assert.equal(mem.read(0x20004, 1)[0], 0xee, 'nothing written past the buffer');
+    assert.equal(Buffer.from(mem.read(0x21000, 6)).toString(), 'efghij');
+    con.write(Buffer.from('k'));
+    assert.equal(rx.usedIdx(), 2, 'waits for the next buffer');
+  });
+
+  it('bounds queued input, counting what it drops', () => {
+    const { con } = setup();
+    con.write(new Uint8Array(CONSOLE_INPUT_LIMIT - 10));
+    con.write(new Uint8Array(30));
+    assert.equal(con.inputDropped, 20);
+  });
+
+  it('holds transmit buffers while the sink is full, and takes them again on resume()', () => {
+    let accept = false;
+    const { mem, tx, con, out } = setup({ accept: () => accept });
+    mem.write(0x10000, Buffer.from('a'));
+    mem.write(0x11000, Buffer.from('b'));
+    tx.addChain([{ addr: 0x10000, len: 1 }]);
+    tx.addChain([{ addr: 0x11000, len: 1 }]);
+    con.notify(1);
+    assert.equal(tx.usedIdx(), 1, 'second chain held');
+    accept = true;
+    con.resume();
+    assert.equal(tx.usedIdx(), 2);
+    assert.equal(Buffer.concat(out).toString(), 'ab');
+  });
+
+  it('refuses a transmit chain with a device-writable buffer and a receive chain with a readable one', () => {
+    const { tx, rx, con } = setup();
+    tx.addChain([{ addr: 0x10000, len: 4, write: true }]);
+    assert.throws(() => con.notify(1), VirtqError);
+    con.write(Buffer.from('x'));
+    const s2 = setup();
+    s2.con.write(Buffer.from('x'));
+    s2.rx.addChain([{ addr: 0x10000, len: 4 }]);
+    assert.throws(() => s2.con.notify(0), VirtqError);
+  });
+
+  it('a buffer outside guest RAM is refused, not read', () => {
+    const { tx, con } = setup();
+    tx.writeDesc(0, 0xfffff0, 0x100, 0, 0);
+    tx.publish(0);
+    assert.throws(() => con.notify(1), VirtqError);
+  });
+});
