@@ -15,12 +15,14 @@ namespace nv {
 namespace {
 
 // watchFd(fd, onReadable) -> stop(): calls onReadable() on the main thread each time fd is readable
-// (level-triggered: the callback must drain the fd). stop() ends the watch; the fd stays open.
+// (level-triggered: the callback must drain the fd). stop() ends the watch and must be called once
+// the watch is no longer wanted, even after an error ended it; the fd stays open.
 struct Watch {
   uv_poll_t poll;
   Napi::FunctionReference callback;
   napi_env env;
-  bool stopped = false;
+  bool stopped = false;  // no more callbacks
+  bool closed = false;   // uv_close issued: the struct is freed in OnClose
 };
 
 void OnClose(uv_handle_t* h) { delete static_cast<Watch*>(h->data); }
@@ -30,12 +32,12 @@ void OnReadable(uv_poll_t* p, int status, int /*events*/) {
   if (w->stopped) return;
   Napi::Env env(w->env);
   Napi::HandleScope scope(env);
-  // Errors (status < 0, e.g. EBADF) are reported to the callback as its argument, and the watch stops.
+  // Errors (status < 0, e.g. EBADF) are reported to the callback as its argument, and the watch
+  // stops; the handle is released only by stop(), which the owner may still call.
   if (status < 0) {
     w->stopped = true;
     uv_poll_stop(p);
     w->callback.MakeCallback(env.Global(), {Napi::String::New(env, uv_err_name(status))});
-    uv_close(reinterpret_cast<uv_handle_t*>(p), OnClose);
     return;
   }
   w->callback.MakeCallback(env.Global(), {});
@@ -58,8 +60,8 @@ Napi::Value WatchFd(const Napi::CallbackInfo& info) {
   w->poll.data = w;
   uv_poll_start(&w->poll, UV_READABLE, OnReadable);
   return Napi::Function::New(env, [w](const Napi::CallbackInfo&) {
-    if (w->stopped) return;
-    w->stopped = true;
+    if (w->closed) return;
+    w->stopped = w->closed = true;
     uv_poll_stop(&w->poll);
     uv_close(reinterpret_cast<uv_handle_t*>(&w->poll), OnClose);
   }, "stop");

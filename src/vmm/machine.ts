@@ -41,6 +41,7 @@ import { CONTROL } from './vcpu-loop.js';
 import { ConsoleInput, type ConsoleSinkDevice } from './console-input.js';
 import { VirtioRng } from '../devices/virtio/rng.js';
 import { VirtioBlk } from '../devices/virtio/blk.js';
+import { VirtioNet } from '../devices/virtio/net.js';
 import { VirtioConsole } from '../devices/virtio/console.js';
 import { FdSink } from './fd-sink.js';
 import { VirtioPciDevice } from '../devices/virtio/pci-device.js';
@@ -500,6 +501,7 @@ function openVirtioModels(config: MachineConfig, log: Logger): VirtioDevice[] {
   try {
     if (config.rng) models.push(new VirtioRng());
     for (const d of config.disks ?? []) models.push(new VirtioBlk({ ...d, log }));
+    for (const n of config.nets ?? []) models.push(new VirtioNet(n));
     return models;
   } catch (e) {
     for (const m of models) void m.close?.();

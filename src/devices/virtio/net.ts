@@ -1,0 +1,389 @@
+/**
+ * virtio-net (virtio 1.2 §5.1) over a host tap: one receive queue (0) and one transmit queue (1).
+ *
+ * Every frame on both sides carries the 12-byte struct virtio_net_hdr_v1, and the tap is opened with
+ * a vnet header of the same size, so frames cross between the rings and the tap without translation.
+ * No offloads are offered (no CSUM, no GSO, no MRG_RXBUF): every frame is one whole, fully
+ * checksummed Ethernet frame in one descriptor chain, which keeps both paths simple to check.
+ *
+ * Receive: while queue 0 has buffers the tap is watched; each frame is read into a scratch buffer and
+ * scattered into the next chain's device-writable buffers. When the driver has posted no buffers the
+ * watch stops and frames wait in the tap's own queue (the kernel drops beyond its length), until the
+ * driver notifies queue 0 again: backpressure instead of a busy loop or an unbounded buffer.
+ *
+ * Transmit: each chain's device-readable buffers are gathered into one frame and written to the tap.
+ * Frames a network would drop (too short, too long, offloads that were never negotiated, a tap that
+ * refuses them) are dropped and counted; only chains that break the virtqueue rules (a writable
+ * buffer in a transmit chain, a readable one in a receive chain) fail the device with VirtqError.
+ */
+import { randomBytes } from 'node:crypto';
+import { VmmError, describeError } from '../../errors.js';
+import type { GuestMemory } from '../../memory/guest-memory.js';
+import { Tap, TAP_VNET_HDR_LEN, type TapDevice } from '../../net/tap.js';
+import { VIRTIO_ID, bit } from './constants.js';
+import type { VirtioDevice, VirtioDeviceContext } from './device.js';
+import { VirtqError, type Buffer as VirtqBuffer, type DescriptorChain, type SplitQueue } from './queue.js';
+
+/** Device feature bits (§5.1.3) this model knows by name. */
+export const VIRTIO_NET_F = {
+  CSUM: 0,
+  GUEST_CSUM: 1,
+  MTU: 3,
+  MAC: 5,
+  MRG_RXBUF: 15,
+  STATUS: 16,
+} as const;
+
+/** config.status bits (§5.1.4). */
+export const VIRTIO_NET_S_LINK_UP = 1;
+
+/** struct virtio_net_config offsets (§5.1.4); fields past max_virtqueue_pairs need features we do not offer. */
+export const NET_CONFIG = { mac: 0, status: 6, max_virtqueue_pairs: 8, SIZE: 10 } as const;
+
+/** struct virtio_net_hdr_v1: always 12 bytes with VERSION_1, whatever MRG_RXBUF says (§5.1.6). */
+export const NET_HDR_LEN = 12;
+const HDR = { flags: 0, gso_type: 1, num_buffers: 10 } as const;
+const VIRTIO_NET_HDR_F_NEEDS_CSUM = 1;
+const VIRTIO_NET_HDR_GSO_NONE = 0;
+
+/** An Ethernet header: the smallest frame the tap accepts. */
+const ETH_HLEN = 14;
+/**
+ * The longest frame either path handles, header excluded: a 64 KiB IP packet plus Ethernet and VLAN
+ * headers. Without GSO the tap's MTU bounds real frames far below this; the margin covers any MTU
+ * the kernel allows on a tap.
+ */
+export const NET_MAX_FRAME = 65550;
+/** The longest transmit chain accepted: header plus the longest frame. */
+export const NET_MAX_TX = NET_HDR_LEN + NET_MAX_FRAME;
+
+export const RX_QUEUE = 0;
+export const TX_QUEUE = 1;
+const QUEUE_SIZE = 256;
+/** Chains served per turn of the event loop on either queue, so one busy queue cannot starve the VM. */
+const BURST = 256;
+
+export interface VirtioNetOptions {
+  /** An interface name (opened, created if needed) or an already open tap. The model owns it: close() closes it. */
+  readonly tap: string | TapDevice;
+  /** The guest's MAC address, 'xx:xx:xx:xx:xx:xx'; a random locally administered one when absent. */
+  readonly mac?: string;
+}
+
+export class VirtioNet implements VirtioDevice {
+  readonly kind = 'net';
+  readonly deviceId = VIRTIO_ID.NET;
+  readonly features = bit(VIRTIO_NET_F.MAC) | bit(VIRTIO_NET_F.STATUS);
+  readonly queueMaxSizes: readonly number[] = [QUEUE_SIZE, QUEUE_SIZE];
+  readonly configSize = NET_CONFIG.SIZE;
+  readonly tap: TapDevice;
+  readonly mac: Uint8Array;
+
+  /** Frames delivered to the guest. */
+  rxFrames = 0;
+  /** Frames from the tap the guest never saw (too big for its buffer, truncated, unusable header). */
+  rxDropped = 0;
+  /** Frames the guest sent that reached the tap. */
+  txFrames = 0;
+  /** Frames the guest sent that were dropped (malformed, oversized, tap full or down). */
+  txDropped = 0;
+
+  #config: DataView | undefined;
+  #linkUp = true;
+  #ctx: VirtioDeviceContext | undefined;
+  #stopWatch: (() => void) | undefined;
+  /** Receiving stopped on a tap error, until the next reset (a level-triggered watch would spin). */
+  #rxHalted = false;
+  #txContinuation: NodeJS.Immediate | undefined;
+  readonly #rxScratch = new Uint8Array(NET_HDR_LEN + NET_MAX_FRAME + 1); // +1: a full read means truncated
+  readonly #txScratch = new Uint8Array(NET_MAX_TX);
+  readonly #warned = new Set<string>();
+
+  constructor(opts: VirtioNetOptions) {
+    this.mac = opts.mac === undefined ? randomMac() : parseMac(opts.mac);
+    if (TAP_VNET_HDR_LEN !== NET_HDR_LEN) throw new VmmError('INTERNAL', 'tap and virtio-net headers differ in size');
+    this.tap = typeof opts.tap === 'string' ? Tap.open(opts.tap) : opts.tap;
+  }
+
+  get macString(): string {
+    return formatMac(this.mac);
+  }
+
+  bindConfig(config: DataView): void {
+    this.#config = config;
+    for (let i = 0; i < 6; i++) config.setUint8(NET_CONFIG.mac + i, this.mac[i]!);
+    config.setUint16(NET_CONFIG.status, this.#linkUp ? VIRTIO_NET_S_LINK_UP : 0, true);
+    config.setUint16(NET_CONFIG.max_virtqueue_pairs, 1, true);
+  }
+
+  /** Plugs or unplugs the virtual cable: the driver sees the change through a configuration interrupt. */
+  setLink(up: boolean): void {
+    if (up === this.#linkUp) return;
+    this.#linkUp = up;
+    this.#config?.setUint16(NET_CONFIG.status, up ? VIRTIO_NET_S_LINK_UP : 0, true);
+    this.#ctx?.configChanged();
+  }
+
+  activate(ctx: VirtioDeviceContext): void {
+    this.#ctx = ctx;
+    this.#rxHalted = false;
+    // Start listening at once; the first callback finds out whether the driver has posted buffers.
+    if (ctx.queue(RX_QUEUE)) this.#watch();
+  }
+
+  notify(index: number): void {
+    if (!this.#ctx) return;
+    if (index === RX_QUEUE) this.#receive(this.#ctx);
+    else if (index === TX_QUEUE) this.#transmit(this.#ctx);
+  }
+
+  reset(): void {
+    this.#unwatch();
+    if (this.#txContinuation) clearImmediate(this.#txContinuation);
+    this.#txContinuation = undefined;
+    this.#ctx = undefined;
+    this.#rxHalted = false;
+    this.#warned.clear();
+  }
+
+  close(): void {
+    this.reset();
+    this.tap.close();
+  }
+
+  // ---- receive ---------------------------------------------------------------------------------
+
+  /** Moves frames from the tap into posted buffers; throws VirtqError for a broken receive chain. */
+  #receive(ctx: VirtioDeviceContext): void {
+    const q = ctx.queue(RX_QUEUE);
+    // No receive queue (the driver left it disabled): nothing will ever take frames, so stop the
+    // level-triggered watch rather than spin on a readable tap.
+    if (!q || this.#rxHalted) return this.#unwatch();
+    const before = q.nextUsed;
+    try {
+      for (let turn = 0; turn < BURST; turn++) {
+        // Check for a buffer before reading: a frame taken from the tap with nowhere to go would be lost.
+        if (q.pending() === 0) return this.#unwatch();
+        const len = this.#readFrame(ctx);
+        if (len === undefined) break;
+        if (len > 0) this.#deliver(ctx, q, len);
+      }
+      // The tap is empty, or the burst is spent: the level-triggered watch brings us back either way.
+      this.#watch();
+    } finally {
+      if (q.nextUsed !== before) ctx.usedAdded(RX_QUEUE, before);
+    }
+  }
+
+  /**
+   * Reads one frame into the scratch buffer and makes its header fit for the guest. Returns its
+   * length, 0 for a frame dropped, undefined when the tap is empty (or broken).
+   */
+  #readFrame(ctx: VirtioDeviceContext): number | undefined {
+    let len: number | undefined;
+    try {
+      len = this.tap.read(this.#rxScratch);
+    } catch (e) {
+      this.#haltRx(ctx, describeError(e));
+      return undefined;
+    }
+    if (len === undefined) return undefined;
+    const frame = this.#rxScratch.subarray(0, len);
+    const why = len === this.#rxScratch.byteLength ? 'longer than the largest frame' : len < NET_HDR_LEN + ETH_HLEN ? 'shorter than an Ethernet header' : unusableRxHeader(frame);
+    if (why) return this.#dropRx(ctx, `frame from tap ${this.tap.name} ${why}`);
+    // Without GUEST_CSUM the flags must be 0 (DATA_VALID only said the checksum is right, and it is);
+    // without MRG_RXBUF a frame fills exactly one chain: num_buffers is 1 (§5.1.6.4).
+    frame.fill(0, 0, NET_HDR_LEN);
+    frame[HDR.num_buffers] = 1;
+    return len;
+  }
+
+  /** Hands the frame in the scratch buffer to the next receive chain. */
+  #deliver(ctx: VirtioDeviceContext, q: SplitQueue, len: number): void {
+    const chain = q.pop();
+    if (!chain) return; // pending() said there was one; the driver cannot take it back
+    if (chain.readable.length > 0) throw new VirtqError('WRITE_BEFORE_READ', `virtio-net receive buffer ${chain.head} has a device-readable part`);
+    const room = totalLength(chain.writable);
+    if (room < len) {
+      // The buffer goes back empty: Linux counts a length error and posts a new one.
+      q.pushUsed(chain.head, 0);
+      this.#dropRx(ctx, `a ${len - NET_HDR_LEN}-byte frame does not fit a ${room}-byte receive buffer`);
+      return;
+    }
+    scatter(ctx.mem, chain.writable, this.#rxScratch.subarray(0, len));
+    q.pushUsed(chain.head, len);
+    this.rxFrames++;
+  }
+
+  #dropRx(ctx: VirtioDeviceContext, why: string): 0 {
+    this.rxDropped++;
+    this.#warnOnce(ctx, `rx:${why.replace(/\d+/g, 'N')}`, `virtio-net: dropped a received frame: ${why}`);
+    return 0;
+  }
+
+  /** A tap that fails to read would fail again at once: stop receiving until the driver resets us. */
+  #haltRx(ctx: VirtioDeviceContext, why: string): void {
+    this.#rxHalted = true;
+    this.#unwatch();
+    ctx.log.warn({ device: 'net', tap: this.tap.name }, `virtio-net: receiving from tap ${this.tap.name} failed (${why}): receive stopped until the device is reset`);
+  }
+
+  #watch(): void {
+    if (this.#stopWatch || this.#rxHalted || !this.#ctx) return;
+    const ctx = this.#ctx;
+    this.#stopWatch = this.tap.onReadable((error) => this.#onTapReadable(ctx, error));
+  }
+
+  #unwatch(): void {
+    const stop = this.#stopWatch;
+    this.#stopWatch = undefined;
+    stop?.();
+  }
+
+  /** The watch's callback: outside notify(), so a broken chain is reported through ctx.fail(). */
+  #onTapReadable(ctx: VirtioDeviceContext, error?: string): void {
+    if (error !== undefined) {
+      this.#stopWatch = undefined; // the watch ended itself
+      if (ctx === this.#ctx) this.#haltRx(ctx, error);
+      return;
+    }
+    if (ctx !== this.#ctx || !ctx.live) return this.#unwatch();
+    this.#run(ctx, () => this.#receive(ctx));
+  }
+
+  // ---- transmit --------------------------------------------------------------------------------
+
+  /** Sends what the driver queued on the transmit queue; throws VirtqError for a broken chain. */
+  #transmit(ctx: VirtioDeviceContext): void {
+    const q = ctx.queue(TX_QUEUE);
+    if (!q) return;
+    const before = q.nextUsed;
+    let served = 0;
+    try {
+      for (let chain = q.pop(); chain; chain = served < BURST ? q.pop() : undefined) {
+        this.#send(ctx, chain);
+        q.pushUsed(chain.head, 0); // the device writes nothing into a transmit chain
+        served++;
+      }
+    } finally {
+      if (served > 0) ctx.usedAdded(TX_QUEUE, before);
+    }
+    // More may be waiting: finish on the next turn rather than waiting for a notification that, with
+    // EVENT_IDX, the driver will not send for chains it has already announced.
+    if (served === BURST) this.#continueTx(ctx);
+  }
+
+  #continueTx(ctx: VirtioDeviceContext): void {
+    if (this.#txContinuation) return;
+    this.#txContinuation = setImmediate(() => {
+      this.#txContinuation = undefined;
+      if (ctx === this.#ctx && ctx.live) this.#run(ctx, () => this.#transmit(ctx));
+    });
+  }
+
+  /** Gathers one transmit chain into a frame and writes it to the tap, or drops it. */
+  #send(ctx: VirtioDeviceContext, chain: DescriptorChain): void {
+    if (chain.writable.length > 0) throw new VirtqError('WRITE_BEFORE_READ', `virtio-net transmit request ${chain.head} has a device-writable buffer`);
+    const len = totalLength(chain.readable);
+    // Oversized or runt frames are the network's problem, not the ring's: drop them as a NIC would
+    // rather than fail the whole device (the driver already let them through its own checks).
+    if (len > NET_MAX_TX) return this.#dropTx(ctx, `a ${len}-byte transmit request is longer than ${NET_MAX_TX} bytes`);
+    if (len < NET_HDR_LEN + ETH_HLEN) return this.#dropTx(ctx, `a ${len}-byte transmit request is shorter than a header and an Ethernet header`);
+    const frame = gather(ctx.mem, chain.readable, this.#txScratch);
+    // The tap would act on checksum or segmentation requests; they were never offered (§5.1.6.2).
+    if (frame[HDR.flags] !== 0) return this.#dropTx(ctx, `the header asks for checksum offload (flags ${frame[HDR.flags]}), which was not negotiated`);
+    if (frame[HDR.gso_type] !== VIRTIO_NET_HDR_GSO_NONE) return this.#dropTx(ctx, `the header asks for segmentation offload (gso_type ${frame[HDR.gso_type]}), which was not negotiated`);
+    let sent: boolean;
+    try {
+      sent = this.tap.write(frame);
+    } catch (e) {
+      return this.#dropTx(ctx, `tap ${this.tap.name} refused a frame: ${describeError(e)}`);
+    }
+    if (sent) this.txFrames++;
+    else this.txDropped++; // queue full or link down: ordinary loss, not worth a log line
+  }
+
+  #dropTx(ctx: VirtioDeviceContext, why: string): void {
+    this.txDropped++;
+    this.#warnOnce(ctx, `tx:${why.replace(/\d+/g, 'N')}`, `virtio-net: dropped a transmitted frame: ${why}`);
+  }
+
+  // ---- shared ----------------------------------------------------------------------------------
+
+  /** Runs work started by the event loop rather than by the transport: errors fail the device. */
+  #run(ctx: VirtioDeviceContext, fn: () => void): void {
+    try {
+      fn();
+    } catch (e) {
+      this.#unwatch();
+      ctx.fail(e instanceof Error ? e : new Error(String(e)));
+    }
+  }
+
+  /** One log line per kind of problem per activation: a guest must not be able to flood the log. */
+  #warnOnce(ctx: VirtioDeviceContext, key: string, msg: string): void {
+    if (this.#warned.has(key)) return;
+    this.#warned.add(key);
+    ctx.log.warn({ device: 'net', tap: this.tap.name }, `${msg} (further ones are only counted)`);
+  }
+}
+
+/** Whether the tap's header describes a frame we can hand over without offloads; the reason if not. */
+function unusableRxHeader(frame: Uint8Array): string | undefined {
+  // Neither can happen while the tap has no offloads enabled (TUNSETOFFLOAD); refuse rather than
+  // hand the guest a frame with a partial checksum or a 64 KiB super-frame it never asked for.
+  if (frame[HDR.flags]! & VIRTIO_NET_HDR_F_NEEDS_CSUM) return 'has a partial checksum';
+  if (frame[HDR.gso_type] !== VIRTIO_NET_HDR_GSO_NONE) return 'is a segmentation-offload frame';
+  return undefined;
+}
+
+function totalLength(bufs: readonly VirtqBuffer[]): number {
+  let n = 0;
+  for (const b of bufs) n += b.len; // at most 32768 * 4 GiB: exact in a double
+  return n;
+}
+
+/** Copies the buffers, in order, into `into` (large enough: the caller checked the total). */
+function gather(mem: GuestMemory, bufs: readonly VirtqBuffer[], into: Uint8Array): Uint8Array {
+  let at = 0;
+  for (const b of bufs) {
+    if (b.len === 0) continue; // an empty descriptor's address is never checked: do not touch it
+    into.set(mem.slice(b.addr, b.len, 'virtio-net transmit buffer'), at);
+    at += b.len;
+  }
+  return into.subarray(0, at);
+}
+
+/** Copies `data` across the buffers in order, never past the end of any (the caller checked the room). */
+function scatter(mem: GuestMemory, bufs: readonly VirtqBuffer[], data: Uint8Array): void {
+  let at = 0;
+  for (const b of bufs) {
+    if (at === data.byteLength) break;
+    const n = Math.min(b.len, data.byteLength - at);
+    if (n === 0) continue;
+    mem.write(b.addr, data.subarray(at, at + n), 'virtio-net receive buffer');
+    at += n;
+  }
+}
+
+const MAC_FORM = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i;
+
+/** Parses 'xx:xx:xx:xx:xx:xx'; refuses malformed, multicast and all-zero addresses, naming the value. */
+export function parseMac(text: string): Uint8Array {
+  if (!MAC_FORM.test(text)) throw new VmmError('BAD_CONFIG', `MAC address ${JSON.stringify(text)} is not of the form 52:54:00:12:34:56`);
+  const mac = Uint8Array.from(text.split(':'), (h) => parseInt(h, 16));
+  if (mac[0]! & 1) throw new VmmError('BAD_CONFIG', `MAC address ${text} is a multicast address (odd first byte); a NIC needs a unicast one`);
+  if (mac.every((b) => b === 0)) throw new VmmError('BAD_CONFIG', `MAC address ${text} is all zeroes`);
+  return mac;
+}
+
+export function formatMac(mac: Uint8Array): string {
+  return Array.from(mac, (b) => b.toString(16).padStart(2, '0')).join(':');
+}
+
+/** A random unicast, locally administered address (bit 1 of the first byte set, bit 0 clear). */
+export function randomMac(): Uint8Array {
+  const mac = new Uint8Array(randomBytes(6));
+  mac[0] = (mac[0]! & 0xfc) | 0x02;
+  return mac;
+}

@@ -1,0 +1,148 @@
+/**
+ * A host tap interface as a frame pipe: each read() returns one Ethernet frame, each write() sends
+ * one. The fd is non-blocking and carries a 12-byte virtio_net_hdr_v1 in front of every frame
+ * (IFF_VNET_HDR), so the virtio-net model can pass frames through without translating headers.
+ *
+ * Nothing here ever blocks the main thread: an empty tap reads as `undefined`, and a frame the
+ * kernel cannot take right now is dropped and counted, as a real NIC would under load.
+ */
+import { closeSync, readSync, writeSync } from 'node:fs';
+import { VmmError, isErrno } from '../errors.js';
+import { native } from '../native/binding.js';
+
+/** Bytes of virtio_net_hdr_v1 in front of every frame on the tap (TUNSETVNETHDRSZ). */
+export const TAP_VNET_HDR_LEN = 12;
+
+/** Linux's IFNAMSIZ, terminating NUL included. */
+const IFNAMSIZ = 16;
+
+/** What the virtio-net model needs from a tap; tests substitute a fake. */
+export interface TapDevice {
+  /** The interface name as the kernel reports it. */
+  readonly name: string;
+  /** Reads one frame (vnet header included) into `into`; undefined when none is queued. */
+  read(into: Uint8Array): number | undefined;
+  /**
+   * Sends one frame (vnet header included); false if it was dropped because the kernel's queue was
+   * full or the interface is down. Throws for a frame the kernel refuses (malformed).
+   */
+  write(frame: Uint8Array): boolean;
+  /** Calls `cb` on the main thread while frames are waiting (level-triggered); returns stop(). */
+  onReadable(cb: (error?: string) => void): () => void;
+  close(): void;
+}
+
+export type TapOpener = (name: string, vnetHdr: boolean) => { fd: number; name: string };
+
+export class Tap implements TapDevice {
+  #fd: number;
+  readonly #stops = new Set<() => void>();
+  /** Frames dropped because the kernel's queue was full (EAGAIN) or the interface was down (EIO). */
+  writeDrops = 0;
+
+  private constructor(fd: number, readonly name: string) {
+    this.#fd = fd;
+  }
+
+  /**
+   * Attaches to tap `name`, creating it if it does not exist (which needs CAP_NET_ADMIN; a persistent
+   * tap made with `ip tuntap add ... user U` can be opened by U without it).
+   */
+  static open(name: string, opener: TapOpener = (n, v) => native().openTap(n, v)): Tap {
+    checkName(name);
+    try {
+      const { fd, name: actual } = opener(name, true);
+      return new Tap(fd, actual);
+    } catch (e) {
+      throw openError(name, e);
+    }
+  }
+
+  get closed(): boolean {
+    return this.#fd < 0;
+  }
+
+  read(into: Uint8Array): number | undefined {
+    try {
+      // position null: a plain read(2); a tap has no file position.
+      return readSync(this.#live(), into, 0, into.byteLength, null);
+    } catch (e) {
+      if (isErrno(e, 'EAGAIN')) return undefined;
+      throw ioError(this.name, 'read', e);
+    }
+  }
+
+  write(frame: Uint8Array): boolean {
+    try {
+      // A tap takes a frame whole or not at all: one write(2) is one frame.
+      writeSync(this.#live(), frame, 0, frame.byteLength, null);
+      return true;
+    } catch (e) {
+      // EIO: the interface is down, a cable pulled out; the frame is lost, nothing is wrong with it.
+      if (!isErrno(e, 'EAGAIN') && !isErrno(e, 'EIO')) throw ioError(this.name, 'write', e);
+      this.writeDrops++;
+      return false;
+    }
+  }
+
+  onReadable(cb: (error?: string) => void): () => void {
+    const stopWatch = native().watchFd(this.#live(), (error) => {
+      if (error !== undefined) stop(); // the watch ended: release it
+      cb(error);
+    });
+    const stop = (): void => {
+      if (this.#stops.delete(stop)) stopWatch();
+    };
+    this.#stops.add(stop);
+    return stop;
+  }
+
+  /** Stops every watch and closes the fd; the interface goes away with it unless it is persistent. */
+  close(): void {
+    if (this.#fd < 0) return;
+    for (const stop of [...this.#stops]) stop();
+    const fd = this.#fd;
+    this.#fd = -1;
+    closeSync(fd);
+  }
+
+  #live(): number {
+    if (this.#fd < 0) throw new VmmError('INTERNAL', `tap ${this.name}: used after close()`);
+    return this.#fd;
+  }
+}
+
+/** The kernel's rule for interface names (dev_valid_name), checked here for a clearer message. */
+function checkName(name: string): void {
+  const bytes = Buffer.byteLength(name);
+  if (bytes === 0 || bytes >= IFNAMSIZ || name === '.' || name === '..' || /[/:\s]/.test(name)) {
+    throw new VmmError('BAD_CONFIG', `tap ${JSON.stringify(name)}: not a valid interface name (1 to ${IFNAMSIZ - 1} bytes, no '/', ':' or spaces)`);
+  }
+}
+
+function openError(name: string, e: unknown): Error {
+  if (!isErrno(e)) return e instanceof Error ? e : new Error(String(e));
+  const at = `tap ${name}`;
+  const opening = e.syscall === 'open';
+  switch (e.code) {
+    case 'ENOENT':
+    case 'ENODEV':
+    case 'ENXIO':
+      if (opening) return new VmmError('BAD_CONFIG', `${at}: /dev/net/tun is missing (load the tun module: modprobe tun)`, { cause: e });
+      break;
+    case 'EPERM':
+    case 'EACCES':
+      return new VmmError('BAD_CONFIG', `${at}: permission denied (creating a tap needs CAP_NET_ADMIN; or create it once with \`ip tuntap add dev ${name} mode tap user $USER\`)`, { cause: e });
+    case 'EBUSY':
+      return new VmmError('BAD_CONFIG', `${at}: already attached by another process`, { cause: e });
+    case 'EINVAL':
+      if (!opening) return new VmmError('BAD_CONFIG', `${at}: an interface of that name exists and is not a single-queue tap (or the kernel refused the name)`, { cause: e });
+      break;
+  }
+  return new VmmError('BAD_CONFIG', `${at}: ${e.message}`, { cause: e });
+}
+
+function ioError(name: string, op: 'read' | 'write', e: unknown): Error {
+  if (!isErrno(e)) return e instanceof Error ? e : new Error(String(e));
+  return new VmmError('INTERNAL', `tap ${name}: ${op} failed: ${e.message}`, { cause: e });
+}

@@ -1,0 +1,525 @@
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+import fc from 'fast-check';
+import { VirtioNet, VIRTIO_NET_F, NET_CONFIG, NET_HDR_LEN, NET_MAX_TX, parseMac, formatMac, randomMac } from '../../dist/devices/virtio/net.js';
+import { Tap } from '../../dist/net/tap.js';
+import { SplitQueue, VirtqError } from '../../dist/devices/virtio/queue.js';
+import { VIRTIO_ID } from '../../dist/devices/virtio/constants.js';
+import { fakeMemory } from '../helpers/fake-memory.mjs';
+import { DriverQueue } from '../helpers/driver-queue.mjs';
+
+const MAC = '52:54:00:12:34:56';
+const W = true;
+
+/** A tap in memory: frames to receive go in `inbox`, transmitted ones land in `sent`. */
+class FakeTap {
+  name = 'fake0';
+  inbox = [];
+  sent = [];
+  reads = 0;
+  watches = 0;
+  cb = undefined;
+  full = false;
+  writeError = undefined;
+  readError = undefined;
+  closed = false;
+  read(into) {
+    this.reads++;
+    if (this.readError) throw this.readError;
+    const f = this.inbox.shift();
+    if (!f) return undefined;
+    const n = Math.min(f.length, into.length); // a tap truncates to the reader's buffer
+    into.set(f.subarray(0, n));
+    return n;
+  }
+  write(frame) {
+    if (this.writeError) throw this.writeError;
+    if (this.full) return false;
+    this.sent.push(Uint8Array.from(frame));
+    return true;
+  }
+  onReadable(cb) {
+    this.watches++;
+    this.cb = cb;
+    let live = true;
+    return () => {
+      if (!live) return;
+      live = false;
+      this.watches--;
+      this.cb = undefined;
+    };
+  }
+  /** The event loop saw the fd readable. */
+  fire(error) {
+    this.cb?.(error);
+  }
+  close() {
+    this.closed = true;
+  }
+}
+
+/** A frame as it comes out of the tap: vnet header (given) and an Ethernet frame of `len` bytes. */
+function tapFrame(len, { hdr = [], seed = 1 } = {}) {
+  const f = new Uint8Array(NET_HDR_LEN + len);
+  f.set(hdr);
+  for (let i = 0; i < len; i++) f[NET_HDR_LEN + i] = (i * 31 + seed) & 0xff;
+  return f;
+}
+
+function setup({ rxSize = 16, txSize = 16, eventIdx = false, mac = MAC, memSize = 1 << 22, rxEnabled = true } = {}) {
+  const mem = fakeMemory(memSize);
+  const rx = new DriverQueue(mem, 0x1000, rxSize);
+  const tx = new DriverQueue(mem, 0x8000, txSize);
+  const features = { indirect: false, eventIdx };
+  const queues = [new SplitQueue(mem, rx.config, features), new SplitQueue(mem, tx.config, features)];
+  const events = [];
+  const ctx = {
+    mem,
+    negotiated: 0n,
+    live: true,
+    queue: (i) => (i === 0 && !rxEnabled ? undefined : queues[i]),
+    usedAdded: (i, before) => events.push(['used', i, before]),
+    configChanged: () => events.push(['config']),
+    fail: (e) => events.push(['fail', e]),
+    log: { warn: (_o, m) => events.push(['warn', m]), info() {}, debug() {} },
+  };
+  const tap = new FakeTap();
+  const dev = new VirtioNet({ tap, mac });
+  dev.activate(ctx);
+  return { mem, rx, tx, queues, ctx, events, tap, dev };
+}
+const warnings = (events) => events.filter((e) => e[0] === 'warn').map((e) => e[1]);
+const isVirtq = (e) => e instanceof VirtqError;
+
+describe('virtio-net: device identity and configuration space', () => {
+  it('is device 1 with two 256-entry queues, offering MAC and STATUS only', () => {
+    const { dev } = setup();
+    assert.equal(dev.kind, 'net');
+    assert.equal(dev.deviceId, VIRTIO_ID.NET);
+    assert.deepEqual([...dev.queueMaxSizes], [256, 256]);
+    assert.equal(dev.features, (1n << BigInt(VIRTIO_NET_F.MAC)) | (1n << BigInt(VIRTIO_NET_F.STATUS)));
+    assert.equal(dev.features & (1n << BigInt(VIRTIO_NET_F.MRG_RXBUF)), 0n);
+    assert.equal(dev.features & (1n << BigInt(VIRTIO_NET_F.MTU)), 0n);
+  });
+
+  it('lays out mac[6], status (LINK_UP) and max_virtqueue_pairs little-endian; a link change interrupts', () => {
+    const { dev, events } = setup();
+    assert.equal(dev.configSize, 10);
+    const sab = new SharedArrayBuffer(16);
+    dev.bindConfig(new DataView(sab, 0, dev.configSize));
+    const b = new Uint8Array(sab);
+    assert.deepEqual([...b.subarray(0, 6)], [0x52, 0x54, 0x00, 0x12, 0x34, 0x56]);
+    assert.deepEqual([...b.subarray(NET_CONFIG.status, NET_CONFIG.status + 2)], [1, 0]);
+    assert.deepEqual([...b.subarray(NET_CONFIG.max_virtqueue_pairs, NET_CONFIG.max_virtqueue_pairs + 2)], [1, 0]);
+    assert.deepEqual([...b.subarray(10)], [0, 0, 0, 0, 0, 0]);
+    dev.setLink(false);
+    assert.equal(b[NET_CONFIG.status], 0);
+    assert.deepEqual(events, [['config']]);
+    dev.setLink(false); // no change, no interrupt
+    dev.setLink(true);
+    assert.equal(b[NET_CONFIG.status], 1);
+    assert.equal(events.length, 2);
+  });
+});
+
+describe('virtio-net: MAC addresses', () => {
+  it('parses colon-separated hex in either case', () => {
+    assert.deepEqual([...parseMac('52:54:00:AB:cd:Ef')], [0x52, 0x54, 0, 0xab, 0xcd, 0xef]);
+    assert.equal(formatMac(parseMac('52:54:00:AB:cd:Ef')), '52:54:00:ab:cd:ef');
+  });
+
+  it('refuses malformed, multicast and all-zero addresses, naming the value', () => {
+    for (const bad of ['52:54:00:12:34', '52:54:00:12:34:56:78', '52-54-00-12-34-56', '52:54:00:12:34:5g', '525400123456', '', ' 52:54:00:12:34:56']) {
+      assert.throws(() => new VirtioNet({ tap: new FakeTap(), mac: bad }), (e) => e.code === 'BAD_CONFIG' && e.message.includes(JSON.stringify(bad)) && /form/.test(e.message), bad);
+    }
+    assert.throws(() => parseMac('01:00:5e:00:00:01'), /01:00:5e:00:00:01 is a multicast address/);
+    assert.throws(() => parseMac('ff:ff:ff:ff:ff:ff'), /multicast/);
+    assert.throws(() => parseMac('00:00:00:00:00:00'), /all zeroes/);
+  });
+
+  it('makes up a random unicast, locally administered address when none is given', () => {
+    const seen = new Set();
+    for (let i = 0; i < 64; i++) {
+      const m = randomMac();
+      assert.equal(m[0] & 1, 0);
+      assert.equal(m[0] & 2, 2);
+      seen.add(formatMac(m));
+    }
+    assert.ok(seen.size > 60);
+    const dev = new VirtioNet({ tap: new FakeTap() });
+    assert.doesNotThrow(() => parseMac(dev.macString));
+  });
+});
+
+describe('virtio-net: tap opening errors', () => {
+  const errno = (code, syscall) => Object.assign(new Error(`${syscall === 'open' ? '/dev/net/tun' : 'TUNSETIFF'}: ${code}`), { code, errno: -1, syscall });
+  it('checks the interface name before asking the kernel', () => {
+    for (const bad of ['', 'a/b', 'a:b', 'has space', '0123456789abcdef', '..']) {
+      assert.throws(() => Tap.open(bad, () => assert.fail('opened')), (e) => e.code === 'BAD_CONFIG' && e.message.includes(JSON.stringify(bad)) && /not a valid interface name/.test(e.message));
+    }
+  });
+
+  it('explains a missing /dev/net/tun, a permission problem, a busy tap and a non-tap name in one line', () => {
+    const cases = [
+      [errno('ENOENT', 'open'), /tap tap9: \/dev\/net\/tun is missing/],
+      [errno('EACCES', 'open'), /tap tap9: permission denied .*CAP_NET_ADMIN/],
+      [errno('EPERM', 'ioctl'), /tap tap9: permission denied .*CAP_NET_ADMIN/],
+      [errno('EBUSY', 'ioctl'), /tap tap9: already attached/],
+      [errno('EINVAL', 'ioctl'), /tap tap9: an interface of that name exists and is not a single-queue tap/],
+    ];
+    for (const [err, re] of cases) {
+      assert.throws(() => Tap.open('tap9', () => { throw err; }), (e) => e.code === 'BAD_CONFIG' && re.test(e.message) && !e.message.includes('\n') && e.cause === err);
+    }
+  });
+});
+
+describe('virtio-net: transmit', () => {
+  it('gathers the readable buffers in order into one frame, and returns each chain with length 0', () => {
+    const { mem, tx, dev, tap, events } = setup();
+    const frame = tapFrame(100, { seed: 9 });
+    mem.write(0x20000, frame.subarray(0, 12)); // header
+    mem.write(0x30000, frame.subarray(12, 50));
+    mem.write(0x40000, frame.subarray(50));
+    const h = tx.addChain([
+      { addr: 0x20000, len: 12 },
+      { addr: 0x30000, len: 38 },
+      { addr: 0xdead_0000, len: 0 }, // empty: its address is never looked at
+      { addr: 0x40000, len: 62 },
+    ]);
+    const h2 = tx.addChain([{ addr: 0x20000, len: 12 + 14 }]); // header and a bare Ethernet header
+    dev.notify(1);
+    assert.equal(tap.sent.length, 2);
+    assert.deepEqual(tap.sent[0], frame);
+    assert.equal(tap.sent[1].length, 26);
+    assert.equal(tx.usedIdx(), 2);
+    assert.deepEqual(tx.usedElem(0), { id: h, len: 0 });
+    assert.deepEqual(tx.usedElem(1), { id: h2, len: 0 });
+    assert.deepEqual(events, [['used', 1, 0]]); // one batch, one interrupt check
+    assert.equal(dev.txFrames, 2);
+  });
+
+  it('drops (and counts, and logs once) runts, oversized frames, unnegotiated offloads and frames the tap refuses', () => {
+    const { mem, tx, dev, tap, events } = setup({ txSize: 32 });
+    mem.write(0x20000, tapFrame(1000));
+    tx.addChain([{ addr: 0x20000, len: 25 }]); // one byte short of header + Ethernet header
+    tx.addChain([{ addr: 0x100000, len: NET_MAX_TX - 100 }, { addr: 0x200000, len: 101 }]); // one byte too long
+    mem.writeU8(0x50000, 1); // flags: NEEDS_CSUM
+    tx.addChain([{ addr: 0x50000, len: 12 }, { addr: 0x20000, len: 60 }]);
+    mem.writeU8(0x60001, 1); // gso_type: TCPV4
+    tx.addChain([{ addr: 0x60000, len: 12 }, { addr: 0x20000, len: 60 }]);
+    tx.addChain([{ addr: 0x20000, len: 25 }]); // another runt: counted, not logged again
+    dev.notify(1);
+    assert.equal(tap.sent.length, 0);
+    assert.equal(dev.txDropped, 5);
+    assert.equal(tx.usedIdx(), 5);
+    const w = warnings(events);
+    assert.equal(w.length, 4, w.join('\n'));
+    assert.match(w[0], /25-byte transmit request is shorter/);
+    assert.match(w[1], /longer than 65562 bytes/);
+    assert.match(w[2], /checksum offload \(flags 1\), which was not negotiated/);
+    assert.match(w[3], /segmentation offload \(gso_type 1\), which was not negotiated/);
+
+    tap.full = true;
+    tx.addChain([{ addr: 0x20000, len: 60 }]);
+    dev.notify(1);
+    assert.equal(dev.txDropped, 6);
+    assert.equal(warnings(events).length, 4); // a full queue is ordinary loss
+    tap.full = false;
+    tap.writeError = new Error('tap fake0: write failed: EINVAL');
+    tx.addChain([{ addr: 0x20000, len: 60 }]);
+    dev.notify(1);
+    assert.equal(dev.txDropped, 7);
+    assert.match(warnings(events)[4], /refused a frame: tap fake0: write failed: EINVAL/);
+    assert.equal(events.filter((e) => e[0] === 'fail').length, 0);
+    assert.equal(tx.usedIdx(), 7);
+  });
+
+  it('refuses a transmit chain with a device-writable buffer, and broken descriptors, with VirtqError', () => {
+    const a = setup();
+    a.tx.addChain([{ addr: 0x20000, len: 60 }, { addr: 0x30000, len: 10, write: W }]);
+    assert.throws(() => a.dev.notify(1), (e) => isVirtq(e) && e.virtqCode === 'WRITE_BEFORE_READ' && /transmit request 0 has a device-writable buffer/.test(e.message));
+    assert.equal(a.tap.sent.length, 0);
+
+    const b = setup();
+    b.tx.addChain([{ addr: (1 << 22) - 8, len: 60 }]); // runs off the end of guest RAM
+    assert.throws(() => b.dev.notify(1), (e) => isVirtq(e) && e.virtqCode === 'DESC_RANGE');
+  });
+
+  it('serves at most 256 chains per turn and finishes the rest on the next one', async () => {
+    const { mem, tx, dev, tap } = setup({ txSize: 512 });
+    mem.write(0x20000, tapFrame(60));
+    for (let i = 0; i < 300; i++) tx.addChain([{ addr: 0x20000, len: 72 }]);
+    dev.notify(1);
+    assert.equal(tap.sent.length, 256);
+    await new Promise((r) => setImmediate(r));
+    assert.equal(tap.sent.length, 300);
+    assert.equal(tx.usedIdx(), 300);
+  });
+});
+
+describe('virtio-net: receive', () => {
+  it('scatters header and frame across the writable buffers, with a clean header and num_buffers 1', () => {
+    const { mem, rx, dev, tap, events } = setup();
+    mem.slice(0x20000, 0x30000).fill(0xaa);
+    const h = rx.addChain([{ addr: 0x20000, len: 12, write: W }, { addr: 0x21000, len: 50, write: W }, { addr: 0x22000, len: 2000, write: W }]);
+    // The tap's header: DATA_VALID set, and stale bytes where num_buffers goes (the tap skips them).
+    tap.inbox.push(tapFrame(90, { hdr: [2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xee, 0xee], seed: 5 }));
+    dev.notify(0);
+    assert.deepEqual(rx.usedElem(0), { id: h, len: 12 + 90 });
+    assert.deepEqual([...mem.read(0x20000, 12)], [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0]);
+    const expect = tapFrame(90, { seed: 5 }).subarray(12);
+    assert.deepEqual(mem.read(0x21000, 50), expect.subarray(0, 50));
+    assert.deepEqual(mem.read(0x22000, 40), expect.subarray(50));
+    assert.equal(mem.readU8(0x22000 + 40), 0xaa); // nothing past the frame
+    assert.equal(mem.readU8(0x20000 + 12), 0xaa);
+    assert.equal(mem.readU8(0x21000 + 50), 0xaa);
+    assert.equal(dev.rxFrames, 1);
+    assert.deepEqual(events, [['used', 0, 0]]);
+    assert.equal(tap.watches, 0); // no buffers left: the tap is no longer watched
+  });
+
+  it('never writes outside the posted buffers, whatever their sizes and the frame length', () => {
+    fc.assert(
+      fc.property(fc.array(fc.integer({ min: 0, max: 300 }), { minLength: 1, maxLength: 5 }), fc.integer({ min: 14, max: 1200 }), (lens, frameLen) => {
+        const { mem, rx, dev, tap } = setup({ memSize: 1 << 18 });
+        const region = mem.slice(0x20000, 0x10000);
+        region.fill(0xaa);
+        const bufs = lens.map((len, i) => ({ addr: 0x20000 + i * 0x800, len, write: W }));
+        const h = rx.addChain(bufs);
+        const frame = tapFrame(frameLen, { seed: frameLen });
+        tap.inbox.push(frame);
+        dev.notify(0);
+        const room = lens.reduce((a, b) => a + b, 0);
+        const fits = room >= frame.length;
+        assert.deepEqual(rx.usedElem(0), { id: h, len: fits ? frame.length : 0 });
+        assert.equal(dev.rxFrames + dev.rxDropped, 1);
+        // Reassemble what the device wrote; every other byte of the region is untouched.
+        const got = [];
+        const touched = new Uint8Array(region.length);
+        let left = fits ? frame.length : 0;
+        bufs.forEach((b) => {
+          const n = Math.min(b.len, left);
+          for (let i = 0; i < n; i++) {
+            got.push(region[b.addr - 0x20000 + i]);
+            touched[b.addr - 0x20000 + i] = 1;
+          }
+          left -= n;
+        });
+        region.forEach((v, i) => touched[i] || assert.equal(v, 0xaa, `byte ${i} written`));
+        if (fits) assert.deepEqual(got.slice(12), [...frame.subarray(12)]);
+      }),
+      { numRuns: 200 },
+    );
+  });
+
+  it('returns a too-small buffer empty and counts the drop; the next frame gets the next buffer', () => {
+    const { rx, dev, tap, events } = setup();
+    const small = rx.addChain([{ addr: 0x20000, len: 100, write: W }]);
+    const big = rx.addChain([{ addr: 0x30000, len: 1526, write: W }]);
+    tap.inbox.push(tapFrame(1500), tapFrame(60));
+    dev.notify(0);
+    assert.deepEqual(rx.usedElem(0), { id: small, len: 0 });
+    assert.deepEqual(rx.usedElem(1), { id: big, len: 72 });
+    assert.equal(dev.rxDropped, 1);
+    assert.equal(dev.rxFrames, 1);
+    assert.match(warnings(events)[0], /1500-byte frame does not fit a 100-byte receive buffer/);
+  });
+
+  it('drops unusable frames from the tap without using a buffer: runts, truncated reads, offload headers', () => {
+    const { rx, dev, tap } = setup();
+    const h = rx.addChain([{ addr: 0x20000, len: 2000, write: W }]);
+    tap.inbox.push(
+      tapFrame(13), // shorter than an Ethernet header
+      tapFrame(NET_MAX_TX + 10), // the read fills the scratch buffer: truncated
+      tapFrame(60, { hdr: [1] }), // NEEDS_CSUM
+      tapFrame(60, { hdr: [0, 4] }), // GSO TCPV6
+      tapFrame(60, { seed: 77 }),
+    );
+    dev.notify(0);
+    assert.equal(dev.rxDropped, 4);
+    assert.equal(rx.usedIdx(), 1);
+    assert.deepEqual(rx.usedElem(0), { id: h, len: 72 });
+  });
+
+  it('with no buffers posted stops watching the tap and leaves frames queued there; a notify resumes', () => {
+    const { rx, dev, tap, events } = setup();
+    assert.equal(tap.watches, 1); // activate() starts listening
+    tap.inbox.push(tapFrame(60, { seed: 1 }), tapFrame(60, { seed: 2 }), tapFrame(60, { seed: 3 }));
+    tap.fire();
+    assert.equal(tap.watches, 0);
+    assert.equal(tap.reads, 0); // nothing taken from the tap with nowhere to put it
+    assert.equal(tap.inbox.length, 3);
+    tap.fire(); // a late wake-up after the stop is harmless
+    rx.addChain([{ addr: 0x20000, len: 100, write: W }]);
+    rx.addChain([{ addr: 0x21000, len: 100, write: W }]);
+    dev.notify(0);
+    assert.equal(rx.usedIdx(), 2);
+    assert.equal(tap.inbox.length, 1);
+    assert.equal(tap.watches, 0);
+    rx.addChain([{ addr: 0x22000, len: 100, write: W }]);
+    rx.addChain([{ addr: 0x23000, len: 100, write: W }]);
+    dev.notify(0);
+    assert.equal(rx.usedIdx(), 3);
+    assert.equal(tap.inbox.length, 0);
+    assert.equal(tap.watches, 1); // a buffer is waiting: listen for the next frame
+    tap.inbox.push(tapFrame(60, { seed: 4 }));
+    tap.fire();
+    assert.equal(rx.usedIdx(), 4);
+    assert.equal(dev.rxFrames, 4);
+    assert.deepEqual(events.filter((e) => e[0] !== 'used'), []);
+  });
+
+  it('with the receive queue disabled never watches the tap, and transmits all the same', () => {
+    const { mem, tx, dev, tap } = setup({ rxEnabled: false });
+    assert.equal(tap.watches, 0);
+    tap.inbox.push(tapFrame(60));
+    dev.notify(0);
+    assert.equal(tap.reads, 0);
+    mem.write(0x40000, tapFrame(60));
+    tx.addChain([{ addr: 0x40000, len: 72 }]);
+    dev.notify(1);
+    assert.equal(tap.sent.length, 1);
+  });
+
+  it('refuses a receive chain with a device-readable buffer: from notify() it throws, from the event loop it fails the device', () => {
+    const a = setup();
+    a.rx.addChain([{ addr: 0x20000, len: 12 }, { addr: 0x21000, len: 1514, write: W }]);
+    a.tap.inbox.push(tapFrame(60));
+    assert.throws(() => a.dev.notify(0), (e) => isVirtq(e) && /receive buffer 0 has a device-readable part/.test(e.message));
+
+    const b = setup();
+    b.rx.addChain([{ addr: 0x20000, len: 12 }, { addr: 0x21000, len: 1514, write: W }]);
+    b.tap.inbox.push(tapFrame(60));
+    b.tap.fire();
+    const fails = b.events.filter((e) => e[0] === 'fail');
+    assert.equal(fails.length, 1);
+    assert.ok(isVirtq(fails[0][1]));
+    assert.equal(b.tap.watches, 0);
+
+    const c = setup();
+    c.mem.writeU16(c.rx.avail + 4, 99); // a head past the end of the table
+    c.mem.writeU16(c.rx.avail + 2, 1);
+    c.tap.inbox.push(tapFrame(60));
+    assert.throws(() => c.dev.notify(0), (e) => isVirtq(e) && e.virtqCode === 'DESC_INDEX');
+  });
+
+  it('stops receiving (once, with a warning) when the tap fails to read, and keeps transmitting', () => {
+    const { mem, rx, tx, dev, tap, events } = setup();
+    rx.addChain([{ addr: 0x20000, len: 2000, write: W }]);
+    tap.readError = new Error('tap fake0: read failed: EBADFD');
+    dev.notify(0);
+    assert.equal(tap.watches, 0);
+    assert.match(warnings(events)[0], /receiving from tap fake0 failed .*EBADFD.*until the device is reset/);
+    tap.readError = undefined;
+    tap.inbox.push(tapFrame(60));
+    dev.notify(0);
+    assert.equal(rx.usedIdx(), 0);
+    mem.write(0x40000, tapFrame(60));
+    tx.addChain([{ addr: 0x40000, len: 72 }]);
+    dev.notify(1);
+    assert.equal(tap.sent.length, 1);
+  });
+
+  it('a watch that ends with an error halts receiving', () => {
+    const { rx, dev, tap, events } = setup();
+    rx.addChain([{ addr: 0x20000, len: 2000, write: W }]);
+    tap.fire('EBADF');
+    assert.match(warnings(events)[0], /EBADF/);
+    tap.inbox.push(tapFrame(60));
+    dev.notify(0);
+    assert.equal(rx.usedIdx(), 0);
+  });
+});
+
+describe('virtio-net: reset and close', () => {
+  it('reset() stops watching and forgets the queues; activate() starts afresh; close() closes the tap', () => {
+    const { rx, tx, dev, tap, ctx, mem } = setup();
+    assert.equal(tap.watches, 1);
+    dev.reset();
+    assert.equal(tap.watches, 0);
+    rx.addChain([{ addr: 0x20000, len: 2000, write: W }]);
+    tap.inbox.push(tapFrame(60));
+    mem.write(0x40000, tapFrame(60));
+    tx.addChain([{ addr: 0x40000, len: 72 }]);
+    dev.notify(0);
+    dev.notify(1);
+    assert.equal(rx.usedIdx(), 0);
+    assert.equal(tap.sent.length, 0);
+    dev.activate(ctx);
+    dev.notify(0);
+    dev.notify(1);
+    assert.equal(rx.usedIdx(), 1);
+    assert.equal(tap.sent.length, 1);
+    dev.close();
+    assert.equal(tap.closed, true);
+    assert.equal(tap.watches, 0);
+  });
+});
+
+// ---- a real tap, in a network namespace of our own ----------------------------------------------
+
+const child = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'helpers', 'net-child.mjs');
+
+function netnsProblem() {
+  if (process.getuid?.() !== 0) return 'needs root (network namespaces and taps need CAP_SYS_ADMIN and CAP_NET_ADMIN)';
+  if (!existsSync('/dev/net/tun')) return '/dev/net/tun is missing';
+  if (spawnSync('ip', ['-V']).status !== 0) return '`ip` (iproute2) is not installed';
+  return undefined;
+}
+const problem = netnsProblem();
+if (problem && process.env.CI) throw new Error(`virtio-net tap test: ${problem}: required under CI=true`);
+
+function run(cmd, args, ms) {
+  return new Promise((resolve) => {
+    const p = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    p.stdout.on('data', (d) => (stdout += d));
+    p.stderr.on('data', (d) => (stderr += d));
+    const timer = setTimeout(() => p.kill('SIGKILL'), ms);
+    p.on('close', (status) => {
+      clearTimeout(timer);
+      resolve({ status, stdout, stderr });
+    });
+  });
+}
+
+describe('virtio-net over a real tap in a private network namespace', { skip: problem ?? false }, () => {
+  it('carries ARP, ICMP echo and TCP between the "guest" rings and the kernel, with backpressure', async () => {
+    const ns = `nvtest-${process.pid}`;
+    execFileSync('ip', ['netns', 'add', ns]);
+    let r;
+    try {
+      r = await run('ip', ['netns', 'exec', ns, process.execPath, child], 30_000);
+    } finally {
+      execFileSync('ip', ['netns', 'del', ns]);
+    }
+    assert.equal(r.status, 0, r.stderr);
+    const out = JSON.parse(r.stdout.trim().split('\n').pop());
+    assert.equal(out.error, undefined, `${out.error}\n${r.stderr}`);
+    assert.deepEqual(out.failures, []);
+    const guestMac = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
+    const hostMac = out.hostMac.split(':').map((h) => parseInt(h, 16));
+
+    // Before any receive buffer was posted the model neither read the tap nor woke up for it, and
+    // the ARP reply waited in the tap's queue until buffers came.
+    assert.deepEqual(out.stalled, { tapReads: 0, tapWakeups: 0, rxFrames: 0 });
+
+    assert.deepEqual(out.arp, { txUsedLen: 0, dstMac: guestMac, senderMac: hostMac, senderIp: [10, 0, 2, 1], targetMac: guestMac, targetIp: [10, 0, 2, 15] });
+    assert.deepEqual(out.icmp, { src: [10, 0, 2, 1], dst: [10, 0, 2, 15], dstMac: guestMac, type: 0, id: 0x1234, seq: 1, payloadMatches: true, ipOk: true, l4Ok: true });
+    assert.deepEqual(out.synAck, { ack: 1001, ipOk: true, l4Ok: true });
+    assert.equal(out.serverGot, 'hello from the guest');
+    assert.deepEqual(out.tcpAnswer, { text: 'pong: hello from the guest', ipOk: true, l4Ok: true });
+    for (const h of out.rxHeaders) assert.deepEqual(h, [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0]);
+    assert.ok(out.counters.txFrames >= 5, JSON.stringify(out.counters));
+    assert.equal(out.counters.txDropped, 0);
+    assert.equal(out.counters.rxDropped, 0);
+    assert.ok(out.counters.rxFrames >= 4);
+    // The namespace is gone, and the tap with it.
+    assert.ok(!execFileSync('ip', ['netns', 'list']).toString().includes(ns));
+  });
+});
