@@ -42,6 +42,7 @@ import { ConsoleInput, type ConsoleSinkDevice } from './console-input.js';
 import { VirtioRng } from '../devices/virtio/rng.js';
 import { VirtioBlk } from '../devices/virtio/blk.js';
 import { VirtioNet } from '../devices/virtio/net.js';
+import { VirtioNinep } from '../devices/virtio/p9/device.js';
 import { VirtioConsole } from '../devices/virtio/console.js';
 import { FdSink } from './fd-sink.js';
 import { VirtioPciDevice } from '../devices/virtio/pci-device.js';
@@ -502,6 +503,7 @@ function openVirtioModels(config: MachineConfig, log: Logger): VirtioDevice[] {
     if (config.rng) models.push(new VirtioRng());
     for (const d of config.disks ?? []) models.push(new VirtioBlk({ ...d, log }));
     for (const n of config.nets ?? []) models.push(new VirtioNet(n));
+    for (const sh of config.shares ?? []) models.push(new VirtioNinep({ root: sh.hostDir, tag: sh.tag, readOnly: sh.readOnly ?? false }));
     return models;
   } catch (e) {
     for (const m of models) void m.close?.();

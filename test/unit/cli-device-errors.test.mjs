@@ -19,6 +19,9 @@ describe('device flags: bad input', () => {
     [['--disk', 'x.img,bogus'], /^nodevisor: --disk x\.img,bogus: unknown option "bogus"/],
     [['--net', 'eth0'], /^nodevisor: --net eth0: expected tap=NAME/],
     [['--share', dir], /^nodevisor: --share .*: expected HOSTDIR:TAG/],
+    [['--share', `${path.join(dir, 'nope')}:t`], /^nodevisor: virtio-9p: shared directory .*nope: no such directory\n$/],
+    [['--share', `${empty}:t`], /^nodevisor: virtio-9p: shared path .*empty\.img is not a directory\n$/],
+    [['--share', `${dir}:bad\ttag`], /^nodevisor: virtio-9p: mount tag .* contains a control character\n$/],
     [['--console', 'vga'], /Invalid values:|console/],
   ];
   for (const [flags, expected] of cases) {

@@ -1,0 +1,164 @@
+/**
+ * virtio-9p (host directory sharing): the transport-independent model. One request queue; each chain
+ * carries one 9P2000.L request in its device-readable buffers and room for the reply in its
+ * device-writable ones. The configuration space holds the mount tag the guest mounts by
+ * (`mount -t 9p -o trans=virtio <tag> /mnt`).
+ *
+ * Bad requests get a 9P error reply rather than a VirtqError: one malformed or oversized request is
+ * the guest's problem to see as an error, and resetting the device would take the whole mount down.
+ *  - A request whose size field is larger than the negotiated msize (or the server's cap before
+ *    Tversion) is not copied: it gets Rlerror(EMSGSIZE) with its tag. Bytes the driver supplies
+ *    beyond the size field are ignored; fewer than it claims is a malformed request (EPROTO).
+ *  - A reply that does not fit the writable buffers: reads and directory listings are cut to fit
+ *    (the server is told the room); any other reply that would not fit becomes Rlerror(EMSGSIZE).
+ *  - A chain without room for even an Rlerror (11 bytes) is returned unserved (0 bytes written), so
+ *    a request is never carried out without its reply being deliverable.
+ * Nothing is ever written beyond the writable buffers.
+ */
+import { VmmError } from '../../../errors.js';
+import { VIRTIO_ID, bit } from '../constants.js';
+import type { VirtioDevice, VirtioDeviceContext } from '../device.js';
+import type { Buffer as VirtqBuffer, DescriptorChain } from '../queue.js';
+import { ERRNO, HEADER_SIZE, encodeRlerror, peekTag } from './protocol.js';
+import { P9Server } from './server.js';
+
+/** Feature bit: the configuration space carries a mount tag. */
+export const VIRTIO_9P_MOUNT_TAG = 0;
+export const P9_QUEUE_SIZE = 128;
+/** The longest tag accepted (bytes of UTF-8). */
+export const P9_MAX_TAG_LEN = 36;
+/** size[4] type[1] tag[2] ecode[4]: the smallest reply there is. */
+const RLERROR_SIZE = HEADER_SIZE + 4;
+
+export interface VirtioNinepOptions {
+  /** Host directory to share. */
+  readonly root: string;
+  /** Mount tag the guest uses to name this share. */
+  readonly tag: string;
+  readonly readOnly?: boolean;
+}
+
+/** The tag as config-space bytes, or a BAD_CONFIG error saying what is wrong with it. */
+export function encodeMountTag(tag: string): Uint8Array {
+  const bytes = new TextEncoder().encode(tag);
+  const problem =
+    tag.length === 0 ? 'is empty'
+    : new TextDecoder().decode(bytes) !== tag ? 'is not valid Unicode (lone surrogate)'
+    : bytes.byteLength > P9_MAX_TAG_LEN ? `is ${bytes.byteLength} bytes of UTF-8, more than ${P9_MAX_TAG_LEN}`
+    : /[\u0000-\u001f\u007f]/.test(tag) ? 'contains a control character'
+    : undefined;
+  if (problem) throw new VmmError('BAD_CONFIG', `virtio-9p: mount tag ${JSON.stringify(tag)} ${problem}`);
+  return bytes;
+}
+
+export class VirtioNinep implements VirtioDevice {
+  readonly kind = '9p';
+  readonly deviceId = VIRTIO_ID.NINEP;
+  readonly features = bit(VIRTIO_9P_MOUNT_TAG);
+  readonly queueMaxSizes = [P9_QUEUE_SIZE] as const;
+  readonly configSize: number;
+  readonly server: P9Server;
+  readonly tag: string;
+  readonly #tagBytes: Uint8Array;
+  #ctx: VirtioDeviceContext | undefined;
+
+  constructor(opts: VirtioNinepOptions) {
+    this.#tagBytes = encodeMountTag(opts.tag);
+    this.tag = opts.tag;
+    try {
+      this.server = new P9Server({
+        root: opts.root,
+        readOnly: opts.readOnly ?? false,
+        onUnexpected: (e) => this.#ctx?.log.warn({ err: e }, 'virtio-9p: unexpected error, answered EIO'),
+      });
+    } catch (e) {
+      throw new VmmError('BAD_CONFIG', `virtio-9p: ${(e as Error).message}`, { cause: e });
+    }
+    this.configSize = 2 + this.#tagBytes.byteLength;
+  }
+
+  /** struct virtio_9p_config: tag_len (le16), then the tag, not NUL-terminated. */
+  bindConfig(config: DataView): void {
+    config.setUint16(0, this.#tagBytes.byteLength, true);
+    for (let i = 0; i < this.#tagBytes.byteLength; i++) config.setUint8(2 + i, this.#tagBytes[i]!);
+  }
+
+  activate(ctx: VirtioDeviceContext): void {
+    this.#ctx = ctx;
+  }
+
+  notify(index: number): void {
+    const ctx = this.#ctx;
+    if (index !== 0 || !ctx) return;
+    const q = ctx.queue(0);
+    if (!q) return;
+    const before = q.nextUsed;
+    try {
+      for (let chain = q.pop(); chain; chain = q.pop()) q.pushUsed(chain.head, this.#serve(ctx, chain));
+    } finally {
+      // Chains completed before a broken one still reach the driver.
+      if (q.nextUsed !== before) ctx.usedAdded(0, before);
+    }
+  }
+
+  reset(): void {
+    this.#ctx = undefined;
+    this.server.reset(); // a reset guest starts over with Tversion; open host files are closed
+  }
+
+  close(): void {
+    this.#ctx = undefined;
+    this.server.reset();
+  }
+
+  /** Serves one chain; returns the bytes written to its writable buffers. */
+  #serve(ctx: VirtioDeviceContext, chain: DescriptorChain): number {
+    const room = total(chain.writable);
+    if (room < RLERROR_SIZE) {
+      ctx.log.warn({ head: chain.head, room }, 'virtio-9p: request without room for a reply, returned unserved');
+      return 0;
+    }
+    // Copy only what the message's own size field claims (within what the driver supplied), and
+    // refuse before copying anything large when that claim is beyond the negotiated msize.
+    const supplied = total(chain.readable);
+    const head = gather(ctx, chain.readable, Math.min(supplied, HEADER_SIZE));
+    const declared = head.byteLength >= 4 ? new DataView(head.buffer).getUint32(0, true) : supplied;
+    let reply: Uint8Array;
+    if (declared > this.server.maxRequest) {
+      reply = encodeRlerror(peekTag(head), ERRNO.EMSGSIZE);
+    } else {
+      reply = this.server.handle(gather(ctx, chain.readable, Math.min(supplied, Math.max(declared, HEADER_SIZE))), room);
+    }
+    if (reply.byteLength > room) reply = encodeRlerror(peekTag(reply), ERRNO.EMSGSIZE); // cannot happen: the server was told the room
+    return scatter(ctx, chain.writable, reply);
+  }
+}
+
+function total(bufs: readonly VirtqBuffer[]): number {
+  return bufs.reduce((n, b) => n + b.len, 0);
+}
+
+/** The first `len` bytes of the readable buffers, copied out of guest memory. */
+function gather(ctx: VirtioDeviceContext, bufs: readonly VirtqBuffer[], len: number): Uint8Array {
+  const out = new Uint8Array(len);
+  let at = 0;
+  for (const b of bufs) {
+    if (at >= len) break;
+    const n = Math.min(b.len, len - at);
+    if (n > 0) out.set(ctx.mem.slice(b.addr, n, 'virtio-9p request'), at);
+    at += n;
+  }
+  return out;
+}
+
+/** Copies `data` into the writable buffers in order, never past their ends; returns the bytes copied. */
+function scatter(ctx: VirtioDeviceContext, bufs: readonly VirtqBuffer[], data: Uint8Array): number {
+  let at = 0;
+  for (const b of bufs) {
+    if (at >= data.byteLength) break;
+    const n = Math.min(b.len, data.byteLength - at);
+    if (n > 0) ctx.mem.write(b.addr, data.subarray(at, at + n), 'virtio-9p reply');
+    at += n;
+  }
+  return at;
+}
