@@ -107,14 +107,14 @@ build_stock() {
 }
 
 # The modules the init loads, in dependency order (those built into the kernel are simply absent).
-MODULES="failover net_failover virtio virtio_ring virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk virtio_net virtio_console virtio-rng netfs fscache 9pnet 9pnet_virtio 9p"
+MODULES="failover net_failover virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk virtio_net virtio_console virtio-rng netfs fscache 9pnet 9pnet_virtio 9p"
 
 build_initramfs() {
   build_stock
   local key out="$kit/initramfs.cpio.gz" bbver
   [ -n "$(pkg_version busybox-static)" ] || apt_update_once
   bbver=$(pkg_version busybox-static)
-  key="$(cat "$kit/stock/key") busybox-static=$bbver $(sha256sum "$here/init" | cut -c1-16)"
+  key="$(cat "$kit/stock/key") busybox-static=$bbver $(sha256sum "$here/init" | cut -c1-16) agent=$(sha256sum "$here/agent/nv-agent.c" | cut -c1-16)"
   if [ -f "$out" ] && [ -f "$kit/initramfs.key" ] && [ "$(cat "$kit/initramfs.key")" = "$key" ]; then return; fi
   need cpio cpio xz-utils xz
   say "building the busybox initramfs..."
@@ -127,6 +127,8 @@ build_initramfs() {
   for app in $("$root/bin/busybox" --list); do [ -e "$root/bin/$app" ] || ln -s busybox "$root/bin/$app"; done
   cp "$here/init" "$root/init"
   chmod 755 "$root/init"
+  # The command runner's agent (nodevisor run -- COMMAND), static so that it needs nothing else.
+  gcc -static -O2 -s -Wall -Wextra -o "$root/bin/nv-agent" "$here/agent/nv-agent.c"
   local moddir
   moddir=$(ls -d "$kit"/stock/modules/*/ 2>/dev/null | head -1 || true)
   : > "$root/lib/modules/load-order"

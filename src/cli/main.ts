@@ -12,6 +12,7 @@ export async function main(args: string[]): Promise<void> {
   try {
     await yargs(args)
       .scriptName('nodevisor')
+      .parserConfiguration({ 'populate--': true })
       .command(runCommand)
       .command(doctorCommand)
       .command(serveCommand)

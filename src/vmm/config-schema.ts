@@ -18,6 +18,7 @@ export const machineConfigSchema = {
     testdev: { type: 'boolean' },
     rng: { type: 'boolean' },
     console: { enum: ['serial', 'virtio'] },
+    agent: { type: 'boolean' },
     disks: {
       type: 'array',
       maxItems: 16,

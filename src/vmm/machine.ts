@@ -71,6 +71,11 @@ export interface MachineConfig {
   readonly nets?: readonly { readonly tap: string; readonly mac?: string }[];
   /** Host folders shared over virtio-9p (mount -t 9p TAG /mnt). */
   readonly shares?: readonly { readonly hostDir: string; readonly tag: string; readonly readOnly?: boolean }[];
+  /**
+   * Adds a virtio-console port for the command runner's agent (after the virtio console, if any):
+   * the host side is machine.agent, driven by a CommandRunner.
+   */
+  readonly agent?: boolean;
   /** The guest console: COM1 (ttyS0, the default) or a virtio-console device (hvc0). */
   readonly console?: 'serial' | 'virtio';
   /** Adds the scratch test device (ports 0xe0-0xe7, MMIO 0xd0000000) used by the test guests. */
@@ -125,6 +130,10 @@ export class Machine extends EventEmitter {
   readonly #msi: MsiRouter;
   /** The virtio console, with `console: 'virtio'`. */
   readonly virtioConsole: VirtioConsole | undefined;
+  /** The command runner's channel, with `agent: true`: write() sends to the guest's agent. */
+  readonly agent: VirtioConsole | undefined;
+  /** Receives the agent's bytes; returns false to hold the guest until agent.resume(). */
+  #agentOutput: (bytes: Uint8Array) => boolean = () => true;
   /** Where the ACPI tables went (the RSDP is what boot protocols pass on). */
   acpi: AcpiLayout | undefined;
   readonly #control = new SharedArrayBuffer(CONTROL.WORDS * 4);
@@ -348,6 +357,11 @@ export class Machine extends EventEmitter {
     if (next === this.#state) return;
     this.#state = next;
     this.emit('state', next);
+  }
+
+  /** Sets where the agent's bytes go (see `agent`). */
+  onAgentOutput(handler: (bytes: Uint8Array) => boolean): void {
+    this.#agentOutput = handler;
   }
 
   /** Where console input goes: the virtio console when there is one, else COM1. */

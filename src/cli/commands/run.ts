@@ -10,6 +10,7 @@ import { VmmError } from '../../errors.js';
 import { MIN_MEM } from '../../arch/x86_64/layout.js';
 import { formatSize, parseSize } from '../size.js';
 import { parseDisk, parseNet, parseShare } from '../device-flags.js';
+import { runCommandInGuest } from './run-command.js';
 
 interface RunArgs {
   kernel?: string;
@@ -28,6 +29,8 @@ interface RunArgs {
   expect?: string;
   json: boolean;
   'log-level': LogLevel;
+  'share-cwd': 'ro' | 'rw' | 'off';
+  '--'?: (string | number)[];
 }
 
 /** Validates --mem: a size, at least MIN_MEM, at most the host's RAM. */
@@ -62,7 +65,7 @@ function watchConsole(machine: Machine, o: { expect: RegExp | undefined; json: b
 
 export const runCommand: CommandModule<object, RunArgs> = {
   command: 'run',
-  describe: 'Boot a kernel or flat guest image, with the serial console on stdout',
+  describe: 'Boot a kernel or flat guest image, with the serial console on stdout; with -- COMMAND, run COMMAND in the guest and exit with its status',
   builder: (y: Argv) =>
     y
       .option('kernel', { type: 'string', describe: 'kernel (bzImage, PVH ELF) or flat real-mode image (default: the guest kit\'s kernel for this host)' })
@@ -79,6 +82,7 @@ export const runCommand: CommandModule<object, RunArgs> = {
       .option('disk', { type: 'string', array: true, default: [] as string[], describe: 'add a virtio-blk disk: PATH[,ro][,id=NAME] (repeatable)' })
       .option('net', { type: 'string', array: true, default: [] as string[], describe: 'add a virtio-net NIC on a tap device: tap=NAME[,mac=MAC] (repeatable)' })
       .option('share', { type: 'string', array: true, default: [] as string[], describe: 'share a host folder over virtio-9p: HOSTDIR:TAG[,ro] (repeatable)' })
+      .option('share-cwd', { choices: ['ro', 'rw', 'off'] as const, default: 'ro' as const, describe: 'with -- COMMAND: share the current directory as the command\'s working directory (read-only by default)' })
       .option('testdev', { type: 'boolean', default: false, describe: 'add the scratch test device used by the test guests' })
       .option('log-level', { choices: LOG_LEVELS, default: 'warn' as LogLevel, describe: 'log level (JSON logs on stderr)' }) as Argv<RunArgs>,
   handler: async (argv) => {
@@ -87,8 +91,13 @@ export const runCommand: CommandModule<object, RunArgs> = {
     if (argv.timeout !== undefined && !(argv.timeout > 0)) throw new VmmError('BAD_CONFIG', `--timeout ${argv.timeout}: must be a positive number of seconds`);
     const log = createLogger(argv['log-level']);
     let { kernel, initrd, cmdline } = argv;
+    const command = (argv['--'] ?? []).map(String);
     if (kernel === undefined) {
-      const d = defaultGuest(detectFlavour());
+      const flavour = detectFlavour();
+      if (command.length && flavour === 'pvm' && !process.env.NODEVISOR_KERNEL) {
+        throw new VmmError('BAD_CONFIG', `running a command needs Linux, and this host's /dev/kvm is PVM: set NODEVISOR_KERNEL to a PVM-enabled kernel, or give --kernel`);
+      }
+      const d = defaultGuest(flavour);
       if (d.note) process.stderr.write(`nodevisor: ${d.note}\n`);
       ({ kernel } = d);
       initrd ??= d.initrd;
@@ -107,6 +116,12 @@ export const runCommand: CommandModule<object, RunArgs> = {
     const emit = (event: object) => process.stdout.write(`${JSON.stringify(event)}\n`);
     const config = { kernel, initrd, cmdline, memBytes, cpus: argv.cpus, testdev: argv.testdev, rng: argv.rng, timeoutSec: argv.timeout, logLevel: argv['log-level'], consoleInput: process.stdin, consoleFd: watch ? undefined : 1,
       console: argv.console, disks: argv.disk.map(parseDisk), nets: argv.net.map(parseNet), shares: argv.share.map(parseShare) };
+    if (command.length) {
+      if (expect) throw new VmmError('BAD_CONFIG', '--expect and -- COMMAND: choose one (the command\'s exit status is the result)');
+      const { consoleInput: _in, consoleFd: _fd, ...base } = config;
+      process.exitCode = await runCommandInGuest({ argv: command, config: base, shareCwd: argv['share-cwd'], json: argv.json, timeoutSec: argv.timeout, log });
+      return;
+    }
     let reason: StopReason;
     const started = performance.now();
     for (let boot = 0; ; boot++) {

@@ -1,0 +1,114 @@
+/**
+ * `nodevisor run [...] -- COMMAND ARGS...`: the CI smoke-boot mode. Boots the guest with the
+ * command runner's agent on a virtio-console port (the guest kit's init starts nv-agent when it
+ * finds nodevisor.agent= on its command line), runs COMMAND there, streams its stdout and stderr to
+ * ours and exits with its status. The guest's serial console is kept (its tail is printed if the
+ * guest ends before the command does); the current directory is shared read-only by default and is
+ * the command's working directory.
+ */
+import { Writable } from 'node:stream';
+import type { Logger } from 'pino';
+import { Machine, type MachineConfig } from '../../vmm/machine.js';
+import { describeStop, exitStatus, type StopReason } from '../../vmm/stop.js';
+import { CommandRunner } from '../../runner/command-runner.js';
+import { VmmError } from '../../errors.js';
+import { Progress } from '../progress.js';
+
+/** The tag and guest path of the shared current directory (the kit's init mounts it there). */
+export const CWD_TAG = 'nvcwd';
+export const CWD_GUEST_PATH = '/mnt/cwd';
+/** Statuses of our own, when the command never reported one. */
+export const RUN_STATUS = { guestEndedEarly: 125 } as const;
+const SERIAL_TAIL_BYTES = 16 * 1024;
+
+export interface RunCommandOptions {
+  readonly argv: readonly string[];
+  readonly config: MachineConfig;
+  readonly shareCwd: 'ro' | 'rw' | 'off';
+  readonly json: boolean;
+  readonly timeoutSec?: number;
+  readonly log: Logger;
+}
+
+/** The kernel command line additions that tell the kit's init what to do. */
+export function agentCmdline(base: string, o: { agentDevice: string; cwd: boolean; shares: readonly string[] }): string {
+  const words = [base, 'quiet', `nodevisor.agent=${o.agentDevice}`];
+  if (o.cwd) words.push(`nodevisor.cwd=${CWD_TAG}`);
+  if (o.shares.length) words.push(`nodevisor.shares=${o.shares.join(',')}`);
+  return words.filter(Boolean).join(' ');
+}
+
+export async function runCommandInGuest(o: RunCommandOptions): Promise<number> {
+  const started = performance.now();
+  const ms = () => Math.round(performance.now() - started);
+  const emit = (event: object) => process.stdout.write(`${JSON.stringify(event)}\n`);
+  const progress = new Progress(process.stderr, !o.json);
+  const shares = [...(o.config.shares ?? [])];
+  if (o.shareCwd !== 'off') shares.push({ hostDir: process.cwd(), tag: CWD_TAG, readOnly: o.shareCwd === 'ro' });
+  if (shares.filter((s) => s.tag === CWD_TAG).length > 1) throw new VmmError('BAD_CONFIG', `--share: the tag ${CWD_TAG} is reserved for the current directory`);
+  const agentDevice = o.config.console === 'virtio' ? 'hvc1' : 'hvc0'; // virtio consoles are numbered in PCI slot order
+  const cmdline = agentCmdline(o.config.cmdline ?? '', { agentDevice, cwd: o.shareCwd !== 'off', shares: (o.config.shares ?? []).map((s) => s.tag) });
+  const config: MachineConfig = { ...o.config, cmdline, shares, agent: true, consoleFd: undefined, consoleInput: undefined, timeoutSec: o.timeoutSec };
+
+  progress.update(`booting ${o.config.kernel}`);
+  const machine = Machine.create(config, o.log);
+  let serialTail = Buffer.alloc(0);
+  machine.on('console', (chunk: Buffer) => {
+    serialTail = Buffer.concat([serialTail, chunk]);
+    if (serialTail.length > 2 * SERIAL_TAIL_BYTES) serialTail = serialTail.subarray(serialTail.length - SERIAL_TAIL_BYTES);
+  });
+  const sink = (stream: 'stdout' | 'stderr') =>
+    o.json
+      ? new Writable({
+          write(chunk: Buffer, _enc, cb) {
+            emit({ event: 'output', stream, data: chunk.toString('utf8') });
+            cb();
+          },
+        })
+      : process[stream];
+  let bootedAt: number | undefined;
+  const runner = new CommandRunner({
+    argv: o.argv,
+    cwd: o.shareCwd !== 'off' ? CWD_GUEST_PATH : '',
+    send: (bytes) => machine.agent!.write(bytes),
+    stdout: sink('stdout'),
+    stderr: sink('stderr'),
+    ...(process.stdin.isTTY ? {} : { stdin: process.stdin }),
+  });
+  machine.onAgentOutput((bytes) => runner.onGuestBytes(bytes));
+  runner.on('resume', () => machine.agent!.resume());
+  runner.on('ready', () => {
+    bootedAt = ms();
+    progress.update(`running ${o.argv.join(' ')}`);
+    progress.done();
+    if (o.json) emit({ event: 'booted', ms: bootedAt });
+  });
+  runner.on('exit', () => machine.kill()); // the guest has nothing left to do: no need to wait for its power-off
+  runner.on('error', (e: Error) => {
+    o.log.error({ err: e }, e.message);
+    machine.kill();
+  });
+  if (o.json) emit({ event: 'started', ms: ms() });
+  const reason: StopReason = await machine.start();
+  progress.done();
+  const status = runner.status ?? failedStatus(reason);
+  if (runner.status === undefined) {
+    const why = reason.kind === 'timeout' ? describeStop(reason) : `the guest ended before the command finished (${describeStop(reason)})`;
+    process.stderr.write(`nodevisor: ${why}\n`);
+    if (serialTail.length && !o.json) process.stderr.write(`nodevisor: last console output:\n${serialTail.subarray(-SERIAL_TAIL_BYTES).toString('utf8')}\n`);
+  }
+  if (o.json) {
+    emit({ event: 'exited', status, ...(runner.status === undefined ? { reason } : {}), timings: { bootMs: bootedAt ?? null, commandMs: bootedAt === undefined ? null : ms() - bootedAt, totalMs: ms() } });
+  }
+  await drain(process.stdout);
+  return status;
+}
+
+function failedStatus(reason: StopReason): number {
+  const s = exitStatus(reason);
+  return s === 0 ? RUN_STATUS.guestEndedEarly : s;
+}
+
+function drain(stream: NodeJS.WriteStream): Promise<void> {
+  return stream.writableNeedDrain ? new Promise((r) => stream.once('drain', () => r())) : Promise.resolve();
+}
