@@ -1,0 +1,79 @@
+// Boots the guest kit's Debian kernel and initramfs under QEMU (software emulation: no KVM needed)
+// with the agent on a virtio-console port and a shared folder, and drives the command through
+// nodevisor's own CommandRunner. This checks the guest side of `run -- COMMAND` (the kit's init,
+// its modules, nv-agent, the 9p mount) under real Linux drivers, against QEMU as the reference VMM.
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { Writable } from 'node:stream';
+import { CommandRunner } from '../../dist/runner/command-runner.js';
+import { kitDir, initramfs } from './kit.mjs';
+
+const stockKernel = path.join(kitDir, 'stock', 'vmlinuz');
+const qemu = spawnSync('qemu-system-x86_64', ['--version']).status === 0;
+const problem = !qemu ? 'qemu-system-x86_64 not installed' : ![stockKernel, initramfs].every(existsSync) ? `guest kit missing (${stockKernel})` : undefined;
+if (problem && process.env.CI) throw new Error(`${problem}: required under CI=true`);
+export const needsQemuKit = { skip: problem ?? false };
+
+export class Collect extends Writable {
+  chunks = [];
+  _write(chunk, _enc, cb) {
+    this.chunks.push(chunk);
+    cb();
+  }
+  get text() {
+    return Buffer.concat(this.chunks).toString();
+  }
+}
+
+/** Runs argv in the kit's Linux under QEMU; resolves { status, stdout, stderr, serial }. */
+export async function runInKitGuest(argv, { share, shareRo = true, stdin, timeoutMs = 240_000 } = {}) {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'nv-qemu-'));
+  const sock = path.join(dir, 'agent.sock');
+  const args = ['-M', 'q35', '-m', '512', '-nographic', '-no-reboot', '-kernel', stockKernel, '-initrd', initramfs,
+    '-append', `console=ttyS0 panic=-1 quiet nodevisor.agent=hvc0${share ? ' nodevisor.cwd=nvcwd' : ''}`,
+    '-chardev', `socket,id=agent,path=${sock},server=on,wait=off`, '-device', 'virtio-serial-pci,disable-legacy=on', '-device', 'virtconsole,chardev=agent'];
+  if (share) args.push('-fsdev', `local,id=f0,path=${share},security_model=none${shareRo ? ',readonly=on' : ''}`, '-device', 'virtio-9p-pci,fsdev=f0,mount_tag=nvcwd,disable-legacy=on');
+  const q = spawn('qemu-system-x86_64', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  let serial = '';
+  q.stdout.on('data', (d) => (serial += d));
+  q.stderr.on('data', (d) => (serial += d));
+  const exited = new Promise((r) => q.once('exit', r));
+  try {
+    const chan = await connectWhenReady(sock, q);
+    const stdout = new Collect();
+    const stderr = new Collect();
+    const runner = new CommandRunner({ argv, cwd: share ? '/mnt/cwd' : '', send: (b) => chan.write(b), stdout, stderr, stdin });
+    chan.on('data', (b) => {
+      if (!runner.onGuestBytes(b)) chan.pause();
+    });
+    runner.on('resume', () => chan.resume());
+    let timer;
+    const timeout = new Promise((_, reject) => (timer = setTimeout(() => reject(new Error(`timed out; serial:\n${serial.slice(-2000)}`)), timeoutMs)));
+    const status = await Promise.race([runner.exited, timeout, exited.then(() => Promise.reject(new Error(`QEMU ended first; serial:\n${serial.slice(-2000)}`)))]);
+    clearTimeout(timer);
+    chan.destroy();
+    return { status, stdout: stdout.text, stderr: stderr.text, serial };
+  } finally {
+    q.kill('SIGKILL');
+    await exited;
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+async function connectWhenReady(sock, q) {
+  for (let i = 0; i < 200; i++) {
+    if (q.exitCode !== null) throw new Error('QEMU exited at start');
+    try {
+      return await new Promise((resolve, reject) => {
+        const c = net.connect(sock, () => resolve(c));
+        c.once('error', reject);
+      });
+    } catch {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+  throw new Error(`no agent socket at ${sock}`);
+}
