@@ -29,7 +29,7 @@ export const machineConfigSchema = {
 
 export const driveSchema = {
   type: 'object',
-  required: ['drive_id', 'is_root_device'],
+  required: ['drive_id', 'path_on_host', 'is_root_device'],
   additionalProperties: false,
   properties: {
     drive_id: { type: 'string', minLength: 1 },
@@ -48,7 +48,7 @@ export const networkInterfaceSchema = {
   additionalProperties: false,
   properties: {
     iface_id: { type: 'string', minLength: 1 },
-    host_dev_name: { type: 'string', minLength: 1, maxLength: 15 },
+    host_dev_name: { type: 'string', pattern: '^[A-Za-z0-9_.-]{1,15}$' },
     guest_mac: { type: 'string', pattern: '^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$' },
     mtu: { type: 'integer', minimum: 68, maximum: 65535 },
   },

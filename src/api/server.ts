@@ -14,6 +14,8 @@ import { VmmError, describeError } from '../errors.js';
 import { actionSchema, bootSourceSchema, driveSchema, machineConfigSchema, networkInterfaceSchema, vmStateSchema } from './schemas.js';
 
 export interface BootSource { kernel_image_path: string; boot_args?: string; initrd_path?: string }
+export interface Drive { drive_id: string; path_on_host: string; is_root_device: boolean; is_read_only?: boolean; partuuid?: string }
+export interface NetworkInterface { iface_id: string; host_dev_name: string; guest_mac?: string }
 export interface MachineConfiguration { vcpu_count: number; mem_size_mib: number; smt: boolean; track_dirty_pages: boolean; huge_pages: 'None' | 'Transparent' | '2M' }
 
 /** Firecracker's InstanceInfo.state values. */
@@ -37,6 +39,9 @@ export class ApiServer {
   #boot: BootSource | undefined;
   #machineConfig: MachineConfiguration = { vcpu_count: 1, mem_size_mib: 128, smt: false, track_dirty_pages: false, huge_pages: 'None' };
   #machine: Machine | undefined;
+  /** Drives and NICs by id, in the order first PUT (a PUT of an existing id replaces it in place). */
+  readonly #drives = new Map<string, Drive>();
+  readonly #nets = new Map<string, NetworkInterface>();
   #socketPath: string | undefined;
   /** Resolves with how the guest ended once an instance was started and has stopped. */
   readonly stopped: Promise<StopReason>;
@@ -83,16 +88,30 @@ export class ApiServer {
       return reply.code(204).send();
     });
 
-    app.put<{ Params: { drive_id: string }; Body: { drive_id: string } }>('/drives/:drive_id', { schema: { body: driveSchema } }, async (req) => {
+    app.put<{ Params: { drive_id: string }; Body: Drive & { cache_type?: string; io_engine?: string } }>('/drives/:drive_id', { schema: { body: driveSchema } }, async (req, reply) => {
       this.#preBoot();
-      if (req.body.drive_id !== req.params.drive_id) throw fault(`drive_id in the body (${req.body.drive_id}) differs from the path (${req.params.drive_id})`);
-      throw fault('block devices (virtio-blk) are not available in this nodevisor yet');
+      const d = req.body;
+      if (d.drive_id !== req.params.drive_id) throw fault(`drive_id in the body (${d.drive_id}) differs from the path (${req.params.drive_id})`);
+      if (d.partuuid !== undefined) throw fault('partuuid: booting from a partition is not supported (the root device is the whole disk)');
+      if (!existsSync(d.path_on_host) || !statSync(d.path_on_host).isFile()) throw fault(`path_on_host ${d.path_on_host}: no such file`);
+      if (d.is_root_device) {
+        const other = [...this.#drives.values()].find((x) => x.is_root_device && x.drive_id !== d.drive_id);
+        if (other) throw fault(`drive ${other.drive_id} is already the root device`);
+      }
+      this.#drives.set(d.drive_id, { drive_id: d.drive_id, path_on_host: d.path_on_host, is_root_device: d.is_root_device, ...(d.is_read_only !== undefined ? { is_read_only: d.is_read_only } : {}) });
+      return reply.code(204).send();
     });
 
-    app.put<{ Params: { iface_id: string }; Body: { iface_id: string } }>('/network-interfaces/:iface_id', { schema: { body: networkInterfaceSchema } }, async (req) => {
+    app.put<{ Params: { iface_id: string }; Body: NetworkInterface & { mtu?: number } }>('/network-interfaces/:iface_id', { schema: { body: networkInterfaceSchema } }, async (req, reply) => {
       this.#preBoot();
-      if (req.body.iface_id !== req.params.iface_id) throw fault(`iface_id in the body (${req.body.iface_id}) differs from the path (${req.params.iface_id})`);
-      throw fault('network interfaces (virtio-net) are not available in this nodevisor yet');
+      const n = req.body;
+      if (n.iface_id !== req.params.iface_id) throw fault(`iface_id in the body (${n.iface_id}) differs from the path (${req.params.iface_id})`);
+      if (n.mtu !== undefined) throw fault('mtu: setting the MTU is not supported');
+      if (n.guest_mac !== undefined && parseInt(n.guest_mac.slice(0, 2), 16) & 1) throw fault(`guest_mac ${n.guest_mac}: a multicast address`);
+      const clash = [...this.#nets.values()].find((x) => x.host_dev_name === n.host_dev_name && x.iface_id !== n.iface_id);
+      if (clash) throw fault(`host_dev_name ${n.host_dev_name} is already used by ${clash.iface_id}`);
+      this.#nets.set(n.iface_id, { iface_id: n.iface_id, host_dev_name: n.host_dev_name, ...(n.guest_mac !== undefined ? { guest_mac: n.guest_mac } : {}) });
+      return reply.code(204).send();
     });
 
     app.put<{ Body: { action_type: 'FlushMetrics' | 'InstanceStart' | 'SendCtrlAltDel' } }>('/actions', { schema: { body: actionSchema } }, async (req, reply) => {
@@ -138,12 +157,19 @@ export class ApiServer {
     if (this.#machine) throw fault('InstanceStart: the microVM has already been started');
     if (!this.#boot) throw fault('InstanceStart: no boot source (PUT /boot-source first)');
     const mc = this.#machineConfig;
+    // As Firecracker: the root device is the first disk (vda), named on the kernel command line.
+    const drives = [...this.#drives.values()].sort((a, b) => Number(b.is_root_device) - Number(a.is_root_device));
+    const root = drives.find((d) => d.is_root_device);
+    let cmdline = this.#boot.boot_args;
+    if (root && !/(^|\s)root=/.test(cmdline ?? '')) cmdline = `${cmdline ?? ''} root=/dev/vda ${root.is_read_only ? 'ro' : 'rw'}`.trim();
     const machine = Machine.create(
       {
         ...this.opts.machineDefaults,
         kernel: this.#boot.kernel_image_path,
         ...(this.#boot.initrd_path !== undefined ? { initrd: this.#boot.initrd_path } : {}),
-        ...(this.#boot.boot_args !== undefined ? { cmdline: this.#boot.boot_args } : {}),
+        ...(cmdline !== undefined ? { cmdline } : {}),
+        disks: drives.map((d) => ({ path: d.path_on_host, ...(d.is_read_only ? { readOnly: true } : {}), id: d.drive_id.slice(0, 20) })),
+        nets: [...this.#nets.values()].map((n) => ({ tap: n.host_dev_name, ...(n.guest_mac !== undefined ? { mac: n.guest_mac.toLowerCase() } : {}) })),
         memBytes: mc.mem_size_mib * 2 ** 20,
         cpus: mc.vcpu_count,
         hugepages: mc.huge_pages === 'Transparent' ? 1 : mc.huge_pages === '2M' ? 2 : 0,

@@ -1,0 +1,57 @@
+// The Firecracker API's pre-boot device resources (drives, network interfaces), through the server's
+// request handling (fastify inject: no socket, no VM needed to check what is accepted and refused).
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { ApiServer } from '../../dist/api/server.js';
+import { silentLogger } from '../../dist/log.js';
+
+const dir = mkdtempSync(path.join(os.tmpdir(), 'nv-api-dev-'));
+const disk = path.join(dir, 'rootfs.img');
+writeFileSync(disk, Buffer.alloc(1 << 20));
+
+async function put(api, url, body) {
+  const r = await api.app.inject({ method: 'PUT', url, payload: body });
+  return { status: r.statusCode, body: r.body ? JSON.parse(r.body) : undefined };
+}
+
+describe('REST API: drives and network interfaces before boot', () => {
+  it('accepts a drive and a NIC (204), and a PUT of the same id replaces it', async () => {
+    const api = new ApiServer({ id: 't', version: '0', log: silentLogger });
+    assert.equal((await put(api, '/drives/rootfs', { drive_id: 'rootfs', path_on_host: disk, is_root_device: true, is_read_only: false })).status, 204);
+    assert.equal((await put(api, '/drives/rootfs', { drive_id: 'rootfs', path_on_host: disk, is_root_device: true, is_read_only: true })).status, 204);
+    assert.equal((await put(api, '/network-interfaces/eth0', { iface_id: 'eth0', host_dev_name: 'tap0', guest_mac: 'AA:FC:00:00:00:01' })).status, 204);
+  });
+
+  it('refuses bad bodies with a fault_message naming the problem, and changes nothing', async () => {
+    const api = new ApiServer({ id: 't', version: '0', log: silentLogger });
+    const cases = [
+      ['/drives/a', { drive_id: 'b', path_on_host: disk, is_root_device: false }, /differs from the path/],
+      ['/drives/a', { drive_id: 'a', path_on_host: path.join(dir, 'missing.img'), is_root_device: false }, /path_on_host .*missing\.img: no such file/],
+      ['/drives/a', { drive_id: 'a', is_root_device: false }, /path_on_host/],
+      ['/drives/a', { drive_id: 'a', path_on_host: disk, is_root_device: false, bogus: 1 }, /unknown field bogus/],
+      ['/drives/a', { drive_id: 'a', path_on_host: disk, is_root_device: true, partuuid: 'x' }, /partuuid/],
+      ['/network-interfaces/eth0', { iface_id: 'eth0', host_dev_name: 'much-too-long-tap-name' }, /host_dev_name/],
+      ['/network-interfaces/eth0', { iface_id: 'eth0', host_dev_name: 'tap0', guest_mac: '01:00:5e:00:00:01' }, /multicast/],
+      ['/network-interfaces/eth0', { iface_id: 'eth0', host_dev_name: 'tap0', mtu: 9000 }, /mtu/],
+    ];
+    for (const [url, body, expected] of cases) {
+      const r = await put(api, url, body);
+      assert.equal(r.status, 400, `${url} ${JSON.stringify(body)}`);
+      assert.match(r.body.fault_message, expected);
+    }
+  });
+
+  it('one root device only; one NIC per tap', async () => {
+    const api = new ApiServer({ id: 't', version: '0', log: silentLogger });
+    assert.equal((await put(api, '/drives/a', { drive_id: 'a', path_on_host: disk, is_root_device: true })).status, 204);
+    const r = await put(api, '/drives/b', { drive_id: 'b', path_on_host: disk, is_root_device: true });
+    assert.equal(r.status, 400);
+    assert.match(r.body.fault_message, /drive a is already the root device/);
+    assert.equal((await put(api, '/network-interfaces/eth0', { iface_id: 'eth0', host_dev_name: 'tap0' })).status, 204);
+    const n = await put(api, '/network-interfaces/eth1', { iface_id: 'eth1', host_dev_name: 'tap0' });
+    assert.match(n.body.fault_message, /already used by eth0/);
+  });
+});
