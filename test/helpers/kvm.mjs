@@ -26,12 +26,13 @@ if (problem && process.env.CI) throw new Error(`${problem}: required under CI=tr
 export const needsKvm = { skip: problem ?? false };
 
 /** Runs the CLI; resolves with { status, stdout, stderr, ms }. Kills it after `killAfterMs`. */
-export function runCli(args, { killAfterMs = 60_000, env = {}, input, uid } = {}) {
+export function runCli(args, { killAfterMs = 60_000, env = {}, input, uid, cwd } = {}) {
   return new Promise((resolve) => {
     const started = performance.now();
     const child = spawn(process.execPath, [cli, ...args], {
       env: { ...process.env, ...env },
       stdio: ['pipe', 'pipe', 'pipe'],
+      ...(cwd !== undefined ? { cwd } : {}),
       ...(uid !== undefined ? { uid, gid: uid } : {}),
     });
     let stdout = '';
