@@ -457,8 +457,16 @@ export class Machine extends EventEmitter {
     this.#halt({ kind: 'killed' });
   }
 
-  /** @deprecated use kill(); kept for callers that give their own reason. */
-  stop(reason: StopReason = { kind: 'stopped' }): void {
+  /**
+   * Asks the guest to shut down (Ctrl-Alt-Del, as Firecracker's SendCtrlAltDel) and forces it off
+   * after `graceMs`; resolves with how it ended. Same as shutdown().
+   */
+  stop(graceMs = 10_000): Promise<StopReason> {
+    return this.shutdown(graceMs);
+  }
+
+  /** Ends the VM now, recording `reason` as how it ended (the first reason given wins). */
+  end(reason: StopReason): void {
     this.#halt(reason);
   }
 

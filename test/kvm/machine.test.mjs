@@ -20,7 +20,7 @@ describe('Machine', needsKvm, () => {
       await new Promise((r) => setTimeout(r, 20));
       lateness.push(performance.now() - t0 - 20);
     }
-    m.stop({ kind: 'stopped' });
+    m.end({ kind: 'stopped' });
     const t0 = performance.now();
     assert.deepEqual(await done, { kind: 'stopped' });
     const stopMs = performance.now() - t0;
@@ -36,7 +36,7 @@ describe('Machine', needsKvm, () => {
     const b = Machine.create({ kernel: guest('hello.bin'), memBytes: 32 << 20, consoleFd: fd });
     const [ra, rb] = [a.start(), b.start()];
     assert.deepEqual(await rb, { kind: 'debug-exit', value: 0, status: 1 });
-    a.stop({ kind: 'stopped' });
+    a.end({ kind: 'stopped' });
     assert.deepEqual(await ra, { kind: 'stopped' });
     closeSync(fd);
   });

@@ -56,7 +56,7 @@ function watchConsole(machine: Machine, o: { expect: RegExp | undefined; json: b
       const line = raw.replace(/\r$/, '');
       if (o.expect.test(line)) {
         if (o.json) o.emit({ event: 'matched', line });
-        machine.stop({ kind: 'expect-matched', line });
+        machine.end({ kind: 'expect-matched', line });
         return;
       }
     }
