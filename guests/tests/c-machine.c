@@ -14,7 +14,7 @@
  *   demo      all of the read-only ones, then powers off: nodevisor's built-in demo guest
  * Exit codes: 0 pass; 2.. the failing check.
  */
-#include "machine.h"
+#include "virtio.h"
 
 static const char *cmdline(void) {
   struct hvm_start_info *si = nv_start_info();
@@ -152,119 +152,54 @@ static int check_kbd(void) {
   return 0;
 }
 
-/* ---- virtio-rng (virtio 1.2 §4.1 PCI transport, §2.7 split queue) ---- */
-#define QSZ 16
-struct vq_desc { u64 addr; u32 len; u16 flags, next; };
-static struct vq_desc vq_desc[QSZ] __attribute__((aligned(4096)));
-static struct { u16 flags, idx, ring[QSZ], used_event; } vq_avail __attribute__((aligned(4096)));
-static struct { u16 flags, idx; struct { u32 id, len; } ring[QSZ]; u16 avail_event; } vq_used __attribute__((aligned(4096)));
+/* ---- virtio-rng (virtio 1.2 §4.1 PCI transport, §2.7 split queue), through lib/virtio ---- */
 static u8 rng_buf[64] __attribute__((aligned(64)));
-static volatile int queue_irqs, config_irqs;
 
-__attribute__((interrupt)) static void vq_irq(void *frame) { (void)frame; queue_irqs++; lapic_eoi(); }
-__attribute__((interrupt)) static void cfg_irq(void *frame) { (void)frame; config_irqs++; lapic_eoi(); }
-
-struct vdev { u8 slot; u64 common, notify, isr; u32 notify_mult; u8 msix_cap; u64 msix_table; };
-
-static int virtio_find(u16 device_id, struct vdev *d) {
-  for (u8 slot = 0; slot < 32; slot++) {
-    if (pci_read32(0, slot, 0, 0) != (0x1af4u | ((u32)device_id << 16))) continue;
-    d->slot = slot;
-    u64 bar = (pci_read32(0, slot, 0, 0x10) & ~0xfu) | ((u64)pci_read32(0, slot, 0, 0x14) << 32);
-    pci_write32(0, slot, 0, 4, pci_read32(0, slot, 0, 4) | 0x6); /* memory space, bus master */
-    for (u8 p = pci_read32(0, slot, 0, 0x34) & 0xff; p; p = (pci_read32(0, slot, 0, p) >> 8) & 0xff) {
-      u32 h = pci_read32(0, slot, 0, p);
-      if ((h & 0xff) == 0x11) { d->msix_cap = p; d->msix_table = bar + (pci_read32(0, slot, 0, p + 4) & ~7u); continue; }
-      if ((h & 0xff) != 0x09) continue;
-      u8 type = (h >> 24) & 0xff;
-      u64 at = bar + pci_read32(0, slot, 0, p + 8);
-      if (type == 1) d->common = at;
-      if (type == 3) d->isr = at;
-      if (type == 2) { d->notify = at; d->notify_mult = pci_read32(0, slot, 0, p + 16); }
-    }
-    return d->common && d->notify && d->msix_cap ? 0 : -1;
-  }
-  return -1;
-}
-
-#define CC(off) (d->common + (off))
+/* Reset, VERSION_1 only, queue 0 with MSI-X, DRIVER_OK; the exit codes name the failing step. */
 static int virtio_rng_setup(struct vdev *d) {
-  mmio_write8(CC(20), 0);                 /* reset */
-  mmio_write8(CC(20), 1 | 2);             /* ACKNOWLEDGE | DRIVER */
-  mmio_write32(CC(0), 1);
-  if (!(mmio_read32(CC(4)) & 1)) return 10; /* VERSION_1 offered */
-  mmio_write32(CC(8), 0); mmio_write32(CC(12), 0);
-  mmio_write32(CC(8), 1); mmio_write32(CC(12), 1); /* accept VERSION_1 only */
-  mmio_write8(CC(20), 1 | 2 | 8);
-  if (!(mmio_read8(CC(20)) & 8)) return 11;  /* FEATURES_OK stuck */
-  mmio_write16(CC(22), 0);                 /* queue 0 */
-  if (mmio_read16(CC(24)) < QSZ) return 12;
-  mmio_write16(CC(24), QSZ);
-  memset(vq_desc, 0, sizeof vq_desc); memset(&vq_avail, 0, sizeof vq_avail); memset(&vq_used, 0, sizeof vq_used);
-  mmio_write64(CC(32), (u64)vq_desc); mmio_write64(CC(40), (u64)&vq_avail); mmio_write64(CC(48), (u64)&vq_used);
-  /* MSI-X: vector 0 → 0x40 (queue), vector 1 → 0x41 (config), to this CPU. */
-  u32 dest = 0xfee00000u | (lapic_id() << 12);
-  mmio_write32(d->msix_table + 0, dest); mmio_write32(d->msix_table + 4, 0); mmio_write32(d->msix_table + 8, 0x40); mmio_write32(d->msix_table + 12, 0);
-  mmio_write32(d->msix_table + 16, dest); mmio_write32(d->msix_table + 20, 0); mmio_write32(d->msix_table + 24, 0x41); mmio_write32(d->msix_table + 28, 0);
-  pci_write32(0, d->slot, 0, d->msix_cap, pci_read32(0, d->slot, 0, d->msix_cap) | (0x8000u << 16));
-  mmio_write16(CC(16), 1);
-  mmio_write16(CC(26), 0);
-  if (mmio_read16(CC(26)) != 0) return 13;
-  mmio_write16(CC(28), 1);                 /* queue_enable */
-  mmio_write8(CC(20), 1 | 2 | 8 | 4);      /* DRIVER_OK */
-  return mmio_read8(CC(20)) & 0x40 ? 14 : 0;
+  int r = virtio_start(d, 0);
+  if (r == VIRTIO_ENOVERSION1) return 10;
+  if (r == VIRTIO_EFEATURES) return 11;
+  if (r) return 13;
+  if ((r = virtio_queue_setup(d, 0, 16))) return r == VIRTIO_EVECTOR ? 13 : 12;
+  return virtio_driver_ok(d) ? 14 : 0;
 }
 
-static void vq_submit(struct vdev *d, u16 head, u64 addr, u32 len, u16 flags) {
-  vq_desc[head] = (struct vq_desc){addr, len, flags, 0};
-  vq_avail.ring[vq_avail.idx % QSZ] = head;
-  __asm__ volatile("" ::: "memory");
-  vq_avail.idx++;
-  __asm__ volatile("" ::: "memory");
-  mmio_write16(d->notify + mmio_read16(CC(30)) * d->notify_mult, 0);
-}
-
-static int wait_for(volatile int *counter, int target) {
-  for (u64 spins = 0; spins < 50000000; spins++) {
-    if (*counter >= target) return 0;
-    cpu_relax();
-  }
-  return -1;
-}
-
-static int rng_request(struct vdev *d, u16 used_before) {
+/* One 64-byte request, completed with a queue interrupt. */
+static int rng_request(struct vdev *d) {
+  struct virtq *q = &d->vq[0];
   memset(rng_buf, 0, sizeof rng_buf);
-  int irqs = queue_irqs;
-  vq_submit(d, 0, (u64)rng_buf, sizeof rng_buf, 2 /* VIRTQ_DESC_F_WRITE */);
-  if (wait_for(&queue_irqs, irqs + 1)) return 20;
-  if (vq_used.idx != (u16)(used_before + 1) || vq_used.ring[used_before % QSZ].len != sizeof rng_buf) return 21;
+  u32 irqs = vq_irqs(q), len = 0;
+  struct vbuf b = {(u64)rng_buf, sizeof rng_buf, 1};
+  if (vq_add(q, &b, 1, NULL) < 0) return 20;
+  vq_kick(q);
+  if (virtio_wait_count(vq_irq_counter(q), irqs + 1, 5000)) return 20;
+  if (vq_get(q, &len, NULL) != 1 || len != sizeof rng_buf) return 21;
   int nonzero = 0;
   for (unsigned i = 0; i < sizeof rng_buf; i++) nonzero |= rng_buf[i];
   if (!nonzero) return 22;
-  printf("rng: %u random bytes by MSI-X: %02x %02x %02x %02x ...\n", vq_used.ring[used_before % QSZ].len, rng_buf[0], rng_buf[1], rng_buf[2], rng_buf[3]);
+  printf("rng: %u random bytes by MSI-X: %02x %02x %02x %02x ...\n", len, rng_buf[0], rng_buf[1], rng_buf[2], rng_buf[3]);
   return 0;
 }
 
 static int check_rng(void) {
-  struct vdev dev = {0}, *d = &dev;
-  if (virtio_find(0x1044, d)) return 2;
+  static struct vdev dev;
+  struct vdev *d = &dev;
+  if (virtio_find(VIRTIO_ID_RNG, 0, d)) return 2;
   printf("rng: virtio-rng at 00:%02x.0, common config at %lx\n", d->slot, d->common);
-  idt_set(0x40, (void (*)(void *))vq_irq);
-  idt_set(0x41, (void (*)(void *))cfg_irq);
-  idt_load();
-  lapic_enable();
-  sti();
   int r = virtio_rng_setup(d);
   if (r) return r;
-  if ((r = rng_request(d, 0))) return r;
+  if ((r = rng_request(d))) return r;
   /* A request with a device-readable buffer is a driver bug: the device must refuse it. */
-  int cfg = config_irqs;
-  vq_submit(d, 1, (u64)rng_buf, 16, 0);
-  if (wait_for(&config_irqs, cfg + 1)) return 30;
-  if (!(mmio_read8(CC(20)) & 0x40)) return 31;
+  u32 cfg = virtio_cfg_irqs(d);
+  struct vbuf b = {(u64)rng_buf, 16, 0};
+  if (vq_add(&d->vq[0], &b, 1, NULL) < 0) return 30;
+  vq_kick(&d->vq[0]);
+  if (virtio_wait_count(virtio_cfg_irq_counter(d), cfg + 1, 5000)) return 30;
+  if (!(virtio_status(d) & VIRTIO_S_NEEDS_RESET)) return 31;
   puts("rng: broken request refused: device needs reset");
   if ((r = virtio_rng_setup(d))) return 40 + r;
-  if ((r = rng_request(d, 0))) return 60 + r;
+  if ((r = rng_request(d))) return 60 + r;
   puts("rng: serving again after reset");
   return 0;
 }

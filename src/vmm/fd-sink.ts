@@ -10,6 +10,7 @@ export class FdSink {
   #queue: Uint8Array[] = [];
   #writing = false;
   #closed = false;
+  #waiters: (() => void)[] = [];
 
   constructor(private readonly fd: number, private readonly onDrain: () => void = () => {}) {}
 
@@ -37,9 +38,16 @@ export class FdSink {
     return false;
   }
 
+  /** Resolves once everything written so far has reached the fd (or the fd is gone). */
+  flushed(): Promise<void> {
+    if (this.#queue.length === 0 && !this.#writing) return Promise.resolve();
+    return new Promise((resolve) => this.#waiters.push(resolve));
+  }
+
   #drain(): void {
     const next = this.#queue[0];
     if (!next) {
+      for (const w of this.#waiters.splice(0)) w();
       this.onDrain();
       return;
     }
@@ -49,6 +57,7 @@ export class FdSink {
       if (err && err.code !== 'EAGAIN') {
         this.#closed = true;
         this.#queue = [];
+        for (const w of this.#waiters.splice(0)) w();
         this.onDrain();
         return;
       }

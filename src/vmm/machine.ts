@@ -134,6 +134,8 @@ export class Machine extends EventEmitter {
   readonly agent: VirtioConsole | undefined;
   /** Receives the agent's bytes; returns false to hold the guest until agent.resume(). */
   #agentOutput: (bytes: Uint8Array) => boolean = () => true;
+  /** The virtio console's output, flushed before the console fd closes. */
+  #consoleSink: FdSink | undefined;
   /** Where the ACPI tables went (the RSDP is what boot protocols pass on). */
   acpi: AcpiLayout | undefined;
   readonly #control = new SharedArrayBuffer(CONTROL.WORDS * 4);
@@ -186,8 +188,13 @@ export class Machine extends EventEmitter {
     if (config.console === 'virtio') {
       // Output goes where COM1's would; the guest's buffers wait while a slow reader catches up.
       const sink = new FdSink(consoleFd, () => this.virtioConsole?.resume());
+      this.#consoleSink = sink;
       this.virtioConsole = new VirtioConsole({ output: (bytes) => sink.write(bytes) });
       models.push(this.virtioConsole);
+    }
+    if (config.agent) {
+      this.agent = new VirtioConsole({ output: (bytes) => this.#agentOutput(bytes) });
+      models.push(this.agent);
     }
     models.push(...hostModels);
     for (const model of models) {
@@ -507,6 +514,7 @@ export class Machine extends EventEmitter {
     if (this.#closed) return;
     this.#closed = true;
     await Promise.allSettled(this.virtio.map((d) => d.close()));
+    await this.#consoleSink?.flushed();
     this.#msi.close();
     for (const v of this.vcpus) v.close();
     this.vm.close(); // after the vCPUs; RAM may go only once the VM (and its memory slots) is gone

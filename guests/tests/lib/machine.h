@@ -52,4 +52,27 @@ void smp_start_aps(void (*fn)(u32 apic_id));
 
 u64 rdtsc(void);
 void delay_loops(u64 n);
+
+/* ---- time ---- */
+/* The TSC's rate in Hz, measured once: from a hypervisor or CPUID leaf when one gives it, else
+ * against PIT channel 2. `source` (may be NULL) names where it came from ("cpuid-40000010",
+ * "cpuid-15", "pit", or "guess" when nothing worked: then 2 GHz is assumed). */
+u64 tsc_hz(const char **source);
+/* a * b / c with a 128-bit intermediate (no libgcc here); the quotient must fit in 64 bits. */
+static inline u64 muldiv64(u64 a, u64 b, u64 c) {
+  u64 q, r;
+  __asm__("mulq %3\n\tdivq %4" : "=a"(q), "=&d"(r) : "a"(a), "rm"(b), "rm"(c) : "cc");
+  (void)r;
+  return q;
+}
+/* TSC ticks in `ms` milliseconds, and microseconds in `ticks`. */
+u64 tsc_ms(u64 ms);
+u64 tsc_to_us(u64 ticks);
+
+/* ---- kernel command line (PVH: hvm_start_info.cmdline_paddr; "" when booted flat) ---- */
+const char *boot_cmdline(void);
+/* Whether `word` appears as a whole space-separated word. */
+int cmdline_has(const char *word);
+/* The number after "key=" (decimal, or hex with 0x), or `dflt` when the key is absent. */
+u64 cmdline_u64(const char *key, u64 dflt);
 #endif

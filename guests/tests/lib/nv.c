@@ -9,7 +9,10 @@ extern u64 nv_start_info_addr;
 
 struct hvm_start_info *nv_start_info(void) { return (struct hvm_start_info *)nv_start_info_addr; }
 
+int nv_quiet;
+
 void putchar(int c) {
+  if (nv_quiet) return;
   while (!(inb(COM1_LSR) & 0x20)) cpu_relax();
   outb(COM1, (u8)c);
 }
@@ -51,6 +54,11 @@ size_t strlen(const char *s) {
   return n;
 }
 
+int strcmp(const char *a, const char *b) {
+  while (*a && *a == *b) a++, b++;
+  return (u8)*a - (u8)*b;
+}
+
 /* Prints v in `base`, at least `width` digits padded with `pad`. */
 static void print_num(u64 v, unsigned base, int width, char pad, int upper) {
   char buf[24];
@@ -64,10 +72,10 @@ static void print_num(u64 v, unsigned base, int width, char pad, int upper) {
   while (i) putchar(buf[--i]);
 }
 
-/* Supports %d %i %u %x %X %p %s %c %%, the l and ll modifiers, a width and 0-padding. */
-int printf(const char *fmt, ...) {
-  __builtin_va_list ap;
-  __builtin_va_start(ap, fmt);
+/* Supports %d %i %u %x %X %p %s %c %%, the l and ll modifiers, a width and 0-padding, and a
+ * precision for %s (%.5s, %.*s) so that strings that are not NUL-terminated (a 9P string, a
+ * device's mount tag) can be printed from their length. */
+int vprintf(const char *fmt, __builtin_va_list ap) {
   for (const char *f = fmt; *f; f++) {
     if (*f != '%') {
       putchar(*f);
@@ -81,6 +89,17 @@ int printf(const char *fmt, ...) {
       f++;
     }
     while (*f >= '0' && *f <= '9') width = width * 10 + (*f++ - '0');
+    int prec = -1;
+    if (*f == '.') {
+      f++;
+      prec = 0;
+      if (*f == '*') {
+        prec = __builtin_va_arg(ap, int);
+        f++;
+      } else {
+        while (*f >= '0' && *f <= '9') prec = prec * 10 + (*f++ - '0');
+      }
+    }
     while (*f == 'l') {
       lng++;
       f++;
@@ -111,8 +130,10 @@ int printf(const char *fmt, ...) {
       case 's': {
         const char *s = __builtin_va_arg(ap, const char *);
         if (!s) s = "(null)";
-        for (int n = (int)strlen(s); n < width; n++) putchar(' ');
-        while (*s) putchar(*s++);
+        int n = 0;
+        while (s[n] && (prec < 0 || n < prec)) n++; /* never reads past the precision */
+        for (int k = n; k < width; k++) putchar(' ');
+        for (int k = 0; k < n; k++) putchar(s[k]);
         break;
       }
       case 'c':
@@ -127,6 +148,13 @@ int printf(const char *fmt, ...) {
         else f--;
     }
   }
+  return 0;
+}
+
+int printf(const char *fmt, ...) {
+  __builtin_va_list ap;
+  __builtin_va_start(ap, fmt);
+  vprintf(fmt, ap);
   __builtin_va_end(ap);
   return 0;
 }

@@ -32,14 +32,19 @@ static inline void mmio_write64(u64 a, u64 v) { *(volatile u64 *)a = v; }
 
 static inline void cpu_relax(void) { __asm__ volatile("pause"); }
 
+/* Set to drop console output (COM1): for a guest whose COM1 output would share a channel with
+ * binary data (nodevisor's virtio console and COM1 can go to the same fd). */
+extern int nv_quiet;
 void putchar(int c);
 int puts(const char *s); /* writes s and a newline */
 int printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+int vprintf(const char *fmt, __builtin_va_list ap);
 
 void *memset(void *d, int c, size_t n);
 void *memcpy(void *d, const void *s, size_t n);
 int memcmp(const void *a, const void *b, size_t n);
 size_t strlen(const char *s);
+int strcmp(const char *a, const char *b);
 
 __attribute__((noreturn)) void exit(int code);
 
