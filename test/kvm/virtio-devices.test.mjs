@@ -5,6 +5,7 @@
 // The same guests are checked against QEMU's devices by guests/tests/qemu-check.sh.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -255,6 +256,28 @@ const netProblem = netnsProblem();
 const TAP = 'nvvtap0';
 const GUEST_MAC = '52:54:00:12:34:56';
 const PING_SCRIPT = path.join(root, 'guests', 'tests', 'qemu-ping.py');
+/** Spawns a command; `seen(re)` resolves true when its stdout matches re (false if it ends first). */
+function spawnWatching(cmd, args, ms) {
+  const p = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  const watchers = [];
+  p.stdout.on('data', (d) => {
+    stdout += d;
+    for (const w of watchers) if (w.re.test(stdout)) w.resolve(true);
+  });
+  p.stderr.on('data', (d) => (stderr += d));
+  const timer = setTimeout(() => p.kill('SIGKILL'), ms);
+  const done = new Promise((resolve) =>
+    p.on('close', (status) => {
+      clearTimeout(timer);
+      for (const w of watchers) w.resolve(false);
+      resolve({ status, stdout, stderr });
+    }),
+  );
+  return { done, seen: (re) => (re.test(stdout) ? Promise.resolve(true) : new Promise((resolve) => watchers.push({ re, resolve }))) };
+}
+
 const nodevisorIn = (ns, cmdline, ms = 60_000) =>
   runInNetns(ns, process.execPath, [cli, 'run', '--kernel', ELF, '--cmdline', cmdline, '--log-level', 'error', '--net', `tap=${TAP},mac=${GUEST_MAC}`], ms);
 
@@ -262,14 +285,15 @@ describe('virtio-net, seen from the C guest, over a tap in a private network nam
   it('MAC from the config space; ARP for 10.0.2.1; ICMP echo with the payload intact; answers a ping from the host', async () => {
     await withNetns('nvv', TAP, '10.0.2.1/24', async (ns) => {
       const pinger = hostPinger(PING_SCRIPT);
-      const vm = nodevisorIn(ns, 'net serve=5');
+      // Ping the guest once it says it has pinged the host (it then serves for 5 s): no fixed delay,
+      // so a slow start (a loaded or nested host) cannot make the ping miss the window.
+      const vm = spawnWatching('ip', ['netns', 'exec', ns, process.execPath, cli, 'run', '--kernel', ELF, '--cmdline', 'net serve=5', '--log-level', 'error', '--net', `tap=${TAP},mac=${GUEST_MAC}`], 60_000);
       let ping;
-      if (pinger) {
-        await new Promise((r) => setTimeout(r, 2000)); // the guest has resolved and pinged the host by now
+      if (pinger && (await vm.seen(/net: ping reply from 10\.0\.2\.1/))) {
         const [cmd, args] = pinger('10.0.2.15');
         ping = await runInNetns(ns, cmd, args, 10_000);
       }
-      const r = await vm;
+      const r = await vm.done;
       assert.equal(r.status, PASS, r.stdout + r.stderr);
       assert.match(r.stdout, new RegExp(`net: mac ${GUEST_MAC}`));
       assert.match(r.stdout, /net: link up/);

@@ -183,6 +183,8 @@ static int broken_then_recover(struct disk *k, const struct vbuf *b, int n, cons
   vq_kick(&k->d.vq[0]);
   int r = vq_wait(&k->d, &k->d.vq[0], REQUEST_MS, NULL, NULL);
   if (r != VIRTIO_ENEEDSRESET) return fail(code + 1, "blk-broken", "%s: expected NEEDS_RESET, got %s (status %02x)", what, r ? virtio_strerror(r) : "a completion", virtio_status(&k->d));
+  /* The device sets the status bit first and then notifies: give the interrupt a moment to land. */
+  virtio_wait_count(virtio_cfg_irq_counter(&k->d), cfg + 1, 1000);
   printf("blk-broken: %s: device needs reset (config interrupts %u)\n", what, virtio_cfg_irqs(&k->d) - cfg);
   if ((r = device_restart(&k->d, "blk-broken", WANTED, 1, QSIZE))) return fail(code + 2, "blk-broken", "restart: %s", virtio_strerror(r));
   u8 st;

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Runs a command on a real KVM when this machine has none: inside a QEMU virtual machine (software
+# emulation, TCG) whose emulated CPU has AMD SVM, booting the guest kit's Debian kernel, which loads
+# kvm and kvm_amd and so has a working /dev/kvm. The VM sees this machine's whole file system over
+# virtio-9p and runs the command chrooted into it, in the current directory, with the same PATH and
+# a few variables passed through (CI, NODEVISOR_*); its exit status is returned.
+#
+#   scripts/nested-kvm.sh [--mem MiB] [--cpus N] -- COMMAND [ARGS...]
+#
+# Everything in the VM runs at software-emulation speed (roughly 10-50x slower than native), and the
+# guests nodevisor starts in there run on KVM's nested SVM, itself emulated: it is for correctness
+# (tests), never for speed. Needs qemu-system-x86_64, cpio, gzip and the guest kit (kernel, modules
+# and busybox initramfs: guests/kit/build.sh).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+kit=${NODEVISOR_KIT_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/nodevisor/kit}
+mem=8192
+cpus=$(nproc)
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --mem) mem=$2; shift 2 ;;
+    --cpus) cpus=$2; shift 2 ;;
+    --) shift; break ;;
+    *) echo "nested-kvm.sh: unknown option $1 (usage: nested-kvm.sh [--mem MiB] [--cpus N] -- COMMAND...)" >&2; exit 2 ;;
+  esac
+done
+[ $# -gt 0 ] || { echo "nested-kvm.sh: no command" >&2; exit 2; }
+for f in "$kit/stock/vmlinuz" "$kit/initramfs.cpio.gz"; do
+  [ -f "$f" ] || { echo "nested-kvm.sh: $f is missing (run guests/kit/build.sh)" >&2; exit 2; }
+done
+command -v qemu-system-x86_64 >/dev/null || { echo "nested-kvm.sh: qemu-system-x86_64 is not installed" >&2; exit 2; }
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/nv-nested.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+root="$work/root"
+mkdir -p "$root"
+(cd "$root" && gzip -dc "$kit/initramfs.cpio.gz" | cpio -idm --quiet)
+# KVM (and what it needs) and tun for the network tests, from the kit's Debian modules.
+for m in irqbypass kvm ccp kvm-amd tun; do
+  f=$(find "$kit/stock/modules" -name "$m.ko*" | head -1)
+  [ -n "$f" ] || { echo "nested-kvm.sh: module $m not found in the kit" >&2; exit 2; }
+  case "$f" in *.xz) xz -dc "$f" > "$root/lib/modules/$m.ko" ;; *) cp "$f" "$root/lib/modules/$m.ko" ;; esac
+done
+mkdir -p "$root/host"
+# The command, its directory and environment, as a script the VM runs inside the chroot.
+{
+  echo '#!/bin/bash'
+  echo "cd $(printf '%q' "$PWD")"
+  echo "export PATH=$(printf '%q' "$PATH") HOME=$(printf '%q' "$HOME")"
+  { env | grep -E '^(CI|NODEVISOR_[A-Z_]*|XDG_CACHE_HOME)=' || true; } | while IFS= read -r kv; do echo "export $(printf '%q' "$kv")"; done
+  printf '%q ' "$@"
+  echo
+} > "$root/cmd.sh"
+cat > "$root/init" <<INIT
+#!/bin/sh
+export PATH=/bin:/sbin
+mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
+for pass in 1 2; do while read -r m; do grep -q "^\$m " /proc/modules || insmod /lib/modules/\$m.ko 2>/dev/null; done < /lib/modules/load-order; done
+for m in irqbypass kvm ccp kvm-amd tun; do insmod /lib/modules/\$m.ko 2>/dev/null; done
+[ -c /dev/kvm ] || { echo "nested-kvm: no /dev/kvm in the VM (kvm_amd did not load)"; echo "NESTED-STATUS 125"; poweroff -f; }
+mount -t 9p -o trans=virtio,version=9p2000.L,msize=524288,cache=loose host /host || { echo "NESTED-STATUS 125"; poweroff -f; }
+for d in dev proc sys; do mount --bind /\$d /host/\$d; done
+mount -t devpts devpts /host/dev/pts 2>/dev/null
+mount -t tmpfs tmp /host/tmp
+cp /cmd.sh /host/tmp/nested-cmd.sh
+mount -t tmpfs run /host/run 2>/dev/null
+ip link set lo up 2>/dev/null
+echo NESTED-BEGIN
+chroot /host /bin/bash /tmp/nested-cmd.sh
+echo "NESTED-STATUS \$?"
+poweroff -f
+INIT
+chmod +x "$root/init"
+(cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) > "$work/initramfs.gz"
+
+echo "nested-kvm: running on KVM inside a QEMU (TCG, emulated AMD SVM) VM: $*" >&2
+status=125
+begun=
+# The VM's serial console carries the command's output (firmware noise before it is dropped); the
+# status comes back as a line of its own.
+while IFS= read -r line; do
+  case "$line" in
+    *NESTED-BEGIN) begun=1 ;;
+    *"NESTED-STATUS "*) status=${line##*NESTED-STATUS }; begun= ;;
+    *) if [ -n "$begun" ]; then printf '%s\n' "$line"; fi ;;
+  esac
+done < <(qemu-system-x86_64 -M q35 -accel tcg,thread=multi -cpu max -smp "$cpus" -m "$mem" -nographic -no-reboot \
+  -kernel "$kit/stock/vmlinuz" -initrd "$work/initramfs.gz" -append "console=ttyS0 panic=-1 quiet loglevel=1" \
+  -fsdev local,id=host,path=/,security_model=passthrough,multidevs=remap -device virtio-9p-pci,fsdev=host,mount_tag=host,disable-legacy=on 2>&1 | tr -d '\r')
+exit "$status"
