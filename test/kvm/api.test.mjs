@@ -21,7 +21,7 @@ function request(sock, method, url, body) {
   });
 }
 
-async function waitFor(cond, ms = 10_000) {
+async function waitFor(cond, ms = 60_000) {
   const end = Date.now() + ms;
   while (Date.now() < end) {
     if (await cond()) return true;

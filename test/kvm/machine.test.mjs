@@ -25,8 +25,10 @@ describe('Machine', needsKvm, () => {
     assert.deepEqual(await done, { kind: 'stopped' });
     const stopMs = performance.now() - t0;
     closeSync(fd);
-    // A blocked event loop would delay these by the guest's whole run; allow generous scheduling noise.
-    assert.ok(Math.max(...lateness) < 50, `timer lateness ${lateness.map((x) => x.toFixed(1)).join(', ')} ms`);
+    // A blocked event loop would delay these by the guest's whole run (it never ends); allow
+    // scheduling noise, and a slow first timer while the vCPU thread starts on a busy host.
+    const sorted = [...lateness].sort((a, b) => a - b);
+    assert.ok(sorted[5] < 25 && sorted[9] < 500, `timer lateness ${lateness.map((x) => x.toFixed(1)).join(', ')} ms`);
     assert.ok(stopMs < 1000, `stop took ${stopMs} ms`);
   });
 
@@ -56,7 +58,7 @@ describe('Machine', needsKvm, () => {
     let out = '';
     child.stdout.on('data', (d) => (out += d));
     const waitFor = async (s) => {
-      for (let i = 0; i < 1000 && !out.includes(s); i++) await new Promise((r) => setTimeout(r, 10));
+      for (let i = 0; i < 3000 && !out.includes(s); i++) await new Promise((r) => setTimeout(r, 20)); // a deadline, not a timing
       return out.includes(s);
     };
     try {

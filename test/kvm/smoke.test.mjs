@@ -42,11 +42,11 @@ describe('smoke-boot helpers', needsKvm, () => {
     const outputs = machines.map(() => '');
     machines.forEach((m, i) => m.console.on('data', (d) => (outputs[i] += d)));
     const done = machines.map((m) => m.start());
-    let worst = 0;
+    const late = [];
     for (let i = 0; i < 10; i++) {
       const t0 = performance.now();
       await new Promise((r) => setTimeout(r, 20));
-      worst = Math.max(worst, performance.now() - t0 - 20);
+      late.push(performance.now() - t0 - 20);
     }
     for (let i = 1; i < 10; i += 2) {
       for (let n = 0; n < 500 && machines[i].mem.readU32(0x10008) === 0; n++) await new Promise((r) => setTimeout(r, 10));
@@ -56,7 +56,10 @@ describe('smoke-boot helpers', needsKvm, () => {
     const reasons = await Promise.all(done);
     reasons.forEach((r, i) => assert.deepEqual(r, i % 2 ? { kind: 'killed' } : { kind: 'debug-exit', value: 0, status: 1 }));
     outputs.forEach((o, i) => assert.equal(o, i % 2 ? 'counting\n' : 'Hello from real mode\n'));
-    assert.ok(worst < 100, `event loop lateness ${worst.toFixed(1)} ms`);
+    // A blocked event loop would stall for a guest's whole run; the ten vCPU threads starting up may
+    // still crowd out a timer or two on a 2-core (or emulated) host.
+    const sorted = [...late].sort((a, b) => a - b);
+    assert.ok(sorted[5] < 50 && sorted[9] < 1000, `event loop lateness ${late.map((x) => x.toFixed(1)).join(', ')} ms`);
   });
 
   it('the library validates its config with a schema and names the bad field', () => {

@@ -287,11 +287,11 @@ describe('virtio-net, seen from the C guest, over a tap in a private network nam
       const pinger = hostPinger(PING_SCRIPT);
       // Ping the guest once it says it has pinged the host (it then serves for 5 s): no fixed delay,
       // so a slow start (a loaded or nested host) cannot make the ping miss the window.
-      const vm = spawnWatching('ip', ['netns', 'exec', ns, process.execPath, cli, 'run', '--kernel', ELF, '--cmdline', 'net serve=5', '--log-level', 'error', '--net', `tap=${TAP},mac=${GUEST_MAC}`], 60_000);
+      const vm = spawnWatching('ip', ['netns', 'exec', ns, process.execPath, cli, 'run', '--kernel', ELF, '--cmdline', 'net serve=60 pings=1', '--log-level', 'error', '--net', `tap=${TAP},mac=${GUEST_MAC}`], 120_000);
       let ping;
       if (pinger && (await vm.seen(/net: ping reply from 10\.0\.2\.1/))) {
         const [cmd, args] = pinger('10.0.2.15');
-        ping = await runInNetns(ns, cmd, args, 10_000);
+        ping = await runInNetns(ns, cmd, args, 45_000);
       }
       const r = await vm.done;
       assert.equal(r.status, PASS, r.stdout + r.stderr);

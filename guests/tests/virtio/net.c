@@ -256,11 +256,15 @@ static int resolve_host(const char *who, int code) {
 }
 
 /* Answers ARP and pings for `seconds` (the host may ping us meanwhile). */
-static int serve(u64 seconds) {
-  int never = 0;
+/* Answers ARP and pings for up to `seconds`, or until `pings` pings were answered (0: the whole time). */
+static int serve(u64 seconds, u64 pings) {
   printf("net: serving ARP and ping for %lu s\n", seconds);
-  int r = wait_flag(&never, seconds * 1000, NULL);
-  if (r != VIRTIO_ETIMEDOUT) return fail(57, "net", "while serving: %s", virtio_strerror(r));
+  u64 end = rdtsc() + tsc_ms(seconds * 1000);
+  while (rdtsc() < end && (!pings || seen.pings_answered < pings)) {
+    int never = 0;
+    int r = wait_flag(&never, 10, NULL);
+    if (r != VIRTIO_ETIMEDOUT) return fail(57, "net", "while serving: %s", virtio_strerror(r));
+  }
   printf("net: answered %u ARP requests and %u pings\n", seen.arps_answered, seen.pings_answered);
   return 0;
 }
@@ -274,7 +278,7 @@ int scenario_net(void) {
   if (!seen.payload_ok) return fail(53, "net", "the echo reply's payload differs from the request's");
   printf("net: ping reply from 10.0.2.1 (seq %u, %d-byte payload intact)\n", seen.ping_seq, PING_PAYLOAD);
   u64 secs = cmdline_u64("serve", 0);
-  if (secs && (r = serve(secs))) return r;
+  if (secs && (r = serve(secs, cmdline_u64("pings", 0)))) return r;
   printf("net: %u frames received, %u ignored, %u rx interrupts\n", seen.frames, seen.ignored, vq_irqs(&nd.vq[RXQ]));
   return 0;
 }
