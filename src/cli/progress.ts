@@ -13,7 +13,7 @@ export class Progress {
 
   update(message: string): void {
     if (!this.#enabled) return;
-    const width = Math.max(20, (this.out.columns ?? 80) - 1);
+    const width = Math.max(60, (this.out.columns || 80) - 1);
     const line = `nodevisor: ${message}...`;
     this.out.write(`\r\x1b[K${line.length > width ? `${line.slice(0, width - 1)}…` : line}`);
     this.#shown = true;

@@ -100,11 +100,13 @@ function unclaimedLogger(space: 'pio' | 'mmio', log: ThreadLogger) {
     if (seen.has(addr) || seen.size > UNCLAIMED_LOG_LIMIT) return;
     seen.add(addr);
     if (seen.size > UNCLAIMED_LOG_LIMIT) {
-      log.warn({ space }, `more than ${UNCLAIMED_LOG_LIMIT} unclaimed ${space} addresses: no longer logging them`);
+      log.info({ space }, `more than ${UNCLAIMED_LOG_LIMIT} unclaimed ${space} addresses: no longer logging them`);
       return;
     }
-    if (isWrite) log.warn({ space, addr: hex(addr), size, value: hex(value) }, `unclaimed ${space} write at ${hex(addr)} ignored`);
-    else log.warn({ space, addr: hex(addr), size }, `unclaimed ${space} read at ${hex(addr)} returns all ones`);
+    // Info, not warn: a guest probing for hardware it may not have (Linux looks for COM2-4, Super
+    // I/O chips, the DMA page registers) is normal and must not clutter a default run's stderr.
+    if (isWrite) log.info({ space, addr: hex(addr), size, value: hex(value) }, `unclaimed ${space} write at ${hex(addr)} ignored`);
+    else log.info({ space, addr: hex(addr), size }, `unclaimed ${space} read at ${hex(addr)} returns all ones`);
   };
 }
 

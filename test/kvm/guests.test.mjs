@@ -41,7 +41,7 @@ describe('test guests', needsKvm, () => {
   });
 
   it('unclaimed.bin: unclaimed port and MMIO reads return all ones, logged once per address', async () => {
-    const r = await run('unclaimed.bin');
+    const r = await runCli(['run', '--kernel', guest('unclaimed.bin'), '--testdev', '--log-level', 'info'], { killAfterMs: 60_000 });
     assert.equal(r.status, OK, `status ${r.status}: ${r.stdout}${r.stderr}`);
     const logs = r.stderr.trim().split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
     const port = logs.filter((l) => l.space === 'pio' && l.addr === '0x1234');
