@@ -15,6 +15,9 @@ set -u
 cd "$(dirname "$0")"
 HERE=$PWD
 QEMU=${QEMU:-qemu-system-x86_64}
+# QEMU_ACCEL=kvm where KVM is hardware-like (VMX/SVM, or nested); TCG otherwise (a PVM host's KVM
+# cannot run QEMU's firmware).
+if [ "${QEMU_ACCEL:-tcg}" = kvm ]; then ACCEL=(-accel kvm -cpu host); else ACCEL=(-accel tcg); fi
 TIMEOUT=${TIMEOUT:-120}
 TMP=$(mktemp -d /tmp/nvq.XXXXXX)
 NS=nvq-$$
@@ -38,7 +41,7 @@ trap 'exit 130' INT TERM
 qemu() {
   local guest=$1 cmdline=$2
   shift 2
-  timeout "$TIMEOUT" "$QEMU" -M pc -m 256 -nographic -no-reboot -nic none -kernel "build/$guest" -append "$cmdline" \
+  timeout "$TIMEOUT" "$QEMU" -M pc "${ACCEL[@]}" -m 256 -nographic -no-reboot -nic none -kernel "build/$guest" -append "$cmdline" \
     -device isa-debug-exit,iobase=0xf4,iosize=4 "$@"
 }
 
@@ -197,11 +200,14 @@ check_net() {
   # The guest serves for 4 s after its own checks; meanwhile the host pings it (python3's raw
   # socket: iputils may be missing), which it must answer.
   (
-    sleep 2.5
-    ip netns exec "$NS" python3 "$HERE/qemu-ping.py" 10.0.2.15 >"$TMP/ping.txt" 2>&1
+    # Ping until the guest answers (it serves until one ping is answered, or 30 s).
+    for _ in $(seq 20); do
+      sleep 1
+      ip netns exec "$NS" python3 "$HERE/qemu-ping.py" 10.0.2.15 >"$TMP/ping.txt" 2>&1 && break
+    done
   ) &
   log=$TMP/net.log
-  ip netns exec "$NS" timeout "$TIMEOUT" "$QEMU" -M pc -m 256 -nographic -no-reboot -kernel build/c-virtio.elf -append 'net serve=4' \
+  ip netns exec "$NS" timeout "$TIMEOUT" "$QEMU" -M pc "${ACCEL[@]}" -m 256 -nographic -no-reboot -kernel build/c-virtio.elf -append 'net serve=30 pings=1' \
     -device isa-debug-exit,iobase=0xf4,iosize=4 "${NETDEV[@]}" >"$log" 2>&1 </dev/null
   rc=$?
   wait

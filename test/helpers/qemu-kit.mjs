@@ -3,7 +3,8 @@
 // nodevisor's own CommandRunner. This checks the guest side of `run -- COMMAND` (the kit's init,
 // its modules, nv-agent, the 9p mount) under real Linux drivers, against QEMU as the reference VMM.
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { accessSync, constants, existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { detectFlavour } from '../../dist/kvm/host.js';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -16,6 +17,21 @@ const qemu = spawnSync('qemu-system-x86_64', ['--version']).status === 0;
 const problem = !qemu ? 'qemu-system-x86_64 not installed' : ![stockKernel, initramfs].every(existsSync) ? `guest kit missing (${stockKernel})` : undefined;
 if (problem && process.env.CI) throw new Error(`${problem}: required under CI=true`);
 export const needsQemuKit = { skip: problem ?? false };
+
+/**
+ * QEMU's accelerator here: KVM where it is hardware-like (VMX/SVM, including nested), so that the
+ * reference runs at speed; TCG elsewhere (a PVM host's KVM cannot run QEMU's firmware or a stock
+ * kernel, and a host without /dev/kvm has none).
+ */
+export const qemuAccel = (() => {
+  try {
+    accessSync('/dev/kvm', constants.R_OK | constants.W_OK);
+  } catch {
+    return 'tcg';
+  }
+  return ['vmx', 'svm'].includes(detectFlavour()) ? 'kvm' : 'tcg';
+})();
+const accelArgs = qemuAccel === 'kvm' ? ['-accel', 'kvm', '-cpu', 'host'] : ['-accel', 'tcg'];
 
 export class Collect extends Writable {
   chunks = [];
@@ -32,7 +48,7 @@ export class Collect extends Writable {
 export async function runInKitGuest(argv, { share, shareRo = true, stdin, timeoutMs = 240_000 } = {}) {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'nv-qemu-'));
   const sock = path.join(dir, 'agent.sock');
-  const args = ['-M', 'q35', '-m', '512', '-nographic', '-no-reboot', '-kernel', stockKernel, '-initrd', initramfs,
+  const args = ['-M', 'q35', ...accelArgs, '-m', '512', '-nographic', '-no-reboot', '-kernel', stockKernel, '-initrd', initramfs,
     '-append', `console=ttyS0 panic=-1 quiet nodevisor.agent=hvc0${share ? ' nodevisor.cwd=nvcwd' : ''}`,
     '-chardev', `socket,id=agent,path=${sock},server=on,wait=off`, '-device', 'virtio-serial-pci,disable-legacy=on', '-device', 'virtconsole,chardev=agent'];
   if (share) args.push('-fsdev', `local,id=f0,path=${share},security_model=none${shareRo ? ',readonly=on' : ''}`, '-device', 'virtio-9p-pci,fsdev=f0,mount_tag=nvcwd,disable-legacy=on');

@@ -6,12 +6,12 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { root } from '../helpers/kvm.mjs';
-import { needsQemuKit } from '../helpers/qemu-kit.mjs';
+import { needsQemuKit, qemuAccel } from '../helpers/qemu-kit.mjs';
 
-describe('C guest virtio drivers against QEMU (TCG)', needsQemuKit, () => {
+describe(`C guest virtio drivers against QEMU (${qemuAccel})`, needsQemuKit, () => {
   it('every scenario passes (blk, blk-broken, blk-bench, net, net-bench, console, agent, 9p, 9p-ro, 9p-escape, rng)', async () => {
     const out = await new Promise((resolve) => {
-      const c = spawn('bash', [path.join(root, 'guests', 'tests', 'qemu-check.sh')], { stdio: ['ignore', 'pipe', 'pipe'] });
+      const c = spawn('bash', [path.join(root, 'guests', 'tests', 'qemu-check.sh')], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, QEMU_ACCEL: qemuAccel } });
       let text = '';
       c.stdout.on('data', (d) => (text += d));
       c.stderr.on('data', (d) => (text += d));
