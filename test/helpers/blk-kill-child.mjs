@@ -7,6 +7,8 @@ import { fakeMemory } from './fake-memory.mjs';
 import { DriverQueue } from './driver-queue.mjs';
 
 const [path, sectorsArg] = process.argv.slice(2);
+// `node --test test/` also runs every file under test/ on its own: without arguments, do nothing.
+if (!path) process.exit(0);
 const sectors = Number(sectorsArg);
 const mem = fakeMemory(1 << 22);
 const d = new DriverQueue(mem, 0x1000, 256);

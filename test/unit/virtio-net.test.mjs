@@ -494,7 +494,7 @@ describe('virtio-net over a real tap in a private network namespace', { skip: pr
     execFileSync('ip', ['netns', 'add', ns]);
     let r;
     try {
-      r = await run('ip', ['netns', 'exec', ns, process.execPath, child], 30_000);
+      r = await run('ip', ['netns', 'exec', ns, process.execPath, child, '--in-namespace'], 30_000);
     } finally {
       execFileSync('ip', ['netns', 'del', ns]);
     }
