@@ -60,7 +60,7 @@ for m in irqbypass kvm ccp kvm-amd tun; do insmod /lib/modules/\$m.ko 2>/dev/nul
 [ -c /dev/kvm ] || { echo "nested-kvm: no /dev/kvm in the VM (kvm_amd did not load)"; echo "NESTED-STATUS 125"; poweroff -f; }
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=524288,cache=loose host /host || { echo "NESTED-STATUS 125"; poweroff -f; }
 for d in dev proc sys; do mount --bind /\$d /host/\$d; done
-mount -t devpts devpts /host/dev/pts 2>/dev/null
+mkdir -p /host/dev/pts && mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /host/dev/pts
 mount -t tmpfs tmp /host/tmp
 cp /cmd.sh /host/tmp/nested-cmd.sh
 mount -t tmpfs run /host/run 2>/dev/null

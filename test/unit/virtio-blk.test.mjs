@@ -1,7 +1,7 @@
 // virtio-blk device model against fake guest memory and real image files (no KVM).
 import { describe, it, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { fork } from 'node:child_process';
+import { fork, spawnSync } from 'node:child_process';
 import { chmodSync, mkdtempSync, mkdirSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -193,11 +193,23 @@ describe('virtio-blk: opening the image', () => {
     return blk.close();
   });
 
-  it('permission denied names the file and suggests read-only', { skip: process.getuid?.() === 0 ? 'root ignores file permissions' : false }, () => {
+  it('permission denied names the file and suggests read-only', () => {
     const p = imageFile(new Uint8Array(SECTOR));
     chmodSync(p, 0o444);
-    refuses(p, /permission denied/);
-    return new VirtioBlk({ path: p, readOnly: true }).close();
+    if (process.getuid?.() !== 0) {
+      refuses(p, /permission denied/);
+      return new VirtioBlk({ path: p, readOnly: true }).close();
+    }
+    // Root ignores file permissions: try as nobody, in a child process.
+    chmodSync(path.dirname(p), 0o755);
+    const blkUrl = new URL('../../dist/devices/virtio/blk.js', import.meta.url).href;
+    const probe = (readOnly) =>
+      spawnSync(process.execPath, ['--input-type=module', '-e', `import { VirtioBlk } from ${JSON.stringify(blkUrl)};
+        try { await new VirtioBlk({ path: ${JSON.stringify(p)}, readOnly: ${readOnly} }).close(); console.log('opened'); } catch (e) { console.log(e.code + ': ' + e.message); }`], { uid: 65534, gid: 65534, encoding: 'utf8' });
+    const rw = probe(false);
+    assert.match(rw.stdout, /^BAD_CONFIG: .*permission denied/m, rw.stderr);
+    assert.ok(rw.stdout.includes(p) && rw.stdout.trim().split('\n').length === 1, rw.stdout);
+    assert.equal(probe(true).stdout.trim(), 'opened', 'read-only works where the file is readable');
   });
 });
 
