@@ -1,7 +1,6 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import fc from 'fast-check';
@@ -11,6 +10,7 @@ import { SplitQueue, VirtqError } from '../../dist/devices/virtio/queue.js';
 import { VIRTIO_ID } from '../../dist/devices/virtio/constants.js';
 import { fakeMemory } from '../helpers/fake-memory.mjs';
 import { DriverQueue } from '../helpers/driver-queue.mjs';
+import { netnsProblem, runInNetns } from '../helpers/netns.mjs';
 
 const MAC = '52:54:00:12:34:56';
 const W = true;
@@ -464,29 +464,8 @@ describe('virtio-net: reset and close', () => {
 
 const child = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'helpers', 'net-child.mjs');
 
-function netnsProblem() {
-  if (process.getuid?.() !== 0) return 'needs root (network namespaces and taps need CAP_SYS_ADMIN and CAP_NET_ADMIN)';
-  if (!existsSync('/dev/net/tun')) return '/dev/net/tun is missing';
-  if (spawnSync('ip', ['-V']).status !== 0) return '`ip` (iproute2) is not installed';
-  return undefined;
-}
 const problem = netnsProblem();
 if (problem && process.env.CI) throw new Error(`virtio-net tap test: ${problem}: required under CI=true`);
-
-function run(cmd, args, ms) {
-  return new Promise((resolve) => {
-    const p = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    p.stdout.on('data', (d) => (stdout += d));
-    p.stderr.on('data', (d) => (stderr += d));
-    const timer = setTimeout(() => p.kill('SIGKILL'), ms);
-    p.on('close', (status) => {
-      clearTimeout(timer);
-      resolve({ status, stdout, stderr });
-    });
-  });
-}
 
 describe('virtio-net over a real tap in a private network namespace', { skip: problem ?? false }, () => {
   it('carries ARP, ICMP echo and TCP between the "guest" rings and the kernel, with backpressure', async () => {
@@ -494,7 +473,7 @@ describe('virtio-net over a real tap in a private network namespace', { skip: pr
     execFileSync('ip', ['netns', 'add', ns]);
     let r;
     try {
-      r = await run('ip', ['netns', 'exec', ns, process.execPath, child, '--in-namespace'], 30_000);
+      r = await runInNetns(ns, process.execPath, [child, '--in-namespace'], 30_000);
     } finally {
       execFileSync('ip', ['netns', 'del', ns]);
     }
