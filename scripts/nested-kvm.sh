@@ -51,6 +51,9 @@ mkdir -p "$root/host"
   printf '%q ' "$@"
   echo
 } > "$root/cmd.sh"
+# The first folder below /tmp on the way to the current directory, if it is under /tmp.
+cwd_top=
+case "$PWD" in /tmp/?*) rel=${PWD#/tmp/}; cwd_top=${rel%%/*} ;; esac
 cat > "$root/init" <<INIT
 #!/bin/sh
 export PATH=/bin:/sbin
@@ -61,7 +64,11 @@ for m in irqbypass kvm ccp kvm-amd tun; do insmod /lib/modules/\$m.ko 2>/dev/nul
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=524288,cache=loose host /host || { echo "NESTED-STATUS 125"; poweroff -f; }
 for d in dev proc sys; do mount --bind /\$d /host/\$d; done
 mkdir -p /host/dev/pts && mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /host/dev/pts
+# /tmp is a tmpfs of the VM's own (unix sockets and FIFOs do not work over 9p); if the command's
+# directory is under the host's /tmp, it is carried over into the new /tmp by a bind mount.
+mkdir -p /hosttmp && mount --bind /host/tmp /hosttmp
 mount -t tmpfs tmp /host/tmp
+[ -n "$cwd_top" ] && mkdir -p "/host/tmp/$cwd_top" && mount --bind "/hosttmp/$cwd_top" "/host/tmp/$cwd_top"
 cp /cmd.sh /host/tmp/nested-cmd.sh
 mount -t tmpfs run /host/run 2>/dev/null
 ip link set lo up 2>/dev/null
