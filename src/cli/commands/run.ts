@@ -118,8 +118,8 @@ export const runCommand: CommandModule<object, RunArgs> = {
       console: argv.console, disks: argv.disk.map(parseDisk), nets: argv.net.map(parseNet), shares: argv.share.map(parseShare) };
     if (command.length) {
       if (expect) throw new VmmError('BAD_CONFIG', '--expect and -- COMMAND: choose one (the command\'s exit status is the result)');
-      const { consoleInput: _in, consoleFd: _fd, ...base } = config;
-      process.exitCode = await runCommandInGuest({ argv: command, config: base, shareCwd: argv['share-cwd'], json: argv.json, timeoutSec: argv.timeout, log });
+      // runCommandInGuest takes the console and stdin over itself (stdin belongs to the command).
+      process.exitCode = await runCommandInGuest({ argv: command, config, shareCwd: argv['share-cwd'], json: argv.json, timeoutSec: argv.timeout, log });
       return;
     }
     let reason: StopReason;
