@@ -9,7 +9,9 @@
 #
 # Everything in the VM runs at software-emulation speed (roughly 10-50x slower than native), and the
 # guests nodevisor starts in there run on KVM's nested SVM, itself emulated: it is for correctness
-# (tests), never for speed. Needs qemu-system-x86_64, cpio, gzip and the guest kit (kernel, modules
+# (tests), never for speed. Exit status: the command's; 125 when the VM could not run it; 75 when the
+# emulated VM wedged (its kernel reported a CPU stuck for NESTED_KVM_WEDGED_AFTER seconds, 240 by
+# default) and was stopped. Needs qemu-system-x86_64, cpio, gzip and the guest kit (kernel, modules
 # and busybox initramfs: guests/kit/build.sh).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -83,15 +85,32 @@ chmod +x "$root/init"
 echo "nested-kvm: running on KVM inside a QEMU (TCG, emulated AMD SVM) VM: $*" >&2
 status=125
 begun=
+# The VM's kernel reports when one of its CPUs has been stuck in kernel mode ("soft lockup ... stuck
+# for Ns"). Under TCG a short stall can be the host being busy, and passes; a CPU stuck for minutes
+# means the emulated machine itself has wedged (seen once in CI: a CPU looping in the VM's kernel for
+# an hour, in KVM's nested-SVM path under TCG). Then nothing the command does can finish, so the VM
+# is stopped and the status says so (75), apart from the command's own failures.
+wedged_after=${NESTED_KVM_WEDGED_AFTER:-240}
+stop_vm() { [ -s "$work/qemu.pid" ] && kill "$(cat "$work/qemu.pid")" 2>/dev/null || true; }
+trap 'stop_vm; rm -rf "$work"' EXIT
 # The VM's serial console carries the command's output (firmware noise before it is dropped); the
 # status comes back as a line of its own.
 while IFS= read -r line; do
   case "$line" in
     *NESTED-BEGIN) begun=1 ;;
     *"NESTED-STATUS "*) status=${line##*NESTED-STATUS }; begun= ;;
+    *"soft lockup - CPU#"*"stuck for "*)
+      printf '%s\n' "$line"
+      stuck=${line##*stuck for }; stuck=${stuck%%s*}
+      if [ "${stuck:-0}" -ge "$wedged_after" ] 2>/dev/null; then
+        echo "nested-kvm: the emulated VM has wedged (a CPU stuck in its kernel for ${stuck}s): stopping it; status 75" >&2
+        status=75
+        stop_vm
+      fi ;;
     *) if [ -n "$begun" ]; then printf '%s\n' "$line"; fi ;;
   esac
 done < <(qemu-system-x86_64 -M q35 -accel tcg,thread=multi -cpu max -smp "$cpus" -m "$mem" -nographic -no-reboot \
-  -kernel "$kit/stock/vmlinuz" -initrd "$work/initramfs.gz" -append "console=ttyS0 panic=-1 quiet loglevel=1" \
+  -pidfile "$work/qemu.pid" \
+  -kernel "$kit/stock/vmlinuz" -initrd "$work/initramfs.gz" -append "console=ttyS0 panic=-1 quiet loglevel=${NESTED_KVM_LOGLEVEL:-1}" \
   -fsdev local,id=host,path=/,security_model=passthrough,multidevs=remap -device virtio-9p-pci,fsdev=host,mount_tag=host,disable-legacy=on </dev/null 2>&1 | tr -d '\r')
 exit "$status"
