@@ -95,7 +95,9 @@ stop_vm() { [ -s "$work/qemu.pid" ] && kill "$(cat "$work/qemu.pid")" 2>/dev/nul
 trap 'stop_vm; rm -rf "$work"' EXIT
 # The VM's serial console carries the command's output (firmware noise before it is dropped); the
 # status comes back as a line of its own.
+# (QEMU's output is read straight, line by line: a filter such as tr would hold it back in blocks.)
 while IFS= read -r line; do
+  line=${line%$'\r'}
   case "$line" in
     *NESTED-BEGIN) begun=1 ;;
     *"NESTED-STATUS "*) status=${line##*NESTED-STATUS }; begun= ;;
@@ -112,5 +114,5 @@ while IFS= read -r line; do
 done < <(qemu-system-x86_64 -M q35 -accel tcg,thread=multi -cpu max -smp "$cpus" -m "$mem" -nographic -no-reboot \
   -pidfile "$work/qemu.pid" \
   -kernel "$kit/stock/vmlinuz" -initrd "$work/initramfs.gz" -append "console=ttyS0 panic=-1 quiet loglevel=${NESTED_KVM_LOGLEVEL:-1}" \
-  -fsdev local,id=host,path=/,security_model=passthrough,multidevs=remap -device virtio-9p-pci,fsdev=host,mount_tag=host,disable-legacy=on </dev/null 2>&1 | tr -d '\r')
+  -fsdev local,id=host,path=/,security_model=passthrough,multidevs=remap -device virtio-9p-pci,fsdev=host,mount_tag=host,disable-legacy=on </dev/null 2>&1)
 exit "$status"
