@@ -5,8 +5,8 @@
  */
 import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import path from 'node:path';
+import { packageRoot } from '../package-root.js';
 
 type Buf = ArrayBufferView | ArrayBuffer;
 
@@ -83,7 +83,7 @@ export interface NativeBinding {
 /** The addon's path: NODEVISOR_ADDON, else the cmake-js build, else the node-gyp build. */
 export function addonPath(): string {
   if (process.env.NODEVISOR_ADDON) return path.resolve(process.env.NODEVISOR_ADDON);
-  const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+  const root = packageRoot(import.meta.url);
   const candidates = [path.join(root, 'native', 'build', 'Release', 'nodevisor.node'), path.join(root, 'build', 'Release', 'nodevisor.node')];
   return candidates.find((p) => existsSync(p)) ?? candidates[0]!;
 }

@@ -8,11 +8,11 @@ import { existsSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { packageRoot } from '../package-root.js';
 import { VmmError } from '../errors.js';
 import type { KvmFlavour } from '../kvm/host.js';
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+const root = packageRoot(import.meta.url);
 
 export const kitDir = (): string => process.env.NODEVISOR_KIT_DIR ?? path.join(process.env.XDG_CACHE_HOME ?? path.join(os.homedir(), '.cache'), 'nodevisor', 'kit');
 export const DEMO_GUEST = path.join(root, 'guests', 'tests', 'build', 'c-machine.elf');

@@ -1,5 +1,7 @@
 /** `nodevisor serve --api-sock PATH`: a Firecracker-compatible REST API on a unix socket. */
 import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { packageRoot } from '../../package-root.js';
 import type { Argv, CommandModule } from 'yargs';
 import { createLogger, LOG_LEVELS, type LogLevel } from '../../log.js';
 import { describeStop, exitStatus } from '../../vmm/stop.js';
@@ -12,7 +14,7 @@ interface ServeArgs {
 
 const version = (): string => {
   try {
-    return (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+    return (JSON.parse(readFileSync(path.join(packageRoot(import.meta.url), 'package.json'), 'utf8')) as { version: string }).version;
   } catch {
     return 'unknown';
   }

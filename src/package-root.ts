@@ -1,0 +1,19 @@
+/**
+ * The package's root folder (where package.json, native/ and guests/ are). Found by walking up from
+ * the running file rather than by a fixed number of `..`, because the same code runs both from
+ * tsc's output tree (dist/vmm/x.js, dist/cli/commands/y.js) and from the esbuild bundles
+ * (dist/cli/nodevisor.js, dist/chunks/z.js), at different depths.
+ */
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export function packageRoot(fromUrl: string): string {
+  let dir = path.dirname(fileURLToPath(fromUrl));
+  for (;;) {
+    if (existsSync(path.join(dir, 'package.json'))) return dir;
+    const up = path.dirname(dir);
+    if (up === dir) throw new Error(`nodevisor: no package.json above ${fileURLToPath(fromUrl)}`);
+    dir = up;
+  }
+}
