@@ -184,6 +184,35 @@ describe('virtio PCI transport (host side, no KVM)', () => {
     assert.equal(bar.read(C.device_status, 1) & S.DEVICE_NEEDS_RESET, 0);
   });
 
+  it('a reset completes (status reads 0) only once the model is idle: no late host write lands in buffers the driver took back', async (t) => {
+    const { dev, bar, d, model } = setup();
+    t.after(() => dev.close());
+    let finishIo;
+    let resets = 0;
+    model.idle = () => new Promise((r) => (finishIo = r));
+    const reset = model.reset.bind(model);
+    model.reset = () => {
+      resets++;
+      reset();
+    };
+    driverSetup(dev, bar, d);
+    d.addChain([{ addr: 0x10000, len: 8, write: true }]);
+    bar.write(BAR0.NOTIFY, 2, 0);
+    await until(() => d.usedIdx() === 1, 'the device to be live');
+    const live = bar.read(C.device_status, 1);
+    bar.write(C.device_status, 1, 0);
+    await until(() => resets === 1, 'the main thread to stop the model');
+    await new Promise((r) => setTimeout(r, 20));
+    assert.equal(bar.read(C.device_status, 1), live, 'still resetting: the driver keeps waiting');
+    assert.equal(bar.read(C.queue_enable, 2), 0, 'the registers themselves are already reset');
+    finishIo();
+    await until(() => bar.read(C.device_status, 1) === 0, 'the reset to complete');
+    // A reset of a device that never went live completes at once (nothing can be in flight).
+    bar.write(C.device_status, 1, S.ACKNOWLEDGE);
+    bar.write(C.device_status, 1, 0);
+    assert.equal(bar.read(C.device_status, 1), 0);
+  });
+
   it('a ring outside guest RAM is refused when the driver enables the queue', (t) => {
     const { dev, bar, d } = setup();
     t.after(() => dev.close());

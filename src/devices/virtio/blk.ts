@@ -238,7 +238,7 @@ export class VirtioBlk implements VirtioDevice {
   /**
    * Forgets the activation. I/O already handed to the host cannot be recalled: it runs to its end,
    * and its completion is dropped without touching the rings or the status byte. (A read still
-   * lands in the guest buffer it was given; see idle() for a transport that wants to wait.)
+   * lands in the guest buffer it was given: the transport lets the driver see the reset done only after idle().)
    */
   reset(): void {
     this.#act = undefined;

@@ -37,7 +37,9 @@ export interface CommonConfigDeps {
 }
 
 // Shared words: 0 lock; then the registers; then 8 words per queue.
-const W = { DEV_SEL: 1, DRV_SEL: 2, DRV_LO: 3, DRV_HI: 4, STATUS: 5, GEN: 6, QSEL: 7, CFG_VEC: 8, EPOCH: 9, QUEUES: 16 } as const;
+// RESETTING: while a reset is finishing on the main thread, the status the driver reads back (the one
+// before the reset; 0 once done). See #writeStatus.
+const W = { DEV_SEL: 1, DRV_SEL: 2, DRV_LO: 3, DRV_HI: 4, STATUS: 5, GEN: 6, QSEL: 7, CFG_VEC: 8, EPOCH: 9, RESETTING: 10, QUEUES: 16 } as const;
 const QW = { SIZE: 0, MAX: 1, VEC: 2, ENABLED: 3, DESC: 4, DRIVER: 6, DEVICE: 8, STRIDE: 10 } as const;
 
 export class CommonConfig {
@@ -98,6 +100,21 @@ export class CommonConfig {
     return { size: w[b + QW.SIZE]!, maxSize: w[b + QW.MAX]!, msixVector: w[b + QW.VEC]!, enabled: w[b + QW.ENABLED] !== 0, desc: u64(b + QW.DESC), driver: u64(b + QW.DRIVER), device: u64(b + QW.DEVICE) };
   }
 
+  /** Whether a driver-requested reset is still finishing (the driver does not read status 0 yet). */
+  get resetting(): boolean {
+    return Atomics.load(this.#w, W.RESETTING) !== 0;
+  }
+
+  /**
+   * The model has stopped and no host I/O it started can touch guest memory any more: the reset with
+   * this epoch is done, and the driver reads status 0. A later reset (newer epoch) is left pending.
+   */
+  completeReset(epoch: number): void {
+    this.s.locked(() => {
+      if (this.#w[W.EPOCH] === epoch) this.#w[W.RESETTING] = 0;
+    });
+  }
+
   /** Marks the device broken (virtio §2.1.2): the driver must reset it. */
   needsReset(why: string): void {
     this.deps.log?.(`virtio: device needs reset: ${why}`);
@@ -148,7 +165,7 @@ export class CommonConfig {
       case C.driver_feature: return word(w[W.DRV_SEL] === 0 ? w[W.DRV_LO]! : w[W.DRV_SEL] === 1 ? w[W.DRV_HI]! : 0, 4);
       case C.config_msix_vector: return word(w[W.CFG_VEC]!, 2);
       case C.num_queues: return word(this.numQueues, 2);
-      case C.device_status: return word(w[W.STATUS]!, 1);
+      case C.device_status: return word(w[W.RESETTING]! || w[W.STATUS]!, 1);
       case C.config_generation: return word(w[W.GEN]!, 1);
       case C.queue_select: return word(w[W.QSEL]!, 2);
       case C.queue_size: return word(q < 0 ? 0 : w[q + QW.SIZE]!, 2); // 0: no such queue
@@ -205,6 +222,11 @@ export class CommonConfig {
   #writeStatus(v: number): (() => void) | undefined {
     const w = this.#w;
     if (v === 0) {
+      // A device that was live may still have host I/O in flight into guest buffers (a disk read):
+      // the driver polls status until it reads 0 (§4.1.4.3.2), so it keeps reading the old status
+      // until the main thread has stopped the model and seen it idle (completeReset).
+      const old = w[W.STATUS]!;
+      if (old & VIRTIO_STATUS.DRIVER_OK) w[W.RESETTING] = old;
       this.#resetRegisters();
       w[W.GEN] = (w[W.GEN]! + 1) & 0xff;
       w[W.EPOCH] = (w[W.EPOCH]! + 1) | 0;

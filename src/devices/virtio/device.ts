@@ -58,6 +58,11 @@ export interface VirtioDevice {
   notify(index: number): void;
   /** The device was reset (by the driver, or after NEEDS_RESET): forget the queues, drop in-flight work. */
   reset(): void;
+  /**
+   * For models whose host I/O writes guest memory asynchronously (blk's reads): resolves once none
+   * started before reset() is still running. The driver's reset completes (status reads 0) only then.
+   */
+  idle?(): Promise<void>;
   /** The VM is going away: release host resources (files, taps, sockets). */
   close?(): void | Promise<void>;
 }

@@ -125,6 +125,10 @@ export class VirtioPciDevice {
       this.#epoch = epoch;
       this.#failed = false;
       this.#deactivate();
+      // The driver sees the reset done only once nothing started before it can still write guest memory.
+      const idle = this.model.idle?.();
+      if (idle) void idle.then(() => this.common.completeReset(epoch));
+      else this.common.completeReset(epoch);
     }
     const status = this.common.status;
     if (this.#active || this.#failed || !(status & VIRTIO_STATUS.DRIVER_OK) || status & VIRTIO_STATUS.DEVICE_NEEDS_RESET) return;
