@@ -55,6 +55,30 @@ export class GuestMemory {
     }
   }
 
+  /**
+   * [gpa, gpa+len) cut at region boundaries into ranges that each lie inside one region, or undefined
+   * when any byte of it is outside RAM (a range may run across regions only where they touch, as the
+   * 1 GiB chunks of one RAM stretch do; never across the MMIO hole). For guest buffers (virtqueue
+   * descriptors), which a driver may place anywhere in RAM; a chain is a list of such ranges anyway.
+   */
+  pieces(gpa: number, len: number): { addr: number; len: number }[] | undefined {
+    if (!Number.isSafeInteger(gpa) || !Number.isSafeInteger(len) || gpa < 0 || len < 0) return undefined;
+    const out: { addr: number; len: number }[] = [];
+    let at = gpa;
+    let left = len;
+    for (const r of this.#regions) {
+      const off = at - r.gpa;
+      if (off < 0) return undefined; // a gap between regions
+      if (off >= r.size) continue;
+      const take = Math.min(left, r.size - off);
+      out.push({ addr: at, len: take });
+      at += take;
+      left -= take;
+      if (left === 0) return out;
+    }
+    return undefined;
+  }
+
   /** A zero-copy view of [gpa, gpa+len); throws if it is not entirely inside one region. */
   slice(gpa: number, len: number, what = 'access'): Uint8Array {
     const { r, off } = this.#locate(gpa, len, what);

@@ -1,8 +1,9 @@
 /**
  * Guest memory over the RAM mapping: one GuestRegion per stretch of the memory map, cut into chunks
- * of at most RAM_VIEW_CHUNK bytes, since an ArrayBuffer cannot span many GiB. (An access that
- * crosses a chunk boundary is refused like one that crosses a region; guest structures the VMM reads
- * are far smaller than a chunk and aligned.)
+ * of at most RAM_VIEW_CHUNK bytes, since an ArrayBuffer cannot span many GiB. Guest data buffers that
+ * cross a chunk boundary are split there (GuestMemory.pieces, used by the virtqueues); a single
+ * access that crosses one is refused like one that crosses a region: guest structures the VMM reads
+ * whole (rings, descriptors, boot structures) are small and aligned.
  */
 import { RAM_VIEW_CHUNK, type GuestRam } from '../kvm/kvm.js';
 import { ramLayout } from '../arch/x86_64/layout.js';

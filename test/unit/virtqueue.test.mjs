@@ -2,7 +2,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { SplitQueue, VirtqError, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from '../../dist/devices/virtio/queue.js';
-import { GuestMemoryError } from '../../dist/memory/guest-memory.js';
+import { GuestMemory, GuestMemoryError } from '../../dist/memory/guest-memory.js';
 import { fakeMemory } from '../helpers/fake-memory.mjs';
 import { DriverQueue } from '../helpers/driver-queue.mjs';
 
@@ -79,6 +79,28 @@ describe('SplitQueue', () => {
     s.mem.view(0x1000, 16).setUint32(8, 0x20, true);
     s.d.publish(0);
     assert.throws(() => s.q.pop(), code('DESC_RANGE'));
+  });
+
+  it('a buffer running from one RAM view chunk into the next is split there; one across a gap in RAM is refused', () => {
+    // Two separately backed regions that touch, as the 1 GiB views of one RAM stretch do, then a gap.
+    const half = MEM / 2;
+    const mem = new GuestMemory([
+      { gpa: 0, size: half, bytes: new Uint8Array(half) },
+      { gpa: half, size: half, bytes: new Uint8Array(half) },
+      { gpa: 4 * MEM, size: half, bytes: new Uint8Array(half) },
+    ]);
+    const d = new DriverQueue(mem, 0x1000, 8);
+    const q = new SplitQueue(mem, d.config, { indirect: false, eventIdx: false });
+    d.addChain([{ addr: half - 0x10, len: 0x20 }, { addr: half - 0x1000, len: 0x3000, write: true }]);
+    assert.deepEqual(q.pop().readable, [{ addr: half - 0x10, len: 0x10 }, { addr: half, len: 0x10 }]);
+    d.addChain([{ addr: half - 0x1000, len: 0x3000, write: true }]);
+    assert.deepEqual(q.pop().writable, [{ addr: half - 0x1000, len: 0x1000 }, { addr: half, len: 0x2000 }]);
+    d.addChain([{ addr: 2 * half - 0x10, len: 0x20, write: true }]);
+    assert.throws(() => q.pop(), code('DESC_RANGE'), 'runs into the gap after the second region');
+    assert.equal(mem.pieces(MEM - 8, 16), undefined);
+    assert.deepEqual(mem.pieces(4 * MEM, half), [{ addr: 4 * MEM, len: half }]);
+    assert.equal(mem.pieces(4 * MEM, half + 1), undefined);
+    assert.equal(mem.pieces(-1, 2), undefined);
   });
 
   it('rejects a readable buffer after a writable one', () => {

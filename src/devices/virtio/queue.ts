@@ -120,12 +120,12 @@ export class SplitQueue {
         seen = -1;
         continue;
       }
-      if (len > 0 && (!Number.isSafeInteger(addr) || !this.mem.contains(addr, len))) {
-        throw new VirtqError('DESC_RANGE', `descriptor ${index} buffer [${hex(addr)}, +${hex(len)}) is outside guest RAM`);
-      }
-      if (flags & VIRTQ_DESC_F_WRITE) writable.push({ addr, len });
+      // A buffer that runs from one RAM view chunk into the next becomes two buffers of the chain.
+      const pieces = len === 0 ? [{ addr, len }] : this.mem.pieces(addr, len);
+      if (!pieces) throw new VirtqError('DESC_RANGE', `descriptor ${index} buffer [${hex(addr)}, +${hex(len)}) is outside guest RAM`);
+      if (flags & VIRTQ_DESC_F_WRITE) writable.push(...pieces);
       else if (writable.length > 0) throw new VirtqError('WRITE_BEFORE_READ', `descriptor ${index} is device-readable after a device-writable one`);
-      else readable.push({ addr, len });
+      else readable.push(...pieces);
       if (!(flags & VIRTQ_DESC_F_NEXT)) break;
       if (next >= tableLen) throw new VirtqError('DESC_INDEX', `descriptor ${index} points to ${next}, outside its table of ${tableLen}`);
       index = next;
