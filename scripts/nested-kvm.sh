@@ -5,25 +5,27 @@
 # virtio-9p and runs the command chrooted into it, in the current directory, with the same PATH and
 # a few variables passed through (CI, NODEVISOR_*); its exit status is returned.
 #
-#   scripts/nested-kvm.sh [--mem MiB] [--cpus N] -- COMMAND [ARGS...]
+#   scripts/nested-kvm.sh [--mem MiB] [--cpus N] [--timeout SECONDS] -- COMMAND [ARGS...]
 #
 # Everything in the VM runs at software-emulation speed (roughly 10-50x slower than native), and the
 # guests nodevisor starts in there run on KVM's nested SVM, itself emulated: it is for correctness
 # (tests), never for speed. Exit status: the command's; 125 when the VM could not run it; 75 when the
 # emulated VM wedged (its kernel reported a CPU stuck for NESTED_KVM_WEDGED_AFTER seconds, 240 by
-# default) and was stopped. Needs qemu-system-x86_64, cpio, gzip and the guest kit (kernel, modules
+# default) and was stopped; 124 when --timeout passed first (the VM is stopped then too). Needs qemu-system-x86_64, cpio, gzip and the guest kit (kernel, modules
 # and busybox initramfs: guests/kit/build.sh).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 kit=${NODEVISOR_KIT_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/nodevisor/kit}
 mem=8192
 cpus=$(nproc)
+timeout=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --mem) mem=$2; shift 2 ;;
     --cpus) cpus=$2; shift 2 ;;
+    --timeout) timeout=$2; shift 2 ;;
     --) shift; break ;;
-    *) echo "nested-kvm.sh: unknown option $1 (usage: nested-kvm.sh [--mem MiB] [--cpus N] -- COMMAND...)" >&2; exit 2 ;;
+    *) echo "nested-kvm.sh: unknown option $1 (usage: nested-kvm.sh [--mem MiB] [--cpus N] [--timeout SECONDS] -- COMMAND...)" >&2; exit 2 ;;
   esac
 done
 [ $# -gt 0 ] || { echo "nested-kvm.sh: no command" >&2; exit 2; }
@@ -92,7 +94,13 @@ begun=
 # is stopped and the status says so (75), apart from the command's own failures.
 wedged_after=${NESTED_KVM_WEDGED_AFTER:-240}
 stop_vm() { [ -s "$work/qemu.pid" ] && kill "$(cat "$work/qemu.pid")" 2>/dev/null || true; }
-trap 'stop_vm; rm -rf "$work"' EXIT
+trap 'stop_vm; [ -z "${timer:-}" ] || kill "$timer" 2>/dev/null || true; rm -rf "$work"' EXIT
+# A whole-run deadline, so that a caller with a budget (CI) gets a clear failure in time.
+timer=
+if [ "$timeout" -gt 0 ] 2>/dev/null; then
+  (trap 'kill "$nap" 2>/dev/null; exit 0' TERM; sleep "$timeout" & nap=$!; wait "$nap" && touch "$work/timed-out" && stop_vm) &
+  timer=$!
+fi
 # The VM's serial console carries the command's output (firmware noise before it is dropped); the
 # status comes back as a line of its own.
 # (QEMU's output is read straight, line by line: a filter such as tr would hold it back in blocks.)
@@ -115,4 +123,8 @@ done < <(qemu-system-x86_64 -M q35 -accel tcg,thread=multi -cpu max -smp "$cpus"
   -pidfile "$work/qemu.pid" \
   -kernel "$kit/stock/vmlinuz" -initrd "$work/initramfs.gz" -append "console=ttyS0 panic=-1 quiet loglevel=${NESTED_KVM_LOGLEVEL:-1}" \
   -fsdev local,id=host,path=/,security_model=passthrough,multidevs=remap -device virtio-9p-pci,fsdev=host,mount_tag=host,disable-legacy=on </dev/null 2>&1)
+if [ -e "$work/timed-out" ]; then
+  echo "nested-kvm: --timeout $timeout passed: the VM was stopped; status 124" >&2
+  status=124
+fi
 exit "$status"
