@@ -5,13 +5,15 @@
 # virtio-9p and runs the command chrooted into it, in the current directory, with the same PATH and
 # a few variables passed through (CI, NODEVISOR_*); its exit status is returned.
 #
-#   scripts/nested-kvm.sh [--mem MiB] [--cpus N] [--timeout SECONDS] -- COMMAND [ARGS...]
+#   scripts/nested-kvm.sh [--mem MiB] [--cpus N] [--timeout SECONDS] [--quiet-limit SECONDS] -- COMMAND [ARGS...]
 #
 # Everything in the VM runs at software-emulation speed (roughly 10-50x slower than native), and the
 # guests nodevisor starts in there run on KVM's nested SVM, itself emulated: it is for correctness
 # (tests), never for speed. Exit status: the command's; 125 when the VM could not run it; 75 when the
 # emulated VM wedged (its kernel reported a CPU stuck for NESTED_KVM_WEDGED_AFTER seconds, 240 by
-# default) and was stopped; 124 when --timeout passed first (the VM is stopped then too). Needs qemu-system-x86_64, cpio, gzip and the guest kit (kernel, modules
+# default) or printed nothing for --quiet-limit seconds (for a command known to print regularly),
+# and was stopped; 124 when --timeout passed first (the VM is stopped then too). NESTED_KVM_QMP=PATH
+# opens a QMP socket there, to look inside a VM that hangs. Needs qemu-system-x86_64, cpio, gzip and the guest kit (kernel, modules
 # and busybox initramfs: guests/kit/build.sh).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -19,13 +21,15 @@ kit=${NODEVISOR_KIT_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/nodevisor/kit}
 mem=8192
 cpus=$(nproc)
 timeout=0
+quiet_limit=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --mem) mem=$2; shift 2 ;;
     --cpus) cpus=$2; shift 2 ;;
     --timeout) timeout=$2; shift 2 ;;
+    --quiet-limit) quiet_limit=$2; shift 2 ;;
     --) shift; break ;;
-    *) echo "nested-kvm.sh: unknown option $1 (usage: nested-kvm.sh [--mem MiB] [--cpus N] [--timeout SECONDS] -- COMMAND...)" >&2; exit 2 ;;
+    *) echo "nested-kvm.sh: unknown option $1 (usage: nested-kvm.sh [--mem MiB] [--cpus N] [--timeout SECONDS] [--quiet-limit SECONDS] -- COMMAND...)" >&2; exit 2 ;;
   esac
 done
 [ $# -gt 0 ] || { echo "nested-kvm.sh: no command" >&2; exit 2; }
@@ -104,7 +108,21 @@ fi
 # The VM's serial console carries the command's output (firmware noise before it is dropped); the
 # status comes back as a line of its own.
 # (QEMU's output is read straight, line by line: a filter such as tr would hold it back in blocks.)
-while IFS= read -r line; do
+# With --quiet-limit, a silence that long also counts as wedged: the caller's command prints more
+# often than that while it is alive (npm test: a line per finished test; every test has its own
+# time limit, far shorter).
+read_opts=()
+[ "$quiet_limit" -gt 0 ] 2>/dev/null && read_opts=(-t "$quiet_limit")
+while true; do
+  if ! IFS= read -r "${read_opts[@]}" line; then
+    # read returns >128 on a time-out, 1 at the end of QEMU's output.
+    if [ "${#read_opts[@]}" -gt 0 ] && [ -s "$work/qemu.pid" ] && kill -0 "$(cat "$work/qemu.pid")" 2>/dev/null && [ ! -e "$work/timed-out" ]; then
+      echo "nested-kvm: nothing printed for ${quiet_limit}s: the emulated VM has wedged; stopping it; status 75" >&2
+      status=75
+      stop_vm
+    fi
+    break
+  fi
   line=${line%$'\r'}
   case "$line" in
     *NESTED-BEGIN) begun=1 ;;
@@ -120,7 +138,7 @@ while IFS= read -r line; do
     *) if [ -n "$begun" ]; then printf '%s\n' "$line"; fi ;;
   esac
 done < <(qemu-system-x86_64 -M q35 -accel tcg,thread=multi -cpu max -smp "$cpus" -m "$mem" -nographic -no-reboot \
-  -pidfile "$work/qemu.pid" \
+  -pidfile "$work/qemu.pid" ${NESTED_KVM_QMP:+-qmp "unix:$NESTED_KVM_QMP,server=on,wait=off"} \
   -kernel "$kit/stock/vmlinuz" -initrd "$work/initramfs.gz" -append "console=ttyS0 panic=-1 quiet loglevel=${NESTED_KVM_LOGLEVEL:-1}" \
   -fsdev local,id=host,path=/,security_model=passthrough,multidevs=remap -device virtio-9p-pci,fsdev=host,mount_tag=host,disable-legacy=on </dev/null 2>&1)
 if [ -e "$work/timed-out" ]; then
