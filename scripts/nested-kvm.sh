@@ -109,8 +109,7 @@ fi
 # status comes back as a line of its own.
 # (QEMU's output is read straight, line by line: a filter such as tr would hold it back in blocks.)
 # With --quiet-limit, a silence that long also counts as wedged: the caller's command prints more
-# often than that while it is alive (npm test: a line per finished test; every test has its own
-# time limit, far shorter).
+# often than that while it is alive (npm test: a line per finished test, the slowest about a minute).
 read_opts=()
 [ "$quiet_limit" -gt 0 ] 2>/dev/null && read_opts=(-t "$quiet_limit")
 while true; do
