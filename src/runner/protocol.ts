@@ -5,6 +5,12 @@
  * STDIN data and STDIN_EOF; the agent streams STDOUT and STDERR and ends with EXIT (i32 LE status:
  * the exit code, or 128 + the signal number).
  */
+/**
+ * The name of the virtio-serial port the agent talks on (a generic port, not a console: see
+ * devices/virtio/console.ts). The kit's init finds the port by this name.
+ */
+export const AGENT_PORT_NAME = 'org.nodevisor.agent';
+
 export const FRAME = { HELLO: 1, RUN: 2, STDIN: 3, STDIN_EOF: 4, STDOUT: 5, STDERR: 6, EXIT: 7 } as const;
 export const FRAME_HEADER = 5;
 /** The agent refuses frames longer than this; the host splits stdin to stay under it. */

@@ -45,6 +45,7 @@ import { VirtioNet } from '../devices/virtio/net.js';
 import { VirtioNinep } from '../devices/virtio/p9/device.js';
 import { VirtioConsole } from '../devices/virtio/console.js';
 import { FdSink } from './fd-sink.js';
+import { AGENT_PORT_NAME } from '../runner/protocol.js';
 import { VirtioPciDevice } from '../devices/virtio/pci-device.js';
 import type { VirtioDevice } from '../devices/virtio/device.js';
 import type { VirtioPciFunctionSpec } from '../devices/virtio/pci-transport.js';
@@ -193,7 +194,7 @@ export class Machine extends EventEmitter {
       models.push(this.virtioConsole);
     }
     if (config.agent) {
-      this.agent = new VirtioConsole({ output: (bytes) => this.#agentOutput(bytes) });
+      this.agent = new VirtioConsole({ output: (bytes) => this.#agentOutput(bytes), portName: AGENT_PORT_NAME });
       models.push(this.agent);
     }
     models.push(...hostModels);

@@ -49,8 +49,8 @@ export async function runInKitGuest(argv, { share, shareRo = true, stdin, timeou
   const dir = mkdtempSync(path.join(os.tmpdir(), 'nv-qemu-'));
   const sock = path.join(dir, 'agent.sock');
   const args = ['-M', 'q35', ...accelArgs, '-m', '512', '-nographic', '-no-reboot', '-kernel', stockKernel, '-initrd', initramfs,
-    '-append', `console=ttyS0 panic=-1 quiet nodevisor.agent=hvc0${share ? ' nodevisor.cwd=nvcwd' : ''}`,
-    '-chardev', `socket,id=agent,path=${sock},server=on,wait=off`, '-device', 'virtio-serial-pci,disable-legacy=on', '-device', 'virtconsole,chardev=agent'];
+    '-append', `console=ttyS0 panic=-1 quiet nodevisor.agent=org.nodevisor.agent${share ? ' nodevisor.cwd=nvcwd' : ''}`,
+    '-chardev', `socket,id=agent,path=${sock},server=on,wait=off`, '-device', 'virtio-serial-pci,disable-legacy=on', '-device', 'virtserialport,chardev=agent,name=org.nodevisor.agent'];
   if (share) args.push('-fsdev', `local,id=f0,path=${share},security_model=none${shareRo ? ',readonly=on' : ''}`, '-device', 'virtio-9p-pci,fsdev=f0,mount_tag=nvcwd,disable-legacy=on');
   const q = spawn('qemu-system-x86_64', args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let serial = '';

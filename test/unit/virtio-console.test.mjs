@@ -1,6 +1,6 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { VirtioConsole, CONSOLE_CONFIG, CONSOLE_INPUT_LIMIT } from '../../dist/devices/virtio/console.js';
+import { VirtioConsole, CONSOLE_CONFIG, CONSOLE_INPUT_LIMIT, CONSOLE_CONTROL as E, VIRTIO_CONSOLE_F } from '../../dist/devices/virtio/console.js';
 import { SplitQueue, VirtqError } from '../../dist/devices/virtio/queue.js';
 import { fakeMemory } from '../helpers/fake-memory.mjs';
 import { DriverQueue } from '../helpers/driver-queue.mjs';
@@ -100,5 +100,97 @@ describe('virtio-console model', () => {
     tx.writeDesc(0, 0xfffff0, 0x100, 0, 0);
     tx.publish(0);
     assert.throws(() => con.notify(1), VirtqError);
+  });
+
+  describe('a named port (MULTIPORT)', () => {
+    // The driver's side of Linux's virtio_console with MULTIPORT: port 0's queues, then the control
+    // queues (2: host -> guest, 3: guest -> host).
+    function multiport() {
+      const mem = fakeMemory(1 << 20);
+      const drivers = [0x1000, 0x3000, 0x5000, 0x7000].map((at) => new DriverQueue(mem, at, 16));
+      const queues = drivers.map((d) => new SplitQueue(mem, d.config, { indirect: false, eventIdx: false }));
+      const out = [];
+      const con = new VirtioConsole({ output: (b) => void out.push(Buffer.from(b)), portName: 'org.nodevisor.agent' });
+      const ctx = fakeContext(mem, queues, 1n << BigInt(VIRTIO_CONSOLE_F.MULTIPORT));
+      con.activate(ctx);
+      let slot = 0;
+      const send = (id, event, value) => {
+        const at = 0x20000 + 0x100 * slot++;
+        const v = mem.view(at, 8);
+        v.setUint32(0, id, true);
+        v.setUint16(4, event, true);
+        v.setUint16(6, value, true);
+        drivers[3].addChain([{ addr: at, len: 8 }]);
+        con.notify(3);
+      };
+      let got = 0;
+      const received = () => {
+        const msgs = [];
+        for (; got < drivers[2].usedIdx(); got++) {
+          const { id: head, len } = drivers[2].usedElem(got);
+          const at = 0x40000 + 0x1000 * head;
+          const v = mem.view(at, 8);
+          msgs.push({ id: v.getUint32(0, true), event: v.getUint16(4, true), value: v.getUint16(6, true), ...(len > 8 ? { name: Buffer.from(mem.read(at + 8, len - 8)).toString() } : {}) });
+        }
+        return msgs;
+      };
+      const postControlBuffers = (n) => {
+        for (let i = 0; i < n; i++) {
+          const head = drivers[2].nextDesc;
+          drivers[2].addChain([{ addr: 0x40000 + 0x1000 * head, len: 0x1000, write: true }]);
+        }
+        con.notify(2);
+      };
+      return { mem, drivers, con, ctx, out, send, received, postControlBuffers };
+    }
+
+    it('offers MULTIPORT and four queues only when named', () => {
+      assert.equal(new VirtioConsole({ output() {} }).features & (1n << BigInt(VIRTIO_CONSOLE_F.MULTIPORT)), 0n);
+      assert.deepEqual(new VirtioConsole({ output() {} }).queueMaxSizes.length, 2);
+      const named = new VirtioConsole({ output() {}, portName: 'x' });
+      assert.notEqual(named.features & (1n << BigInt(VIRTIO_CONSOLE_F.MULTIPORT)), 0n);
+      assert.equal(named.queueMaxSizes.length, 4);
+    });
+
+    it('DEVICE_READY -> DEVICE_ADD; PORT_READY -> PORT_OPEN then PORT_NAME; the guest opening the port is noted; data flows on port 0', () => {
+      const { mem, drivers, con, ctx, out, send, received, postControlBuffers } = multiport();
+      send(0xffffffff, E.DEVICE_READY, 1);
+      assert.deepEqual(received(), [], 'no control buffer yet: the message waits');
+      postControlBuffers(4);
+      assert.deepEqual(received(), [{ id: 0, event: E.DEVICE_ADD, value: 0 }]);
+      send(0, E.PORT_READY, 1);
+      assert.deepEqual(received(), [{ id: 0, event: E.PORT_OPEN, value: 1 }, { id: 0, event: E.PORT_NAME, value: 0, name: 'org.nodevisor.agent' }]);
+      assert.equal(con.guestOpen, false);
+      send(0, E.PORT_OPEN, 1);
+      assert.equal(con.guestOpen, true);
+      mem.write(0x60000, Buffer.from('frame'));
+      drivers[1].addChain([{ addr: 0x60000, len: 5 }]);
+      con.notify(1);
+      assert.equal(Buffer.concat(out).toString(), 'frame');
+      assert.deepEqual(ctx.failures, []);
+    });
+
+    it('a control message for a port that does not exist, or a short one, is a broken request', () => {
+      const { drivers, con, send, mem } = multiport();
+      assert.throws(() => send(5, E.PORT_READY, 1), VirtqError);
+      drivers[3].addChain([{ addr: 0x30000, len: 4 }]);
+      assert.throws(() => con.notify(3), VirtqError);
+      void mem;
+    });
+
+    it('a driver without MULTIPORT gets the plain single port (the control queues stay idle)', () => {
+      const mem = fakeMemory(1 << 20);
+      const rx = new DriverQueue(mem, 0x1000, 16);
+      const tx = new DriverQueue(mem, 0x3000, 16);
+      const out = [];
+      const con = new VirtioConsole({ output: (b) => void out.push(Buffer.from(b)), portName: 'org.nodevisor.agent' });
+      const ctx = fakeContext(mem, [new SplitQueue(mem, rx.config, { indirect: false, eventIdx: false }), new SplitQueue(mem, tx.config, { indirect: false, eventIdx: false })]);
+      con.activate(ctx);
+      mem.write(0x10000, Buffer.from('hi'));
+      tx.addChain([{ addr: 0x10000, len: 2 }]);
+      con.notify(1);
+      con.notify(3);
+      assert.equal(Buffer.concat(out).toString(), 'hi');
+    });
   });
 });

@@ -11,6 +11,7 @@ import type { Logger } from 'pino';
 import { DEFAULT_CMDLINE, Machine, type MachineConfig } from '../../vmm/machine.js';
 import { describeStop, exitStatus, type StopReason } from '../../vmm/stop.js';
 import { CommandRunner } from '../../runner/command-runner.js';
+import { AGENT_PORT_NAME } from '../../runner/protocol.js';
 import { VmmError } from '../../errors.js';
 import { Progress } from '../progress.js';
 
@@ -46,7 +47,7 @@ export async function runCommandInGuest(o: RunCommandOptions): Promise<number> {
   const shares = [...(o.config.shares ?? [])];
   if (o.shareCwd !== 'off') shares.push({ hostDir: process.cwd(), tag: CWD_TAG, readOnly: o.shareCwd === 'ro' });
   if (shares.filter((s) => s.tag === CWD_TAG).length > 1) throw new VmmError('BAD_CONFIG', `--share: the tag ${CWD_TAG} is reserved for the current directory`);
-  const agentDevice = o.config.console === 'virtio' ? 'hvc1' : 'hvc0'; // virtio consoles are numbered in PCI slot order
+  const agentDevice = AGENT_PORT_NAME; // the kit's init finds the port by its name
   const cmdline = agentCmdline(o.config.cmdline ?? DEFAULT_CMDLINE, { agentDevice, cwd: o.shareCwd !== 'off', shares: (o.config.shares ?? []).map((s) => s.tag) });
   const config: MachineConfig = { ...o.config, cmdline, shares, agent: true, consoleFd: undefined, consoleInput: undefined, timeoutSec: o.timeoutSec };
 

@@ -1,8 +1,15 @@
 /**
- * virtio-console (virtio 1.2 §5.3), single port: receiveq 0 carries host → guest bytes, transmitq 1
- * guest → host bytes. The guest sees it as /dev/hvc0. Host input is queued (bounded) until the
- * driver posts receive buffers; output is handed to `output` as it arrives, in order. Backpressure
- * to the guest: when `output` returns false, transmit chains are held (not returned) until resume().
+ * virtio-console (virtio 1.2 §5.3), one port: receiveq 0 carries host → guest bytes, transmitq 1
+ * guest → host bytes. Host input is queued (bounded) until the driver posts receive buffers; output
+ * is handed to `output` as it arrives, in order. Backpressure to the guest: when `output` returns
+ * false, transmit chains are held (not returned) until resume().
+ *
+ * Without a port name the port is a console (Linux: /dev/hvcN). With `portName` the device also
+ * offers MULTIPORT, and a driver that takes it gets the port as a named generic port (Linux:
+ * /dev/vportNp0, its name in /sys/class/virtio-ports/vportNp0/name) through the control queues
+ * (2: host → guest, 3: guest → host). That is what a program-to-program channel wants: Linux writes
+ * to a console port with interrupts off, spinning until the host takes each buffer, while a
+ * generic port's writer sleeps. A driver without MULTIPORT still gets the plain single port.
  */
 import { VirtqError } from './queue.js';
 import { VIRTIO_ID, bit } from './constants.js';
@@ -11,8 +18,18 @@ import type { VirtioDevice, VirtioDeviceContext } from './device.js';
 /** struct virtio_console_config offsets. */
 export const CONSOLE_CONFIG = { cols: 0, rows: 2, max_nr_ports: 4, emerg_wr: 8, SIZE: 12 } as const;
 export const VIRTIO_CONSOLE_F = { SIZE: 0, MULTIPORT: 1, EMERG_WRITE: 2 } as const;
+/** struct virtio_console_control events (§5.3.6.2). */
+export const CONSOLE_CONTROL = {
+  DEVICE_READY: 0, DEVICE_ADD: 1, DEVICE_REMOVE: 2, PORT_READY: 3, CONSOLE_PORT: 4, RESIZE: 5, PORT_OPEN: 6, PORT_NAME: 7,
+} as const;
+/** struct virtio_console_control: le32 id, le16 event, le16 value (then PORT_NAME's name bytes). */
+export const CONSOLE_CONTROL_SIZE = 8;
 const RECEIVEQ = 0;
 const TRANSMITQ = 1;
+const CONTROL_RECEIVEQ = 2;
+const CONTROL_TRANSMITQ = 3;
+/** Control messages from the guest are this small; a longer one is broken. */
+const CONTROL_MESSAGE_MAX = 4096;
 /** Host input waiting for receive buffers is capped; past this, older input is kept and newer is dropped. */
 export const CONSOLE_INPUT_LIMIT = 1 << 20;
 
@@ -21,13 +38,15 @@ export interface VirtioConsoleOptions {
   readonly output: (bytes: Uint8Array) => boolean | void;
   readonly cols?: number;
   readonly rows?: number;
+  /** Offer the port as a named generic port (MULTIPORT) to drivers that can take it. */
+  readonly portName?: string;
 }
 
 export class VirtioConsole implements VirtioDevice {
   readonly kind = 'console';
   readonly deviceId = VIRTIO_ID.CONSOLE;
-  readonly features = bit(VIRTIO_CONSOLE_F.SIZE);
-  readonly queueMaxSizes = [256, 256] as const;
+  readonly features: bigint;
+  readonly queueMaxSizes: readonly number[];
   readonly configSize = CONSOLE_CONFIG.SIZE;
   /** Bytes dropped because the input queue was full. */
   inputDropped = 0;
@@ -38,8 +57,18 @@ export class VirtioConsole implements VirtioDevice {
   #pending: Uint8Array[] = [];
   #pendingBytes = 0;
   #paused = false;
+  /** MULTIPORT negotiated in this activation: port 0 is the named generic port. */
+  #multiport = false;
+  /** Host → guest control messages waiting for control receive buffers. */
+  #controlOut: Uint8Array[] = [];
+  /** Whether the guest has the port open (PORT_OPEN from the guest; MULTIPORT only). */
+  guestOpen = false;
 
-  constructor(private readonly opts: VirtioConsoleOptions) {}
+  constructor(private readonly opts: VirtioConsoleOptions) {
+    const named = opts.portName !== undefined;
+    this.features = bit(VIRTIO_CONSOLE_F.SIZE) | (named ? bit(VIRTIO_CONSOLE_F.MULTIPORT) : 0n);
+    this.queueMaxSizes = named ? [256, 256, 64, 64] : [256, 256];
+  }
 
   bindConfig(config: DataView): void {
     this.#config = config;
@@ -58,16 +87,22 @@ export class VirtioConsole implements VirtioDevice {
 
   activate(ctx: VirtioDeviceContext): void {
     this.#ctx = ctx;
+    this.#multiport = (ctx.negotiated & bit(VIRTIO_CONSOLE_F.MULTIPORT)) !== 0n;
   }
 
   reset(): void {
     this.#ctx = undefined;
     this.#paused = false;
+    this.#multiport = false;
+    this.#controlOut = [];
+    this.guestOpen = false;
   }
 
   notify(index: number): void {
     if (index === RECEIVEQ) this.#deliver();
     else if (index === TRANSMITQ) this.#transmit();
+    else if (this.#multiport && index === CONTROL_TRANSMITQ) this.#controlReceive();
+    else if (this.#multiport && index === CONTROL_RECEIVEQ) this.#controlSend();
   }
 
   /** Host → guest bytes (keyboard, or the command runner's input). */
@@ -155,5 +190,99 @@ export class VirtioConsole implements VirtioDevice {
       used++;
     }
     if (used > 0) ctx.usedAdded(TRANSMITQ, before);
+  }
+
+  /** Guest → host control messages: the driver's side of the port's life (§5.3.6.2). */
+  #controlReceive(): void {
+    const ctx = this.#ctx;
+    const q = ctx?.queue(CONTROL_TRANSMITQ);
+    if (!ctx || !q) return;
+    const before = q.nextUsed;
+    let used = 0;
+    for (let c = q.pop(); c; c = q.pop()) {
+      if (c.writable.length > 0) throw new VirtqError('WRITE_BEFORE_READ', `virtio-console control message ${c.head} is device-writable`);
+      const len = c.readable.reduce((n, b) => n + b.len, 0);
+      if (len < CONSOLE_CONTROL_SIZE || len > CONTROL_MESSAGE_MAX) throw new VirtqError('BAD_REQUEST', `virtio-console control message ${c.head} is ${len} bytes`);
+      const msg = new Uint8Array(CONSOLE_CONTROL_SIZE);
+      let at = 0;
+      for (const b of c.readable) {
+        if (at >= msg.length) break;
+        const n = Math.min(b.len, msg.length - at);
+        msg.set(ctx.mem.read(b.addr, n, 'virtio-console control message'), at);
+        at += n;
+      }
+      const v = new DataView(msg.buffer);
+      this.#onControl(v.getUint32(0, true), v.getUint16(4, true), v.getUint16(6, true), ctx);
+      q.pushUsed(c.head, 0);
+      used++;
+    }
+    if (used > 0) ctx.usedAdded(CONTROL_TRANSMITQ, before);
+    this.#controlSend();
+  }
+
+  #onControl(id: number, event: number, value: number, ctx: VirtioDeviceContext): void {
+    const E = CONSOLE_CONTROL;
+    switch (event) {
+      case E.DEVICE_READY:
+        if (value === 1) this.#queueControl(0, E.DEVICE_ADD, 0);
+        else ctx.log.warn({}, 'virtio-console: the driver could not set the device up (DEVICE_READY 0)');
+        return;
+      case E.PORT_READY:
+        if (id !== 0) throw new VirtqError('BAD_REQUEST', `virtio-console: PORT_READY for port ${id}, which does not exist`);
+        if (value !== 1) {
+          ctx.log.warn({}, 'virtio-console: the driver could not add port 0 (PORT_READY 0)');
+          return;
+        }
+        // The host end is connected before the name is out: whoever waits for the name may open
+        // the port at once and find it connected (Linux reads end-of-file from an unconnected port).
+        this.#queueControl(0, E.PORT_OPEN, 1);
+        this.#queueControl(0, E.PORT_NAME, 0, new TextEncoder().encode(this.opts.portName ?? ''));
+        return;
+      case E.PORT_OPEN:
+        if (id !== 0) throw new VirtqError('BAD_REQUEST', `virtio-console: PORT_OPEN for port ${id}, which does not exist`);
+        this.guestOpen = value === 1;
+        return;
+      default:
+        // Other events are the host's to send; a driver sending them is ignored, as QEMU does.
+        ctx.log.debug({ id, event, value }, 'virtio-console: control message ignored');
+    }
+  }
+
+  #queueControl(id: number, event: number, value: number, payload?: Uint8Array): void {
+    const msg = new Uint8Array(CONSOLE_CONTROL_SIZE + (payload?.length ?? 0));
+    const v = new DataView(msg.buffer);
+    v.setUint32(0, id, true);
+    v.setUint16(4, event, true);
+    v.setUint16(6, value, true);
+    if (payload) msg.set(payload, CONSOLE_CONTROL_SIZE);
+    this.#controlOut.push(msg);
+  }
+
+  /** Host → guest control messages, one per control receive buffer. */
+  #controlSend(): void {
+    const ctx = this.#ctx;
+    const q = ctx?.queue(CONTROL_RECEIVEQ);
+    if (!ctx || !q) return;
+    const before = q.nextUsed;
+    let used = 0;
+    while (this.#controlOut.length > 0) {
+      const c = q.pop();
+      if (!c) break;
+      if (c.readable.length > 0) throw new VirtqError('WRITE_BEFORE_READ', `virtio-console control buffer ${c.head} is device-readable`);
+      const msg = this.#controlOut[0]!;
+      const room = c.writable.reduce((n, b) => n + b.len, 0);
+      if (room < msg.length) throw new VirtqError('BAD_REQUEST', `virtio-console control buffer ${c.head} holds ${room} bytes, the message ${msg.length}`);
+      let at = 0;
+      for (const b of c.writable) {
+        if (at >= msg.length) break;
+        const n = Math.min(b.len, msg.length - at);
+        ctx.mem.write(b.addr, msg.subarray(at, at + n), 'virtio-console control buffer');
+        at += n;
+      }
+      this.#controlOut.shift();
+      q.pushUsed(c.head, msg.length);
+      used++;
+    }
+    if (used > 0) ctx.usedAdded(CONTROL_RECEIVEQ, before);
   }
 }
