@@ -14,6 +14,7 @@
 import { VirtqError } from './queue.js';
 import { VIRTIO_ID, bit } from './constants.js';
 import type { VirtioDevice, VirtioDeviceContext } from './device.js';
+import { chainLength, gatherBytes, scatterBytes } from './chain-bytes.js';
 
 /** struct virtio_console_config offsets. */
 export const CONSOLE_CONFIG = { cols: 0, rows: 2, max_nr_ports: 4, emerg_wr: 8, SIZE: 12 } as const;
@@ -201,16 +202,9 @@ export class VirtioConsole implements VirtioDevice {
     let used = 0;
     for (let c = q.pop(); c; c = q.pop()) {
       if (c.writable.length > 0) throw new VirtqError('WRITE_BEFORE_READ', `virtio-console control message ${c.head} is device-writable`);
-      const len = c.readable.reduce((n, b) => n + b.len, 0);
+      const len = chainLength(c.readable);
       if (len < CONSOLE_CONTROL_SIZE || len > CONTROL_MESSAGE_MAX) throw new VirtqError('BAD_REQUEST', `virtio-console control message ${c.head} is ${len} bytes`);
-      const msg = new Uint8Array(CONSOLE_CONTROL_SIZE);
-      let at = 0;
-      for (const b of c.readable) {
-        if (at >= msg.length) break;
-        const n = Math.min(b.len, msg.length - at);
-        msg.set(ctx.mem.read(b.addr, n, 'virtio-console control message'), at);
-        at += n;
-      }
+      const msg = gatherBytes(ctx.mem, c.readable, new Uint8Array(CONSOLE_CONTROL_SIZE), 'virtio-console control message');
       const v = new DataView(msg.buffer);
       this.#onControl(v.getUint32(0, true), v.getUint16(4, true), v.getUint16(6, true), ctx);
       q.pushUsed(c.head, 0);
@@ -270,15 +264,9 @@ export class VirtioConsole implements VirtioDevice {
       if (!c) break;
       if (c.readable.length > 0) throw new VirtqError('WRITE_BEFORE_READ', `virtio-console control buffer ${c.head} is device-readable`);
       const msg = this.#controlOut[0]!;
-      const room = c.writable.reduce((n, b) => n + b.len, 0);
+      const room = chainLength(c.writable);
       if (room < msg.length) throw new VirtqError('BAD_REQUEST', `virtio-console control buffer ${c.head} holds ${room} bytes, the message ${msg.length}`);
-      let at = 0;
-      for (const b of c.writable) {
-        if (at >= msg.length) break;
-        const n = Math.min(b.len, msg.length - at);
-        ctx.mem.write(b.addr, msg.subarray(at, at + n), 'virtio-console control buffer');
-        at += n;
-      }
+      scatterBytes(ctx.mem, c.writable, msg, 'virtio-console control buffer');
       this.#controlOut.shift();
       q.pushUsed(c.head, msg.length);
       used++;

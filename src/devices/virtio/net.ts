@@ -18,11 +18,11 @@
  */
 import { randomBytes } from 'node:crypto';
 import { VmmError, describeError } from '../../errors.js';
-import type { GuestMemory } from '../../memory/guest-memory.js';
 import { Tap, TAP_VNET_HDR_LEN, type TapDevice } from '../../net/tap.js';
 import { VIRTIO_ID, bit } from './constants.js';
 import type { VirtioDevice, VirtioDeviceContext } from './device.js';
-import { VirtqError, type Buffer as VirtqBuffer, type DescriptorChain, type SplitQueue } from './queue.js';
+import { VirtqError, type DescriptorChain, type SplitQueue } from './queue.js';
+import { chainLength, gatherBytes, scatterBytes } from './chain-bytes.js';
 
 /** Device feature bits (§5.1.3) this model knows by name. */
 export const VIRTIO_NET_F = {
@@ -203,14 +203,14 @@ export class VirtioNet implements VirtioDevice {
     const chain = q.pop();
     if (!chain) return; // pending() said there was one; the driver cannot take it back
     if (chain.readable.length > 0) throw new VirtqError('WRITE_BEFORE_READ', `virtio-net receive buffer ${chain.head} has a device-readable part`);
-    const room = totalLength(chain.writable);
+    const room = chainLength(chain.writable);
     if (room < len) {
       // The buffer goes back empty: Linux counts a length error and posts a new one.
       q.pushUsed(chain.head, 0);
       this.#dropRx(ctx, `a ${len - NET_HDR_LEN}-byte frame does not fit a ${room}-byte receive buffer`);
       return;
     }
-    scatter(ctx.mem, chain.writable, this.#rxScratch.subarray(0, len));
+    scatterBytes(ctx.mem, chain.writable, this.#rxScratch.subarray(0, len), 'virtio-net receive buffer');
     q.pushUsed(chain.head, len);
     this.rxFrames++;
   }
@@ -284,12 +284,12 @@ export class VirtioNet implements VirtioDevice {
   /** Gathers one transmit chain into a frame and writes it to the tap, or drops it. */
   #send(ctx: VirtioDeviceContext, chain: DescriptorChain): void {
     if (chain.writable.length > 0) throw new VirtqError('WRITE_BEFORE_READ', `virtio-net transmit request ${chain.head} has a device-writable buffer`);
-    const len = totalLength(chain.readable);
+    const len = chainLength(chain.readable);
     // Oversized or runt frames are the network's problem, not the ring's: drop them as a NIC would
     // rather than fail the whole device (the driver already let them through its own checks).
     if (len > NET_MAX_TX) return this.#dropTx(ctx, `a ${len}-byte transmit request is longer than ${NET_MAX_TX} bytes`);
     if (len < NET_HDR_LEN + ETH_HLEN) return this.#dropTx(ctx, `a ${len}-byte transmit request is shorter than a header and an Ethernet header`);
-    const frame = gather(ctx.mem, chain.readable, this.#txScratch);
+    const frame = gatherBytes(ctx.mem, chain.readable, this.#txScratch, 'virtio-net transmit buffer');
     // The tap would act on checksum or segmentation requests; they were never offered (§5.1.6.2).
     if (frame[HDR.flags] !== 0) return this.#dropTx(ctx, `the header asks for checksum offload (flags ${frame[HDR.flags]}), which was not negotiated`);
     if (frame[HDR.gso_type] !== VIRTIO_NET_HDR_GSO_NONE) return this.#dropTx(ctx, `the header asks for segmentation offload (gso_type ${frame[HDR.gso_type]}), which was not negotiated`);
@@ -335,35 +335,6 @@ function unusableRxHeader(frame: Uint8Array): string | undefined {
   if (frame[HDR.flags]! & VIRTIO_NET_HDR_F_NEEDS_CSUM) return 'has a partial checksum';
   if (frame[HDR.gso_type] !== VIRTIO_NET_HDR_GSO_NONE) return 'is a segmentation-offload frame';
   return undefined;
-}
-
-function totalLength(bufs: readonly VirtqBuffer[]): number {
-  let n = 0;
-  for (const b of bufs) n += b.len; // at most 32768 * 4 GiB: exact in a double
-  return n;
-}
-
-/** Copies the buffers, in order, into `into` (large enough: the caller checked the total). */
-function gather(mem: GuestMemory, bufs: readonly VirtqBuffer[], into: Uint8Array): Uint8Array {
-  let at = 0;
-  for (const b of bufs) {
-    if (b.len === 0) continue; // an empty descriptor's address is never checked: do not touch it
-    into.set(mem.slice(b.addr, b.len, 'virtio-net transmit buffer'), at);
-    at += b.len;
-  }
-  return into.subarray(0, at);
-}
-
-/** Copies `data` across the buffers in order, never past the end of any (the caller checked the room). */
-function scatter(mem: GuestMemory, bufs: readonly VirtqBuffer[], data: Uint8Array): void {
-  let at = 0;
-  for (const b of bufs) {
-    if (at === data.byteLength) break;
-    const n = Math.min(b.len, data.byteLength - at);
-    if (n === 0) continue;
-    mem.write(b.addr, data.subarray(at, at + n), 'virtio-net receive buffer');
-    at += n;
-  }
 }
 
 const MAC_FORM = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i;

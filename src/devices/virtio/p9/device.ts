@@ -18,7 +18,8 @@
 import { VmmError } from '../../../errors.js';
 import { VIRTIO_ID, bit } from '../constants.js';
 import type { VirtioDevice, VirtioDeviceContext } from '../device.js';
-import type { Buffer as VirtqBuffer, DescriptorChain } from '../queue.js';
+import type { DescriptorChain } from '../queue.js';
+import { chainLength, gatherBytes, scatterBytes } from '../chain-bytes.js';
 import { ERRNO, HEADER_SIZE, encodeRlerror, peekTag } from './protocol.js';
 import { P9Server } from './server.js';
 
@@ -113,52 +114,24 @@ export class VirtioNinep implements VirtioDevice {
 
   /** Serves one chain; returns the bytes written to its writable buffers. */
   #serve(ctx: VirtioDeviceContext, chain: DescriptorChain): number {
-    const room = total(chain.writable);
+    const room = chainLength(chain.writable);
     if (room < RLERROR_SIZE) {
       ctx.log.warn({ head: chain.head, room }, 'virtio-9p: request without room for a reply, returned unserved');
       return 0;
     }
     // Copy only what the message's own size field claims (within what the driver supplied), and
     // refuse before copying anything large when that claim is beyond the negotiated msize.
-    const supplied = total(chain.readable);
-    const head = gather(ctx, chain.readable, Math.min(supplied, HEADER_SIZE));
+    const supplied = chainLength(chain.readable);
+    const head = gatherBytes(ctx.mem, chain.readable, new Uint8Array(Math.min(supplied, HEADER_SIZE)), 'virtio-9p request');
     const declared = head.byteLength >= 4 ? new DataView(head.buffer).getUint32(0, true) : supplied;
     let reply: Uint8Array;
     if (declared > this.server.maxRequest) {
       reply = encodeRlerror(peekTag(head), ERRNO.EMSGSIZE);
     } else {
-      reply = this.server.handle(gather(ctx, chain.readable, Math.min(supplied, Math.max(declared, HEADER_SIZE))), room);
+      reply = this.server.handle(gatherBytes(ctx.mem, chain.readable, new Uint8Array(Math.min(supplied, Math.max(declared, HEADER_SIZE))), 'virtio-9p request'), room);
     }
     if (reply.byteLength > room) reply = encodeRlerror(peekTag(reply), ERRNO.EMSGSIZE); // cannot happen: the server was told the room
-    return scatter(ctx, chain.writable, reply);
+    return scatterBytes(ctx.mem, chain.writable, reply, 'virtio-9p reply');
   }
 }
 
-function total(bufs: readonly VirtqBuffer[]): number {
-  return bufs.reduce((n, b) => n + b.len, 0);
-}
-
-/** The first `len` bytes of the readable buffers, copied out of guest memory. */
-function gather(ctx: VirtioDeviceContext, bufs: readonly VirtqBuffer[], len: number): Uint8Array {
-  const out = new Uint8Array(len);
-  let at = 0;
-  for (const b of bufs) {
-    if (at >= len) break;
-    const n = Math.min(b.len, len - at);
-    if (n > 0) out.set(ctx.mem.slice(b.addr, n, 'virtio-9p request'), at);
-    at += n;
-  }
-  return out;
-}
-
-/** Copies `data` into the writable buffers in order, never past their ends; returns the bytes copied. */
-function scatter(ctx: VirtioDeviceContext, bufs: readonly VirtqBuffer[], data: Uint8Array): number {
-  let at = 0;
-  for (const b of bufs) {
-    if (at >= data.byteLength) break;
-    const n = Math.min(b.len, data.byteLength - at);
-    if (n > 0) ctx.mem.write(b.addr, data.subarray(at, at + n), 'virtio-9p reply');
-    at += n;
-  }
-  return at;
-}
