@@ -100,11 +100,6 @@ export class CommonConfig {
     return { size: w[b + QW.SIZE]!, maxSize: w[b + QW.MAX]!, msixVector: w[b + QW.VEC]!, enabled: w[b + QW.ENABLED] !== 0, desc: u64(b + QW.DESC), driver: u64(b + QW.DRIVER), device: u64(b + QW.DEVICE) };
   }
 
-  /** Whether a driver-requested reset is still finishing (the driver does not read status 0 yet). */
-  get resetting(): boolean {
-    return Atomics.load(this.#w, W.RESETTING) !== 0;
-  }
-
   /**
    * The model has stopped and no host I/O it started can touch guest memory any more: the reset with
    * this epoch is done, and the driver reads status 0. A later reset (newer epoch) is left pending.
