@@ -32,8 +32,8 @@ export interface RunCommandOptions {
 }
 
 /** The kernel command line additions that tell the kit's init what to do. */
-export function agentCmdline(base: string, o: { agentDevice: string; cwd: boolean; shares: readonly string[] }): string {
-  const words = [base, 'quiet', `nodevisor.agent=${o.agentDevice}`];
+export function agentCmdline(base: string, o: { agentPort: string; cwd: boolean; shares: readonly string[] }): string {
+  const words = [base, 'quiet', `nodevisor.agent=${o.agentPort}`];
   if (o.cwd) words.push(`nodevisor.cwd=${CWD_TAG}`);
   if (o.shares.length) words.push(`nodevisor.shares=${o.shares.join(',')}`);
   return words.filter(Boolean).join(' ');
@@ -47,8 +47,8 @@ export async function runCommandInGuest(o: RunCommandOptions): Promise<number> {
   const shares = [...(o.config.shares ?? [])];
   if (o.shareCwd !== 'off') shares.push({ hostDir: process.cwd(), tag: CWD_TAG, readOnly: o.shareCwd === 'ro' });
   if (shares.filter((s) => s.tag === CWD_TAG).length > 1) throw new VmmError('BAD_CONFIG', `--share: the tag ${CWD_TAG} is reserved for the current directory`);
-  const agentDevice = AGENT_PORT_NAME; // the kit's init finds the port by its name
-  const cmdline = agentCmdline(o.config.cmdline ?? DEFAULT_CMDLINE, { agentDevice, cwd: o.shareCwd !== 'off', shares: (o.config.shares ?? []).map((s) => s.tag) });
+  // The kit's init finds the agent's virtio-serial port by its name.
+  const cmdline = agentCmdline(o.config.cmdline ?? DEFAULT_CMDLINE, { agentPort: AGENT_PORT_NAME, cwd: o.shareCwd !== 'off', shares: (o.config.shares ?? []).map((s) => s.tag) });
   const config: MachineConfig = { ...o.config, cmdline, shares, agent: true, consoleFd: undefined, consoleInput: undefined, timeoutSec: o.timeoutSec };
 
   progress.update(`booting ${o.config.kernel}`);
