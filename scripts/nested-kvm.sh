@@ -12,9 +12,11 @@
 # (tests), never for speed. Exit status: the command's; 125 when the VM could not run it; 75 when the
 # emulated VM wedged (its kernel reported a CPU stuck for NESTED_KVM_WEDGED_AFTER seconds, 240 by
 # default) or printed nothing for --quiet-limit seconds (for a command known to print regularly),
-# and was stopped; 124 when --timeout passed first (the VM is stopped then too). NESTED_KVM_QMP=PATH
-# opens a QMP socket there, to look inside a VM that hangs. Needs qemu-system-x86_64, cpio, gzip and the guest kit (kernel, modules
-# and busybox initramfs: guests/kit/build.sh).
+# and was stopped, after printing its CPUs' state (QMP `info registers -a`, to find out some day
+# what wedges it); 124 when --timeout passed first (the VM is stopped then too). The QMP socket is
+# NESTED_KVM_QMP if set (to look inside a VM that hangs), else a private one. Needs
+# qemu-system-x86_64, cpio, gzip, python3 (for the QMP dump) and the guest kit (kernel, modules and
+# busybox initramfs: guests/kit/build.sh).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 kit=${NODEVISOR_KIT_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/nodevisor/kit}
@@ -98,6 +100,31 @@ begun=
 # is stopped and the status says so (75), apart from the command's own failures.
 wedged_after=${NESTED_KVM_WEDGED_AFTER:-240}
 stop_vm() { [ -s "$work/qemu.pid" ] && kill "$(cat "$work/qemu.pid")" 2>/dev/null || true; }
+qmp=${NESTED_KVM_QMP:-$work/qmp.sock}
+# Prints where the VM's CPUs are (QMP human monitor), then stops the VM: status 75.
+wedged() {
+  echo "nested-kvm: the emulated VM has wedged ($1): its CPUs' state follows; stopping it; status 75" >&2
+  timeout 30 python3 - "$qmp" <<'PY' 2>&1 | sed 's/^/nested-kvm: qmp: /' >&2 || true
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+f = s.makefile('rw')
+def cmd(name, **args):
+    f.write(json.dumps({'execute': name, **({'arguments': args} if args else {})}) + '\n')
+    f.flush()
+    while True:
+        r = json.loads(f.readline())
+        if 'return' in r or 'error' in r:
+            return r.get('return', r)
+f.readline()
+cmd('qmp_capabilities')
+for line in ('info cpus', 'info registers -a'):
+    print(f'== {line}')
+    print(cmd('human-monitor-command', **{'command-line': line}))
+PY
+  status=75
+  stop_vm
+}
 trap 'stop_vm; [ -z "${timer:-}" ] || kill "$timer" 2>/dev/null || true; rm -rf "$work"' EXIT
 # A whole-run deadline, so that a caller with a budget (CI) gets a clear failure in time.
 timer=
@@ -116,9 +143,7 @@ while true; do
   if ! IFS= read -r "${read_opts[@]}" line; then
     # read returns >128 on a time-out, 1 at the end of QEMU's output.
     if [ "${#read_opts[@]}" -gt 0 ] && [ -s "$work/qemu.pid" ] && kill -0 "$(cat "$work/qemu.pid")" 2>/dev/null && [ ! -e "$work/timed-out" ]; then
-      echo "nested-kvm: nothing printed for ${quiet_limit}s: the emulated VM has wedged; stopping it; status 75" >&2
-      status=75
-      stop_vm
+      wedged "nothing printed for ${quiet_limit}s"
     fi
     break
   fi
@@ -130,14 +155,12 @@ while true; do
       printf '%s\n' "$line"
       stuck=${line##*stuck for }; stuck=${stuck%%s*}
       if [ "${stuck:-0}" -ge "$wedged_after" ] 2>/dev/null; then
-        echo "nested-kvm: the emulated VM has wedged (a CPU stuck in its kernel for ${stuck}s): stopping it; status 75" >&2
-        status=75
-        stop_vm
+        wedged "a CPU stuck in its kernel for ${stuck}s"
       fi ;;
     *) if [ -n "$begun" ]; then printf '%s\n' "$line"; fi ;;
   esac
 done < <(qemu-system-x86_64 -M q35 -accel tcg,thread=multi -cpu max -smp "$cpus" -m "$mem" -nographic -no-reboot \
-  -pidfile "$work/qemu.pid" ${NESTED_KVM_QMP:+-qmp "unix:$NESTED_KVM_QMP,server=on,wait=off"} \
+  -pidfile "$work/qemu.pid" -qmp "unix:$qmp,server=on,wait=off" \
   -kernel "$kit/stock/vmlinuz" -initrd "$work/initramfs.gz" -append "console=ttyS0 panic=-1 quiet loglevel=${NESTED_KVM_LOGLEVEL:-1}" \
   -fsdev local,id=host,path=/,security_model=passthrough,multidevs=remap -device virtio-9p-pci,fsdev=host,mount_tag=host,disable-legacy=on </dev/null 2>&1)
 if [ -e "$work/timed-out" ]; then
