@@ -5,7 +5,7 @@
 // Node 20 compiles every ES module from source on every start and resolves each import through the
 // file system; one file per entry (plus shared chunks) instead of ~70 modules and yargs' and pino's
 // trees cuts `nodevisor run`'s own start-up from ~165 ms above `node -e 0` to ~90 ms, and a vCPU
-// thread's from ~60 to ~45 ms (measured on the 2-core dev machine; see the closing notes).
+// thread's from ~58 to ~41 ms each with 50 started at once (measured on the 2-core dev machine).
 // tsc's per-module output stays the library's entry (dist/index.js) and carries the .d.ts files.
 // Both bundles sit one folder below dist/, as do the chunks, so relative URLs such as the vCPU
 // thread's resolve the same from the bundles as from tsc's tree.
