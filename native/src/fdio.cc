@@ -1,7 +1,7 @@
 // File-descriptor plumbing that Node's own streams cannot do: a readiness watcher on the main
 // thread's event loop (libuv's uv_poll) for fds that net.Socket refuses (eventfds signalled by KVM's
 // ioeventfds, tap character devices), and opening a tap interface (TUNSETIFF). What happens when an
-// fd becomes readable is decided in TypeScript.
+// fd becomes readable is decided in TypeScript, and so is which offloads a tap gets (TUNSETOFFLOAD).
 #include <fcntl.h>
 #include <linux/if.h>
 #include <linux/if_tun.h>
@@ -99,11 +99,22 @@ Napi::Value OpenTap(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// setTapOffload(fd, flags): which offloads (TUN_F_*) the kernel may leave to the reader of tap `fd`:
+// frames with a partial checksum or a segmentation super-frame arrive only once they are allowed.
+Napi::Value SetTapOffload(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = ArgFd(info, 0);
+  unsigned int flags = ArgU32(info, 1);
+  if (::ioctl(fd, TUNSETOFFLOAD, flags) < 0) ThrowErrno(env, errno, "ioctl", "TUNSETOFFLOAD");
+  return env.Undefined();
+}
+
 }  // namespace
 
 void InitFdio(Napi::Env env, Napi::Object exports) {
   exports.Set("watchFd", Napi::Function::New(env, WatchFd, "watchFd"));
   exports.Set("openTap", Napi::Function::New(env, OpenTap, "openTap"));
+  exports.Set("setTapOffload", Napi::Function::New(env, SetTapOffload, "setTapOffload"));
 }
 
 }  // namespace nv

@@ -75,6 +75,8 @@ export interface NativeBinding {
   watchFd(fd: number, onReadable: (error?: string) => void): () => void;
   /** Attaches to (or creates) tap interface `name`, non-blocking; with vnetHdr frames carry a 12-byte virtio_net_hdr_v1. */
   openTap(name: string, vnetHdr?: boolean): { fd: number; name: string };
+  /** TUNSETOFFLOAD: the TUN_F_* offloads the kernel may leave to us on frames read from tap `fd`. */
+  setTapOffload(fd: number, flags: number): void;
 
   readonly layout: Readonly<Record<string, number>>;
   readonly kickSignal: number;

@@ -13,6 +13,12 @@ import { native } from '../native/binding.js';
 /** Bytes of virtio_net_hdr_v1 in front of every frame on the tap (TUNSETVNETHDRSZ). */
 export const TAP_VNET_HDR_LEN = 12;
 
+/**
+ * TUNSETOFFLOAD flags (linux/if_tun.h): what the kernel may leave undone on frames it hands us. Each
+ * one matches a virtio-net guest feature, so a frame read under them can go to the guest as it is.
+ */
+export const TUN_F = { CSUM: 0x01, TSO4: 0x02, TSO6: 0x04, TSO_ECN: 0x08 } as const;
+
 /** Linux's IFNAMSIZ, terminating NUL included. */
 const IFNAMSIZ = 16;
 
@@ -29,6 +35,8 @@ export interface TapDevice {
   write(frame: Uint8Array): boolean;
   /** Calls `cb` on the main thread while frames are waiting (level-triggered); returns stop(). */
   onReadable(cb: (error?: string) => void): () => void;
+  /** Which offloads (TUN_F bits) frames read from now on may carry; 0: whole, checksummed frames only. */
+  setOffload(flags: number): void;
   close(): void;
 }
 
@@ -97,6 +105,14 @@ export class Tap implements TapDevice {
     return stop;
   }
 
+  setOffload(flags: number): void {
+    try {
+      native().setTapOffload(this.#live(), flags);
+    } catch (e) {
+      throw ioError(this.name, 'TUNSETOFFLOAD', e);
+    }
+  }
+
   /** Stops every watch and closes the fd; the interface goes away with it unless it is persistent. */
   close(): void {
     if (this.#fd < 0) return;
@@ -142,7 +158,7 @@ function openError(name: string, e: unknown): Error {
   return new VmmError('BAD_CONFIG', `${at}: ${e.message}`, { cause: e });
 }
 
-function ioError(name: string, op: 'read' | 'write', e: unknown): Error {
+function ioError(name: string, op: 'read' | 'write' | 'TUNSETOFFLOAD', e: unknown): Error {
   if (!isErrno(e)) return e instanceof Error ? e : new Error(String(e));
   return new VmmError('INTERNAL', `tap ${name}: ${op} failed: ${e.message}`, { cause: e });
 }

@@ -4,7 +4,8 @@ import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import fc from 'fast-check';
-import { VirtioNet, VIRTIO_NET_F, NET_CONFIG, NET_HDR_LEN, NET_MAX_TX, parseMac, formatMac, randomMac } from '../../dist/devices/virtio/net.js';
+import { VirtioNet, VIRTIO_NET_F, NET_CONFIG, NET_HDR_LEN, NET_MAX_TX, NET_HDR_F, NET_HDR_GSO, headerRules, parseMac, formatMac, randomMac } from '../../dist/devices/virtio/net.js';
+import { TUN_F } from '../../dist/net/tap.js';
 import { Tap } from '../../dist/net/tap.js';
 import { SplitQueue, VirtqError } from '../../dist/devices/virtio/queue.js';
 import { VIRTIO_ID } from '../../dist/devices/virtio/constants.js';
@@ -53,6 +54,10 @@ class FakeTap {
       this.cb = undefined;
     };
   }
+  offload = undefined;
+  setOffload(flags) {
+    this.offload = flags;
+  }
   /** The event loop saw the fd readable. */
   fire(error) {
     this.cb?.(error);
@@ -70,7 +75,9 @@ function tapFrame(len, { hdr = [], seed = 1 } = {}) {
   return f;
 }
 
-function setup({ rxSize = 16, txSize = 16, eventIdx = false, mac = MAC, memSize = 1 << 22, rxEnabled = true } = {}) {
+const F = (...names) => names.reduce((all, n) => all | (1n << BigInt(VIRTIO_NET_F[n])), 0n);
+
+function setup({ rxSize = 16, txSize = 16, eventIdx = false, mac = MAC, memSize = 1 << 22, rxEnabled = true, negotiated = 0n, offloads, tap = new FakeTap() } = {}) {
   const mem = fakeMemory(memSize);
   const rx = new DriverQueue(mem, 0x1000, rxSize);
   const tx = new DriverQueue(mem, 0x8000, txSize);
@@ -79,7 +86,7 @@ function setup({ rxSize = 16, txSize = 16, eventIdx = false, mac = MAC, memSize 
   const events = [];
   const ctx = {
     mem,
-    negotiated: 0n,
+    negotiated,
     live: true,
     queue: (i) => (i === 0 && !rxEnabled ? undefined : queues[i]),
     usedAdded: (i, before) => events.push(['used', i, before]),
@@ -87,8 +94,7 @@ function setup({ rxSize = 16, txSize = 16, eventIdx = false, mac = MAC, memSize 
     fail: (e) => events.push(['fail', e]),
     log: { warn: (_o, m) => events.push(['warn', m]), info() {}, debug() {} },
   };
-  const tap = new FakeTap();
-  const dev = new VirtioNet({ tap, mac });
+  const dev = new VirtioNet({ tap, mac, offloads });
   dev.activate(ctx);
   return { mem, rx, tx, queues, ctx, events, tap, dev };
 }
@@ -96,14 +102,15 @@ const warnings = (events) => events.filter((e) => e[0] === 'warn').map((e) => e[
 const isVirtq = (e) => e instanceof VirtqError;
 
 describe('virtio-net: device identity and configuration space', () => {
-  it('is device 1 with two 256-entry queues, offering MAC and STATUS only', () => {
+  it('is device 1 with two 256-entry queues, offering MAC, STATUS, checksum and TCP segmentation offloads both ways and MRG_RXBUF', () => {
     const { dev } = setup();
     assert.equal(dev.kind, 'net');
     assert.equal(dev.deviceId, VIRTIO_ID.NET);
     assert.deepEqual([...dev.queueMaxSizes], [256, 256]);
-    assert.equal(dev.features, (1n << BigInt(VIRTIO_NET_F.MAC)) | (1n << BigInt(VIRTIO_NET_F.STATUS)));
-    assert.equal(dev.features & (1n << BigInt(VIRTIO_NET_F.MRG_RXBUF)), 0n);
-    assert.equal(dev.features & (1n << BigInt(VIRTIO_NET_F.MTU)), 0n);
+    const offloads = F('CSUM', 'HOST_TSO4', 'HOST_TSO6', 'HOST_ECN', 'GUEST_CSUM', 'GUEST_TSO4', 'GUEST_TSO6', 'GUEST_ECN', 'MRG_RXBUF');
+    assert.equal(dev.features, F('MAC', 'STATUS') | offloads);
+    assert.equal(dev.features & F('MTU'), 0n);
+    assert.equal(setup({ offloads: false }).dev.features, F('MAC', 'STATUS'));
   });
 
   it('lays out mac[6], status (LINK_UP) and max_virtqueue_pairs little-endian; a link change interrupts', () => {
@@ -432,6 +439,217 @@ describe('virtio-net: receive', () => {
     tap.inbox.push(tapFrame(60));
     dev.notify(0);
     assert.equal(rx.usedIdx(), 0);
+  });
+});
+
+describe('virtio-net: offloads', () => {
+  const ALL = F('CSUM', 'HOST_TSO4', 'HOST_TSO6', 'HOST_ECN', 'GUEST_CSUM', 'GUEST_TSO4', 'GUEST_TSO6', 'GUEST_ECN', 'MRG_RXBUF');
+  /** A vnet header: flags, gso_type, hdr_len, gso_size, csum_start, csum_offset (num_buffers left 0). */
+  const hdr = (flags, gso, hdrLen = 0, gsoSize = 0, csumStart = 0, csumOffset = 0) => {
+    const h = new Uint8Array(12);
+    const v = new DataView(h.buffer);
+    h[0] = flags;
+    h[1] = gso;
+    v.setUint16(2, hdrLen, true);
+    v.setUint16(4, gsoSize, true);
+    v.setUint16(6, csumStart, true);
+    v.setUint16(8, csumOffset, true);
+    return [...h];
+  };
+
+  it('tells the tap exactly the receive offloads the driver accepted, segmentation only with checksums', () => {
+    const cases = [
+      [0n, 0],
+      [F('GUEST_CSUM'), TUN_F.CSUM],
+      [F('GUEST_CSUM', 'GUEST_TSO4'), TUN_F.CSUM | TUN_F.TSO4],
+      [F('GUEST_CSUM', 'GUEST_TSO4', 'GUEST_TSO6', 'GUEST_ECN'), TUN_F.CSUM | TUN_F.TSO4 | TUN_F.TSO6 | TUN_F.TSO_ECN],
+      [F('GUEST_CSUM', 'GUEST_ECN'), TUN_F.CSUM], // ECN is a flag on TSO: nothing without it
+      [F('GUEST_TSO4', 'GUEST_TSO6'), 0], // segmentation without checksum offload: neither
+      [F('CSUM', 'HOST_TSO4', 'HOST_TSO6'), 0], // the transmit side says nothing about receiving
+      [ALL, 0x0f],
+    ];
+    for (const [negotiated, flags] of cases) {
+      assert.equal(headerRules(negotiated).tapOffload, flags, `features ${negotiated.toString(2)}`);
+      const { tap } = setup({ negotiated });
+      assert.equal(tap.offload, flags);
+    }
+    assert.equal(headerRules(F('MRG_RXBUF')).mergeable, true);
+    assert.equal(headerRules(0n).mergeable, false);
+  });
+
+  it('keeps receiving whole frames when the tap refuses offloads (one warning)', () => {
+    const tap = new FakeTap();
+    tap.setOffload = () => {
+      throw new Error('tap fake0: TUNSETOFFLOAD failed: EINVAL');
+    };
+    const { rx, dev, events } = setup({ negotiated: ALL, tap });
+    assert.match(warnings(events)[0], /receive offloads stay off: .*EINVAL/);
+    rx.addChain([{ addr: 0x20000, len: 2000, write: W }]);
+    tap.inbox.push(tapFrame(60));
+    dev.notify(0);
+    assert.deepEqual(rx.usedElem(0), { id: 0, len: 72 });
+  });
+
+  it('transmit: passes negotiated checksum and TCP segmentation requests to the tap unchanged, drops the rest', () => {
+    const { mem, tx, dev, tap, events } = setup({ negotiated: F('CSUM', 'HOST_TSO4'), txSize: 32 });
+    const send = (h, len = 3000) => {
+      const f = tapFrame(len, { hdr: h, seed: len });
+      mem.write(0x100000, f);
+      tx.addChain([{ addr: 0x100000, len: 12 }, { addr: 0x100000 + 12, len: f.length - 12 }]);
+      dev.notify(1);
+      return f;
+    };
+    const csum = send(hdr(NET_HDR_F.NEEDS_CSUM, NET_HDR_GSO.NONE, 0, 0, 34, 16), 600);
+    const tso = send(hdr(NET_HDR_F.NEEDS_CSUM, NET_HDR_GSO.TCPV4, 66, 1448, 34, 16), 60000);
+    assert.deepEqual(tap.sent, [csum, tso]);
+    assert.equal(dev.txGsoFrames, 1);
+    send(hdr(NET_HDR_F.NEEDS_CSUM, NET_HDR_GSO.TCPV6, 86, 1428, 54, 16)); // HOST_TSO6 not negotiated
+    send(hdr(NET_HDR_F.NEEDS_CSUM, NET_HDR_GSO.TCPV4 | NET_HDR_GSO.ECN, 66, 1448, 34, 16)); // nor HOST_ECN
+    send(hdr(NET_HDR_F.NEEDS_CSUM, NET_HDR_GSO.UDP, 42, 1472, 34, 6)); // UFO is never offered
+    send(hdr(NET_HDR_F.DATA_VALID, NET_HDR_GSO.NONE)); // a receive-side flag
+    assert.equal(tap.sent.length, 2);
+    assert.equal(dev.txDropped, 4);
+    assert.match(warnings(events).join('\n'), /gso_type 4\), which was not negotiated/);
+
+    const plain = setup({ negotiated: F('HOST_TSO4') }); // segmentation without CSUM: refused too
+    plain.mem.write(0x100000, tapFrame(3000, { hdr: hdr(NET_HDR_F.NEEDS_CSUM, NET_HDR_GSO.TCPV4, 66, 1448, 34, 16) }));
+    plain.tx.addChain([{ addr: 0x100000, len: 3012 }]);
+    plain.dev.notify(1);
+    assert.equal(plain.dev.txDropped, 1);
+  });
+
+  it('receive: with GUEST_CSUM and GUEST_TSO4 the tap header reaches the guest as it is; what was not accepted is dropped', () => {
+    const { mem, rx, dev, tap } = setup({ negotiated: F('GUEST_CSUM', 'GUEST_TSO4') });
+    for (let i = 0; i < 4; i++) rx.addChain([{ addr: 0x100000 + i * 0x20000, len: 0x10000 + 100, write: W }]);
+    const partial = hdr(NET_HDR_F.NEEDS_CSUM, NET_HDR_GSO.NONE, 0, 0, 34, 16);
+    const tso = hdr(NET_HDR_F.NEEDS_CSUM, NET_HDR_GSO.TCPV4, 66, 1448, 34, 16);
+    tap.inbox.push(
+      tapFrame(600, { hdr: partial }),
+      tapFrame(60000, { hdr: tso }),
+      tapFrame(3000, { hdr: hdr(NET_HDR_F.NEEDS_CSUM, NET_HDR_GSO.TCPV6, 86, 1428, 54, 16) }), // GUEST_TSO6 not accepted
+      tapFrame(60, { hdr: hdr(NET_HDR_F.DATA_VALID, NET_HDR_GSO.NONE) }),
+    );
+    dev.notify(0);
+    assert.equal(rx.usedIdx(), 3);
+    assert.equal(dev.rxDropped, 1);
+    assert.equal(dev.rxGsoFrames, 1);
+    assert.deepEqual([...mem.read(0x100000, 12)], partial.slice(0, 10).concat([1, 0]));
+    assert.deepEqual([...mem.read(0x120000, 12)], tso.slice(0, 10).concat([1, 0]));
+    assert.deepEqual(rx.usedElem(1), { id: 1, len: 60012 });
+    assert.deepEqual(mem.read(0x120000 + 12, 60000), tapFrame(60000).subarray(12));
+    assert.deepEqual([...mem.read(0x140000, 12)], [NET_HDR_F.DATA_VALID, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0]);
+  });
+
+  describe('MRG_RXBUF', () => {
+    const mrg = (opts = {}) => setup({ negotiated: F('MRG_RXBUF', 'GUEST_CSUM', 'GUEST_TSO4'), ...opts });
+    const post = (rx, n, len = 1526, base = 0x100000) => Array.from({ length: n }, (_, i) => rx.addChain([{ addr: base + i * 0x1000, len, write: W }]));
+
+    it('spreads a frame over as many chains as it needs, num_buffers in the first; a small one takes one', () => {
+      const { mem, rx, dev, tap, events } = mrg();
+      const heads = post(rx, 5);
+      tap.inbox.push(tapFrame(4000, { seed: 3 }), tapFrame(60, { seed: 4 }));
+      dev.notify(0);
+      assert.equal(rx.usedIdx(), 4);
+      assert.deepEqual([0, 1, 2, 3].map((i) => rx.usedElem(i)), [
+        { id: heads[0], len: 1526 },
+        { id: heads[1], len: 1526 },
+        { id: heads[2], len: 4012 - 2 * 1526 },
+        { id: heads[3], len: 72 },
+      ]);
+      assert.deepEqual([...mem.read(0x100000 + 10, 2)], [3, 0]);
+      const got = Buffer.concat([mem.read(0x100000, 1526), mem.read(0x101000, 1526), mem.read(0x102000, 4012 - 3052)]);
+      assert.deepEqual(got.subarray(12), Buffer.from(tapFrame(4000, { seed: 3 }).subarray(12)));
+      assert.deepEqual([...mem.read(0x103000 + 10, 2)], [1, 0]);
+      assert.equal(dev.rxFrames, 2);
+      assert.deepEqual(events, [['used', 0, 0]]);
+    });
+
+    it('holds a frame, and the chains taken for it, until the driver posts enough; then goes on with the tap', () => {
+      const { rx, dev, tap } = mrg();
+      const heads = post(rx, 2);
+      tap.inbox.push(tapFrame(4000), tapFrame(60));
+      dev.notify(0);
+      assert.equal(rx.usedIdx(), 0); // two chains cannot take 4012 bytes: nothing is used yet
+      assert.equal(tap.watches, 0); // and the tap is left alone until the driver notifies
+      assert.equal(tap.inbox.length, 1);
+      dev.notify(0); // a notify without new buffers changes nothing
+      assert.equal(rx.usedIdx(), 0);
+      const more = post(rx, 2, 1526, 0x200000);
+      dev.notify(0);
+      assert.deepEqual([0, 1, 2, 3].map((i) => rx.usedElem(i).id), [heads[0], heads[1], more[0], more[1]]);
+      assert.equal(rx.usedElem(3).len, 72);
+      assert.equal(dev.rxFrames, 2);
+    });
+
+    it('returns a buffer too small for a header unused, and drops a frame that all the ring\'s buffers could not hold', () => {
+      const { rx, dev, tap, events } = mrg({ rxSize: 4 });
+      rx.addChain([{ addr: 0x100000, len: 8, write: W }]);
+      post(rx, 3, 100, 0x200000);
+      tap.inbox.push(tapFrame(1000), tapFrame(100));
+      dev.notify(0);
+      assert.deepEqual(rx.usedElem(0), { id: 0, len: 0 });
+      assert.match(warnings(events)[0], /8-byte receive buffer unused/);
+      // 3 × 100 bytes held, the 4th slot is back with the driver: post it again, still too little.
+      rx.nextDesc = 0;
+      rx.addChain([{ addr: 0x300000, len: 100, write: W }]);
+      dev.notify(0);
+      assert.equal(dev.rxDropped, 1);
+      assert.match(warnings(events)[1], /1000-byte frame does not fit all 4 receive buffers together/);
+      // The held buffers serve the next frame.
+      assert.equal(rx.usedIdx(), 3);
+      assert.deepEqual([1, 2].map((i) => rx.usedElem(i).len), [100, 12]);
+      assert.equal(dev.rxFrames, 1);
+    });
+
+    it('never writes outside the posted buffers; the used lengths add up to the frame, in order', () => {
+      fc.assert(
+        fc.property(fc.array(fc.integer({ min: 12, max: 3000 }), { minLength: 1, maxLength: 12 }), fc.integer({ min: 14, max: 9000 }), (lens, frameLen) => {
+          const { mem, rx, dev, tap } = mrg({ memSize: 1 << 20 });
+          const region = mem.slice(0x40000, 12 * 0x1000);
+          region.fill(0xaa);
+          lens.forEach((len, i) => rx.addChain([{ addr: 0x40000 + i * 0x1000, len, write: W }]));
+          const frame = tapFrame(frameLen, { seed: frameLen });
+          tap.inbox.push(frame);
+          dev.notify(0);
+          const total = lens.reduce((a, b) => a + b, 0);
+          if (total < frame.length) {
+            assert.equal(rx.usedIdx(), 0); // waits for more
+            return;
+          }
+          const used = Array.from({ length: rx.usedIdx() }, (_, i) => rx.usedElem(i));
+          assert.equal(used.reduce((a, u) => a + u.len, 0), frame.length);
+          assert.equal(mem.readU16(0x40000 + 10), used.length);
+          const got = [];
+          used.forEach((u, i) => {
+            assert.equal(u.id, i);
+            got.push(...region.subarray(i * 0x1000, i * 0x1000 + u.len));
+          });
+          region.forEach((v, i) => {
+            const chain = Math.floor(i / 0x1000);
+            if (chain >= used.length || i % 0x1000 >= used[chain].len) assert.equal(v, 0xaa, `byte ${i} written`);
+          });
+          assert.deepEqual(got.slice(12), [...frame.subarray(12)]);
+        }),
+        { numRuns: 200 },
+      );
+    });
+
+    it('reset() lets go of the held chains and the waiting frame', () => {
+      const { rx, dev, tap, ctx } = mrg();
+      post(rx, 2);
+      tap.inbox.push(tapFrame(4000));
+      dev.notify(0);
+      dev.reset();
+      // The driver starts over with new rings; a small frame now takes the first new chain.
+      const fresh = mrg();
+      assert.equal(tap.inbox.length, 0);
+      dev.activate({ ...fresh.ctx, negotiated: ctx.negotiated });
+      fresh.rx.addChain([{ addr: 0x100000, len: 1526, write: W }]);
+      tap.inbox.push(tapFrame(60));
+      dev.notify(0);
+      assert.deepEqual(fresh.rx.usedElem(0), { id: 0, len: 72 });
+      assert.equal(rx.usedIdx(), 0);
+    });
   });
 });
 

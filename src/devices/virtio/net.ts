@@ -2,14 +2,23 @@
  * virtio-net (virtio 1.2 §5.1) over a host tap: one receive queue (0) and one transmit queue (1).
  *
  * Every frame on both sides carries the 12-byte struct virtio_net_hdr_v1, and the tap is opened with
- * a vnet header of the same size, so frames cross between the rings and the tap without translation.
- * No offloads are offered (no CSUM, no GSO, no MRG_RXBUF): every frame is one whole, fully
- * checksummed Ethernet frame in one descriptor chain, which keeps both paths simple to check.
+ * a vnet header of the same size, so frames and their offload requests cross between the rings and
+ * the tap without translation: the host kernel does the checksums and the segmentation the guest
+ * leaves undone, and hands the guest large, partially checksummed frames when it may.
+ *
+ * Offloads (unless `offloads: false`), as QEMU and Firecracker offer them on a tap:
+ * - transmit: CSUM, HOST_TSO4/6, HOST_ECN: a guest frame may ask for a checksum or be a TCP
+ *   super-frame of up to 64 KiB; the tap's kernel side checks the header and does the work.
+ * - receive: GUEST_CSUM, GUEST_TSO4/6, GUEST_ECN: at activation the tap is told (TUNSETOFFLOAD) to
+ *   leave exactly what the driver accepted undone; a frame whose header asks for more is dropped.
+ * - MRG_RXBUF: a frame may fill several receive chains (num_buffers says how many), so the driver
+ *   can post page-sized buffers and still receive 64 KiB super-frames.
  *
  * Receive: while queue 0 has buffers the tap is watched; each frame is read into a scratch buffer and
- * scattered into the next chain's device-writable buffers. When the driver has posted no buffers the
- * watch stops and frames wait in the tap's own queue (the kernel drops beyond its length), until the
- * driver notifies queue 0 again: backpressure instead of a busy loop or an unbounded buffer.
+ * scattered into the next chain's (or chains') device-writable buffers. When the driver has posted
+ * too few buffers the watch stops, and frames wait in the tap's own queue (the one already read waits
+ * in the scratch buffer, with the chains taken for it) until the driver notifies queue 0 again:
+ * backpressure instead of a busy loop or an unbounded buffer.
  *
  * Transmit: each chain's device-readable buffers are gathered into one frame and written to the tap.
  * Frames a network would drop (too short, too long, offloads that were never negotiated, a tap that
@@ -18,7 +27,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { VmmError, describeError } from '../../errors.js';
-import { Tap, TAP_VNET_HDR_LEN, type TapDevice } from '../../net/tap.js';
+import { Tap, TAP_VNET_HDR_LEN, TUN_F, type TapDevice } from '../../net/tap.js';
 import { VIRTIO_ID, bit } from './constants.js';
 import type { VirtioDevice, VirtioDeviceContext } from './device.js';
 import { VirtqError, type DescriptorChain, type SplitQueue } from './queue.js';
@@ -30,9 +39,22 @@ export const VIRTIO_NET_F = {
   GUEST_CSUM: 1,
   MTU: 3,
   MAC: 5,
+  GUEST_TSO4: 7,
+  GUEST_TSO6: 8,
+  GUEST_ECN: 9,
+  HOST_TSO4: 11,
+  HOST_TSO6: 12,
+  HOST_ECN: 13,
   MRG_RXBUF: 15,
   STATUS: 16,
 } as const;
+
+/** The offloads offered: checksums and TCP segmentation both ways, and mergeable receive buffers. */
+const OFFLOAD_FEATURES = [
+  VIRTIO_NET_F.CSUM, VIRTIO_NET_F.HOST_TSO4, VIRTIO_NET_F.HOST_TSO6, VIRTIO_NET_F.HOST_ECN,
+  VIRTIO_NET_F.GUEST_CSUM, VIRTIO_NET_F.GUEST_TSO4, VIRTIO_NET_F.GUEST_TSO6, VIRTIO_NET_F.GUEST_ECN,
+  VIRTIO_NET_F.MRG_RXBUF,
+].reduce((all, f) => all | bit(f), 0n);
 
 /** config.status bits (§5.1.4). */
 export const VIRTIO_NET_S_LINK_UP = 1;
@@ -43,8 +65,12 @@ export const NET_CONFIG = { mac: 0, status: 6, max_virtqueue_pairs: 8, SIZE: 10 
 /** struct virtio_net_hdr_v1: always 12 bytes with VERSION_1, whatever MRG_RXBUF says (§5.1.6). */
 export const NET_HDR_LEN = 12;
 const HDR = { flags: 0, gso_type: 1, num_buffers: 10 } as const;
-const VIRTIO_NET_HDR_F_NEEDS_CSUM = 1;
-const VIRTIO_NET_HDR_GSO_NONE = 0;
+/** The part of the header the tap reads and writes (struct virtio_net_hdr, without num_buffers). */
+const TAP_HDR_FIELDS = 10;
+/** virtio_net_hdr flags (§5.1.6). */
+export const NET_HDR_F = { NEEDS_CSUM: 1, DATA_VALID: 2 } as const;
+/** virtio_net_hdr gso_type values (§5.1.6); ECN is a flag on the TCP ones. */
+export const NET_HDR_GSO = { NONE: 0, TCPV4: 1, UDP: 3, TCPV6: 4, ECN: 0x80 } as const;
 
 /** An Ethernet header: the smallest frame the tap accepts. */
 const ETH_HLEN = 14;
@@ -68,12 +94,56 @@ export interface VirtioNetOptions {
   readonly tap: string | TapDevice;
   /** The guest's MAC address, 'xx:xx:xx:xx:xx:xx'; a random locally administered one when absent. */
   readonly mac?: string;
+  /** Offer checksum and segmentation offloads and mergeable receive buffers (default true). */
+  readonly offloads?: boolean;
+}
+
+/** What the negotiated features allow in the headers of one activation. */
+interface HeaderRules {
+  /** Transmit: NEEDS_CSUM (CSUM). */
+  readonly txCsum: boolean;
+  /** Transmit: the gso_type values accepted (HOST_TSO4/6, with or without ECN). */
+  readonly txGso: ReadonlySet<number>;
+  /** Receive: flags may pass through (GUEST_CSUM); without it the header is zeroed. */
+  readonly rxCsum: boolean;
+  /** Receive: the gso_type values the driver accepts (GUEST_TSO4/6, GUEST_ECN). */
+  readonly rxGso: ReadonlySet<number>;
+  /** Receive: a frame may fill several chains (MRG_RXBUF). */
+  readonly mergeable: boolean;
+  /** The TUN_F flags that make the tap send only what the above accepts. */
+  readonly tapOffload: number;
+}
+
+const NO_OFFLOADS: HeaderRules = { txCsum: false, txGso: new Set([NET_HDR_GSO.NONE]), rxCsum: false, rxGso: new Set([NET_HDR_GSO.NONE]), mergeable: false, tapOffload: 0 };
+
+/** The header rules that follow from the negotiated features (§5.1.3.1's dependencies enforced). */
+export function headerRules(negotiated: bigint): HeaderRules {
+  const has = (f: number): boolean => (negotiated & bit(f)) !== 0n;
+  const txCsum = has(VIRTIO_NET_F.CSUM);
+  const rxCsum = has(VIRTIO_NET_F.GUEST_CSUM);
+  const gsoSet = (csum: boolean, v4: boolean, v6: boolean, ecn: boolean): Set<number> => {
+    const set = new Set<number>([NET_HDR_GSO.NONE]);
+    if (!csum) return set; // segmentation needs checksum offload: a driver that takes one without the other gets neither
+    for (const [on, type] of [[v4, NET_HDR_GSO.TCPV4], [v6, NET_HDR_GSO.TCPV6]] as const) {
+      if (!on) continue;
+      set.add(type);
+      if (ecn) set.add(type | NET_HDR_GSO.ECN);
+    }
+    return set;
+  };
+  const txGso = gsoSet(txCsum, has(VIRTIO_NET_F.HOST_TSO4), has(VIRTIO_NET_F.HOST_TSO6), has(VIRTIO_NET_F.HOST_ECN));
+  const rxGso = gsoSet(rxCsum, has(VIRTIO_NET_F.GUEST_TSO4), has(VIRTIO_NET_F.GUEST_TSO6), has(VIRTIO_NET_F.GUEST_ECN));
+  let tapOffload = rxCsum ? TUN_F.CSUM : 0;
+  if (rxGso.has(NET_HDR_GSO.TCPV4)) tapOffload |= TUN_F.TSO4;
+  if (rxGso.has(NET_HDR_GSO.TCPV6)) tapOffload |= TUN_F.TSO6;
+  if (rxGso.size > 1 && has(VIRTIO_NET_F.GUEST_ECN)) tapOffload |= TUN_F.TSO_ECN;
+  return { txCsum, txGso, rxCsum, rxGso, mergeable: has(VIRTIO_NET_F.MRG_RXBUF), tapOffload };
 }
 
 export class VirtioNet implements VirtioDevice {
   readonly kind = 'net';
   readonly deviceId = VIRTIO_ID.NET;
-  readonly features = bit(VIRTIO_NET_F.MAC) | bit(VIRTIO_NET_F.STATUS);
+  readonly features: bigint;
   readonly queueMaxSizes: readonly number[] = [QUEUE_SIZE, QUEUE_SIZE];
   readonly configSize = NET_CONFIG.SIZE;
   readonly tap: TapDevice;
@@ -87,6 +157,9 @@ export class VirtioNet implements VirtioDevice {
   txFrames = 0;
   /** Frames the guest sent that were dropped (malformed, oversized, tap full or down). */
   txDropped = 0;
+  /** Of rxFrames and txFrames, the segmentation-offload super-frames. */
+  rxGsoFrames = 0;
+  txGsoFrames = 0;
 
   #config: DataView | undefined;
   #linkUp = true;
@@ -95,12 +168,18 @@ export class VirtioNet implements VirtioDevice {
   /** Receiving stopped on a tap error, until the next reset (a level-triggered watch would spin). */
   #rxHalted = false;
   #txContinuation: NodeJS.Immediate | undefined;
+  #rules: HeaderRules = NO_OFFLOADS;
+  /** A frame read from the tap (in #rxScratch) that waits for enough receive buffers; 0: none. */
+  #rxPendingLen = 0;
+  /** Receive chains taken from the ring for the waiting frame (MRG_RXBUF), in ring order. */
+  #rxHeld: DescriptorChain[] = [];
   readonly #rxScratch = new Uint8Array(NET_HDR_LEN + NET_MAX_FRAME + 1); // +1: a full read means truncated
   readonly #txScratch = new Uint8Array(NET_MAX_TX);
   readonly #warned = new Set<string>();
 
   constructor(opts: VirtioNetOptions) {
     this.mac = opts.mac === undefined ? randomMac() : parseMac(opts.mac);
+    this.features = bit(VIRTIO_NET_F.MAC) | bit(VIRTIO_NET_F.STATUS) | (opts.offloads === false ? 0n : OFFLOAD_FEATURES);
     if (TAP_VNET_HDR_LEN !== NET_HDR_LEN) throw new VmmError('INTERNAL', 'tap and virtio-net headers differ in size');
     this.tap = typeof opts.tap === 'string' ? Tap.open(opts.tap) : opts.tap;
   }
@@ -127,6 +206,13 @@ export class VirtioNet implements VirtioDevice {
   activate(ctx: VirtioDeviceContext): void {
     this.#ctx = ctx;
     this.#rxHalted = false;
+    this.#rules = headerRules(ctx.negotiated);
+    try {
+      this.tap.setOffload(this.#rules.tapOffload);
+    } catch (e) {
+      // Harmless: without them the kernel sends whole, checksummed frames, which every driver takes.
+      ctx.log.warn({ device: 'net', tap: this.tap.name }, `virtio-net: receive offloads stay off: ${describeError(e)}`);
+    }
     // Start listening at once; the first callback finds out whether the driver has posted buffers.
     if (ctx.queue(RX_QUEUE)) this.#watch();
   }
@@ -143,6 +229,9 @@ export class VirtioNet implements VirtioDevice {
     this.#txContinuation = undefined;
     this.#ctx = undefined;
     this.#rxHalted = false;
+    this.#rxPendingLen = 0;
+    this.#rxHeld = [];
+    this.#rules = NO_OFFLOADS;
     this.#warned.clear();
   }
 
@@ -162,11 +251,17 @@ export class VirtioNet implements VirtioDevice {
     const before = q.nextUsed;
     try {
       for (let turn = 0; turn < BURST; turn++) {
-        // Check for a buffer before reading: a frame taken from the tap with nowhere to go would be lost.
-        if (q.pending() === 0) return this.#unwatch();
-        const len = this.#readFrame(ctx);
-        if (len === undefined) break;
-        if (len > 0) this.#deliver(ctx, q, len);
+        if (this.#rxPendingLen === 0) {
+          // Check for a buffer before reading: a frame taken from the tap with nowhere to go would wait.
+          if (this.#rxHeld.length === 0 && q.pending() === 0) return this.#unwatch();
+          const len = this.#readFrame(ctx);
+          if (len === undefined) break;
+          if (len === 0) continue;
+          this.#rxPendingLen = len;
+        }
+        // Too few buffers for the frame: it waits, and the driver's next notify brings us back.
+        if (!this.#deliver(ctx, q, this.#rxPendingLen)) return this.#unwatch();
+        this.#rxPendingLen = 0;
       }
       // The tap is empty, or the burst is spent: the level-triggered watch brings us back either way.
       this.#watch();
@@ -189,30 +284,65 @@ export class VirtioNet implements VirtioDevice {
     }
     if (len === undefined) return undefined;
     const frame = this.#rxScratch.subarray(0, len);
-    const why = len === this.#rxScratch.byteLength ? 'longer than the largest frame' : len < NET_HDR_LEN + ETH_HLEN ? 'shorter than an Ethernet header' : unusableRxHeader(frame);
+    const why = len === this.#rxScratch.byteLength ? 'longer than the largest frame' : len < NET_HDR_LEN + ETH_HLEN ? 'shorter than an Ethernet header' : unusableRxHeader(frame, this.#rules);
     if (why) return this.#dropRx(ctx, `frame from tap ${this.tap.name} ${why}`);
-    // Without GUEST_CSUM the flags must be 0 (DATA_VALID only said the checksum is right, and it is);
-    // without MRG_RXBUF a frame fills exactly one chain: num_buffers is 1 (§5.1.6.4).
-    frame.fill(0, 0, NET_HDR_LEN);
-    frame[HDR.num_buffers] = 1;
+    // Without GUEST_CSUM the flags must be 0 (DATA_VALID only said the checksum is right, and it is).
+    if (!this.#rules.rxCsum) frame.fill(0, 0, TAP_HDR_FIELDS);
+    if (frame[HDR.gso_type] !== NET_HDR_GSO.NONE) this.rxGsoFrames++;
     return len;
   }
 
-  /** Hands the frame in the scratch buffer to the next receive chain. */
-  #deliver(ctx: VirtioDeviceContext, q: SplitQueue, len: number): void {
-    const chain = q.pop();
-    if (!chain) return; // pending() said there was one; the driver cannot take it back
-    if (chain.readable.length > 0) throw new VirtqError('WRITE_BEFORE_READ', `virtio-net receive buffer ${chain.head} has a device-readable part`);
-    const room = chainLength(chain.writable);
-    if (room < len) {
-      // The buffer goes back empty: Linux counts a length error and posts a new one.
-      q.pushUsed(chain.head, 0);
-      this.#dropRx(ctx, `a ${len - NET_HDR_LEN}-byte frame does not fit a ${room}-byte receive buffer`);
-      return;
+  /**
+   * Hands the frame in the scratch buffer to the next receive chain, or chains with MRG_RXBUF.
+   * Returns false when the driver has not posted enough buffers yet (the frame waits).
+   */
+  #deliver(ctx: VirtioDeviceContext, q: SplitQueue, len: number): boolean {
+    const frame = this.#rxScratch.subarray(0, len);
+    if (!this.#rules.mergeable) {
+      const chain = q.pop();
+      if (!chain) return false;
+      const room = receiveRoom(chain);
+      if (room < len) {
+        // The buffer goes back empty: Linux counts a length error and posts a new one.
+        q.pushUsed(chain.head, 0);
+        this.#dropRx(ctx, `a ${len - NET_HDR_LEN}-byte frame does not fit a ${room}-byte receive buffer`);
+        return true;
+      }
+      frame[HDR.num_buffers] = 1; // a frame fills exactly one chain (§5.1.6.4)
+      frame[HDR.num_buffers + 1] = 0;
+      scatterBytes(ctx.mem, chain.writable, frame, 'virtio-net receive buffer');
+      q.pushUsed(chain.head, len);
+      this.rxFrames++;
+      return true;
     }
-    scatterBytes(ctx.mem, chain.writable, this.#rxScratch.subarray(0, len), 'virtio-net receive buffer');
-    q.pushUsed(chain.head, len);
+    // MRG_RXBUF: take chains until the frame fits; they stay held while it waits for more.
+    let count = 0;
+    for (let room = 0; room < len; room += receiveRoom(this.#rxHeld[count++]!)) {
+      if (count < this.#rxHeld.length) continue;
+      if (count === q.cfg.size) {
+        // Every buffer the ring can hold would not take it together: no notify could make room.
+        this.#dropRx(ctx, `a ${len - NET_HDR_LEN}-byte frame does not fit all ${count} receive buffers together`);
+        return true;
+      }
+      let chain: DescriptorChain | undefined;
+      while ((chain = q.pop()) && receiveRoom(chain) < NET_HDR_LEN) {
+        // §5.1.6.3.1: every buffer holds at least a header. This one goes back empty (a length error).
+        q.pushUsed(chain.head, 0);
+        this.#warnOnce(ctx, 'rx:tiny', `virtio-net: returned a ${receiveRoom(chain)}-byte receive buffer unused: smaller than the ${NET_HDR_LEN}-byte header`);
+      }
+      if (!chain) return false;
+      this.#rxHeld.push(chain);
+    }
+    frame[HDR.num_buffers] = count & 0xff;
+    frame[HDR.num_buffers + 1] = count >> 8;
+    let at = 0;
+    for (const chain of this.#rxHeld.splice(0, count)) {
+      const n = scatterBytes(ctx.mem, chain.writable, frame.subarray(at), 'virtio-net receive buffer');
+      q.pushUsed(chain.head, n);
+      at += n;
+    }
     this.rxFrames++;
+    return true;
   }
 
   #dropRx(ctx: VirtioDeviceContext, why: string): 0 {
@@ -290,17 +420,22 @@ export class VirtioNet implements VirtioDevice {
     if (len > NET_MAX_TX) return this.#dropTx(ctx, `a ${len}-byte transmit request is longer than ${NET_MAX_TX} bytes`);
     if (len < NET_HDR_LEN + ETH_HLEN) return this.#dropTx(ctx, `a ${len}-byte transmit request is shorter than a header and an Ethernet header`);
     const frame = gatherBytes(ctx.mem, chain.readable, this.#txScratch, 'virtio-net transmit buffer');
-    // The tap would act on checksum or segmentation requests; they were never offered (§5.1.6.2).
-    if (frame[HDR.flags] !== 0) return this.#dropTx(ctx, `the header asks for checksum offload (flags ${frame[HDR.flags]}), which was not negotiated`);
-    if (frame[HDR.gso_type] !== VIRTIO_NET_HDR_GSO_NONE) return this.#dropTx(ctx, `the header asks for segmentation offload (gso_type ${frame[HDR.gso_type]}), which was not negotiated`);
+    // The tap acts on checksum and segmentation requests: only the negotiated ones may reach it
+    // (§5.1.6.2); the kernel then checks their offsets and sizes against the frame itself.
+    const flags = frame[HDR.flags]!;
+    const gso = frame[HDR.gso_type]!;
+    if (flags & ~NET_HDR_F.NEEDS_CSUM || (flags && !this.#rules.txCsum)) return this.#dropTx(ctx, `the header asks for checksum offload (flags ${flags}), which was not negotiated`);
+    if (!this.#rules.txGso.has(gso)) return this.#dropTx(ctx, `the header asks for segmentation offload (gso_type ${gso}), which was not negotiated`);
     let sent: boolean;
     try {
       sent = this.tap.write(frame);
     } catch (e) {
       return this.#dropTx(ctx, `tap ${this.tap.name} refused a frame: ${describeError(e)}`);
     }
-    if (sent) this.txFrames++;
-    else this.txDropped++; // queue full or link down: ordinary loss, not worth a log line
+    if (sent) {
+      this.txFrames++;
+      if (gso !== NET_HDR_GSO.NONE) this.txGsoFrames++;
+    } else this.txDropped++; // queue full or link down: ordinary loss, not worth a log line
   }
 
   #dropTx(ctx: VirtioDeviceContext, why: string): void {
@@ -328,12 +463,19 @@ export class VirtioNet implements VirtioDevice {
   }
 }
 
-/** Whether the tap's header describes a frame we can hand over without offloads; the reason if not. */
-function unusableRxHeader(frame: Uint8Array): string | undefined {
-  // Neither can happen while the tap has no offloads enabled (TUNSETOFFLOAD); refuse rather than
-  // hand the guest a frame with a partial checksum or a 64 KiB super-frame it never asked for.
-  if (frame[HDR.flags]! & VIRTIO_NET_HDR_F_NEEDS_CSUM) return 'has a partial checksum';
-  if (frame[HDR.gso_type] !== VIRTIO_NET_HDR_GSO_NONE) return 'is a segmentation-offload frame';
+/** Bytes the device may write into a receive chain; one with a readable part breaks the rules. */
+function receiveRoom(chain: DescriptorChain): number {
+  if (chain.readable.length > 0) throw new VirtqError('WRITE_BEFORE_READ', `virtio-net receive buffer ${chain.head} has a device-readable part`);
+  return chainLength(chain.writable);
+}
+
+/** Whether the tap's header asks only for what the driver accepted; the reason if not. */
+function unusableRxHeader(frame: Uint8Array, rules: HeaderRules): string | undefined {
+  // Neither can happen while the tap's offloads (TUNSETOFFLOAD) match the rules, but frames queued
+  // before the driver (re)negotiated can: refuse rather than hand the guest a partial checksum or a
+  // 64 KiB super-frame it never asked for.
+  if (frame[HDR.flags]! & NET_HDR_F.NEEDS_CSUM && !rules.rxCsum) return 'has a partial checksum';
+  if (!rules.rxGso.has(frame[HDR.gso_type]!)) return `is a segmentation-offload frame (gso_type ${frame[HDR.gso_type]})`;
   return undefined;
 }
 
