@@ -31,9 +31,13 @@ namespace nv {
 // Runs an ioctl and throws on failure; the error names the ioctl (`name`, or the stringified request).
 // Macros that forward a request must use NV_IOCTL_NAMED with their own #REQ: a forwarded macro
 // argument is expanded before # applies, which would name the number instead of the ioctl.
+// A signal (a profiler's SIGPROF, our own vCPU kick) can interrupt any ioctl that sleeps, even
+// KVM_CREATE_VM: it is retried, as the call did nothing. KVM_RUN alone reports EINTR (vcpu.cc).
 #define NV_IOCTL_NAMED(env, fd, req, name, ...)                     \
   ([&]() -> int {                                                   \
-    int r_ = ::ioctl((fd), (req), ##__VA_ARGS__);                   \
+    int r_;                                                         \
+    do r_ = ::ioctl((fd), (req), ##__VA_ARGS__);                    \
+    while (r_ < 0 && errno == EINTR);                               \
     if (r_ < 0) { int e_ = errno; ::nv::ThrowErrno((env), e_, "ioctl", (name)); } \
     return r_;                                                      \
   })()

@@ -17,11 +17,21 @@ export class GuestMemoryError extends VmmError {
   }
 }
 
+/** A region with the DataView the scalar accessors use (made once: they run on every virtqueue access). */
+interface Region extends GuestRegion {
+  readonly dv: DataView;
+}
+
 export class GuestMemory {
-  readonly #regions: readonly GuestRegion[];
+  readonly #regions: readonly Region[];
+  /** The region the last lookup found: accesses cluster (one ring, one buffer), so it usually hits. */
+  #last: Region;
 
   constructor(regions: readonly GuestRegion[]) {
-    this.#regions = [...regions].sort((a, b) => a.gpa - b.gpa);
+    this.#regions = [...regions]
+      .sort((a, b) => a.gpa - b.gpa)
+      .map((r) => ({ gpa: r.gpa, size: r.size, bytes: r.bytes, dv: new DataView(r.bytes.buffer, r.bytes.byteOffset, r.bytes.byteLength) }));
+    this.#last = this.#regions[0] ?? { gpa: 0, size: 0, bytes: new Uint8Array(0), dv: new DataView(new ArrayBuffer(0)) };
   }
 
   get regions(): readonly GuestRegion[] {
@@ -33,26 +43,32 @@ export class GuestMemory {
     return this.#regions.reduce((s, r) => s + r.size, 0);
   }
 
-  #locate(gpa: number, len: number, what: string): { r: GuestRegion; off: number } {
-    if (!Number.isSafeInteger(gpa) || !Number.isSafeInteger(len) || gpa < 0 || len < 0) throw new GuestMemoryError(gpa, len, what);
-    for (const r of this.#regions) {
-      const off = gpa - r.gpa;
-      if (off >= 0 && off < r.size) {
-        if (len > r.size - off) break; // subtract, never add: no overflow
-        return { r, off };
-      }
+  /**
+   * The region holding all of [gpa, gpa+len), or undefined. Allocates nothing: this is the hot path
+   * of every descriptor, ring index and buffer access.
+   */
+  #find(gpa: number, len: number): Region | undefined {
+    if (!Number.isSafeInteger(gpa) || !Number.isSafeInteger(len) || gpa < 0 || len < 0) return undefined;
+    let r = this.#last;
+    let off = gpa - r.gpa;
+    if (!(off >= 0 && off < r.size)) {
+      const hit = this.#regions.find((x) => gpa - x.gpa >= 0 && gpa - x.gpa < x.size);
+      if (!hit) return undefined;
+      this.#last = r = hit;
+      off = gpa - r.gpa;
     }
-    throw new GuestMemoryError(gpa, len, what);
+    return len <= r.size - off ? r : undefined; // subtract, never add: no overflow
+  }
+
+  #locate(gpa: number, len: number, what: string): Region {
+    const r = this.#find(gpa, len);
+    if (!r) throw new GuestMemoryError(gpa, len, what);
+    return r;
   }
 
   /** True when [gpa, gpa+len) lies inside one RAM region. */
   contains(gpa: number, len: number): boolean {
-    try {
-      this.#locate(gpa, len, 'range');
-      return true;
-    } catch {
-      return false;
-    }
+    return this.#find(gpa, len) !== undefined;
   }
 
   /**
@@ -81,7 +97,8 @@ export class GuestMemory {
 
   /** A zero-copy view of [gpa, gpa+len); throws if it is not entirely inside one region. */
   slice(gpa: number, len: number, what = 'access'): Uint8Array {
-    const { r, off } = this.#locate(gpa, len, what);
+    const r = this.#locate(gpa, len, what);
+    const off = gpa - r.gpa;
     return r.bytes.subarray(off, off + len);
   }
 
@@ -98,12 +115,12 @@ export class GuestMemory {
     return new DataView(s.buffer, s.byteOffset, s.byteLength);
   }
 
-  readU8(gpa: number): number { return this.slice(gpa, 1)[0]!; }
-  readU16(gpa: number): number { return this.view(gpa, 2).getUint16(0, true); }
-  readU32(gpa: number): number { return this.view(gpa, 4).getUint32(0, true); }
-  readU64(gpa: number): bigint { return this.view(gpa, 8).getBigUint64(0, true); }
-  writeU8(gpa: number, v: number): void { this.slice(gpa, 1)[0] = v; }
-  writeU16(gpa: number, v: number): void { this.view(gpa, 2).setUint16(0, v, true); }
-  writeU32(gpa: number, v: number): void { this.view(gpa, 4).setUint32(0, v, true); }
-  writeU64(gpa: number, v: bigint): void { this.view(gpa, 8).setBigUint64(0, v, true); }
+  readU8(gpa: number): number { const r = this.#locate(gpa, 1, 'access'); return r.bytes[gpa - r.gpa]!; }
+  readU16(gpa: number): number { const r = this.#locate(gpa, 2, 'access'); return r.dv.getUint16(gpa - r.gpa, true); }
+  readU32(gpa: number): number { const r = this.#locate(gpa, 4, 'access'); return r.dv.getUint32(gpa - r.gpa, true); }
+  readU64(gpa: number): bigint { const r = this.#locate(gpa, 8, 'access'); return r.dv.getBigUint64(gpa - r.gpa, true); }
+  writeU8(gpa: number, v: number): void { const r = this.#locate(gpa, 1, 'access'); r.bytes[gpa - r.gpa] = v; }
+  writeU16(gpa: number, v: number): void { const r = this.#locate(gpa, 2, 'access'); r.dv.setUint16(gpa - r.gpa, v, true); }
+  writeU32(gpa: number, v: number): void { const r = this.#locate(gpa, 4, 'access'); r.dv.setUint32(gpa - r.gpa, v, true); }
+  writeU64(gpa: number, v: bigint): void { const r = this.#locate(gpa, 8, 'access'); r.dv.setBigUint64(gpa - r.gpa, v, true); }
 }

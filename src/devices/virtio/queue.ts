@@ -13,7 +13,16 @@ export const VIRTQ_DESC_F_INDIRECT = 4;
 export const VIRTQ_AVAIL_F_NO_INTERRUPT = 1;
 export const VIRTQ_USED_F_NO_NOTIFY = 1;
 export const VIRTQ_MAX_SIZE = 32768;
-const DESC_SIZE = 16;
+
+/** struct virtq_desc (§2.7.5). */
+const DESC = { addr: 0, len: 8, flags: 12, next: 14, SIZE: 16 } as const;
+/** struct virtq_avail (§2.7.6): flags, idx, ring[size], then used_event (EVENT_IDX). */
+const AVAIL = { flags: 0, idx: 2, ring: 4, ENTRY: 2 } as const;
+/** struct virtq_used (§2.7.8): flags, idx, ring[size] of { id, len }, then avail_event (EVENT_IDX). */
+const USED = { flags: 0, idx: 2, ring: 4, ENTRY: 8, id: 0, len: 4 } as const;
+const availBytes = (size: number): number => AVAIL.ring + AVAIL.ENTRY * size + 2;
+const usedBytes = (size: number): number => USED.ring + USED.ENTRY * size + 2;
+const DESC_SIZE = DESC.SIZE;
 
 export type VirtqErrorCode =
   | 'QUEUE_SIZE' | 'QUEUE_ALIGNMENT' | 'QUEUE_RANGE' | 'AVAIL_INDEX' | 'DESC_INDEX' | 'DESC_RANGE'
@@ -50,6 +59,13 @@ export interface QueueConfig {
 export class SplitQueue {
   #nextAvail = 0;
   #nextUsed = 0;
+  /** The three rings, as views made once: every pop and push reads them, and allocates nothing. */
+  readonly #desc: DataView;
+  readonly #avail: DataView;
+  readonly #used: DataView;
+  /** Offsets of used_event in the available ring and avail_event in the used ring (EVENT_IDX). */
+  readonly #usedEvent: number;
+  readonly #availEvent: number;
 
   /** Validates the driver's queue layout against guest RAM (virtio 1.x §2.7 alignment and sizes). */
   constructor(private readonly mem: GuestMemory, readonly cfg: QueueConfig, readonly features: { indirect: boolean; eventIdx: boolean }) {
@@ -58,12 +74,15 @@ export class SplitQueue {
     if (descAddr % 16 || availAddr % 2 || usedAddr % 4) throw new VirtqError('QUEUE_ALIGNMENT', `misaligned rings (desc ${hex(descAddr)}, avail ${hex(availAddr)}, used ${hex(usedAddr)})`);
     const ranges: [string, number, number][] = [
       ['descriptor table', descAddr, DESC_SIZE * size],
-      ['available ring', availAddr, 6 + 2 * size],
-      ['used ring', usedAddr, 6 + 8 * size],
+      ['available ring', availAddr, availBytes(size)],
+      ['used ring', usedAddr, usedBytes(size)],
     ];
     for (const [what, addr, len] of ranges) {
       if (!mem.contains(addr, len)) throw new VirtqError('QUEUE_RANGE', `${what} [${hex(addr)}, +${hex(len)}) is outside guest RAM`);
     }
+    [this.#desc, this.#avail, this.#used] = ranges.map(([what, addr, len]) => mem.view(addr, len, what)) as [DataView, DataView, DataView];
+    this.#usedEvent = AVAIL.ring + AVAIL.ENTRY * size;
+    this.#availEvent = USED.ring + USED.ENTRY * size;
   }
 
   get nextAvail(): number { return this.#nextAvail; }
@@ -71,7 +90,7 @@ export class SplitQueue {
 
   /** The driver's avail.idx. */
   availIdx(): number {
-    return this.mem.readU16(this.cfg.availAddr + 2);
+    return this.#avail.getUint16(AVAIL.idx, true);
   }
 
   /** Chains the driver has made available and the device has not yet taken. */
@@ -84,29 +103,30 @@ export class SplitQueue {
   /** Takes the next available chain, or undefined when there is none. */
   pop(): DescriptorChain | undefined {
     if (this.pending() === 0) return undefined;
-    const head = this.mem.readU16(this.cfg.availAddr + 4 + 2 * (this.#nextAvail % this.cfg.size));
+    const head = this.#avail.getUint16(AVAIL.ring + AVAIL.ENTRY * (this.#nextAvail % this.cfg.size), true);
     this.#nextAvail = (this.#nextAvail + 1) & 0xffff;
-    if (this.features.eventIdx) this.mem.writeU16(this.cfg.usedAddr + 4 + 8 * this.cfg.size, this.#nextAvail); // avail_event
+    if (this.features.eventIdx) this.#used.setUint16(this.#availEvent, this.#nextAvail, true);
     return this.#walk(head);
   }
 
   #walk(head: number): DescriptorChain {
-    const { size, descAddr } = this.cfg;
+    const { size } = this.cfg;
     if (head >= size) throw new VirtqError('DESC_INDEX', `head descriptor ${head} >= queue size ${size}`);
     const readable: Buffer[] = [];
     const writable: Buffer[] = [];
-    let table = descAddr;
+    let table = this.#desc;
     let tableLen = size;
     let index = head;
     let indirect = false;
     // A chain visits each descriptor of its table at most once; more means a loop.
     for (let seen = 0; ; seen++) {
       if (seen >= tableLen) throw new VirtqError('CHAIN_TOO_LONG', `descriptor chain from ${head} is longer than its table (${tableLen}): a loop`);
-      const v = this.mem.view(table + index * DESC_SIZE, DESC_SIZE, 'descriptor');
-      const addr = Number(v.getBigUint64(0, true));
-      const len = v.getUint32(8, true);
-      const flags = v.getUint16(12, true);
-      const next = v.getUint16(14, true);
+      const at = index * DESC_SIZE;
+      // addr as two halves: a BigInt per descriptor would be the loop's only allocation.
+      const addr = table.getUint32(at + DESC.addr, true) + table.getUint32(at + DESC.addr + 4, true) * 0x1_0000_0000;
+      const len = table.getUint32(at + DESC.len, true);
+      const flags = table.getUint16(at + DESC.flags, true);
+      const next = table.getUint16(at + DESC.next, true);
       if (flags & VIRTQ_DESC_F_INDIRECT) {
         if (!this.features.indirect) throw new VirtqError('INDIRECT_NOT_NEGOTIATED', `descriptor ${index} is indirect but VIRTIO_F_INDIRECT_DESC was not negotiated`);
         if (indirect) throw new VirtqError('NESTED_INDIRECT', `indirect descriptor inside an indirect table`);
@@ -114,18 +134,21 @@ export class SplitQueue {
         if (len === 0 || len % DESC_SIZE !== 0 || len / DESC_SIZE > VIRTQ_MAX_SIZE) throw new VirtqError('INDIRECT_TABLE', `indirect table length ${len} is not a positive multiple of 16 up to ${VIRTQ_MAX_SIZE} entries`);
         if (!this.mem.contains(addr, len)) throw new VirtqError('DESC_RANGE', `indirect table [${hex(addr)}, +${hex(len)}) is outside guest RAM`);
         indirect = true;
-        table = addr;
+        table = this.mem.view(addr, len, 'indirect descriptor table');
         tableLen = len / DESC_SIZE;
         index = 0;
         seen = -1;
         continue;
       }
-      // A buffer that runs from one RAM view chunk into the next becomes two buffers of the chain.
-      const pieces = len === 0 ? [{ addr, len }] : this.mem.pieces(addr, len);
-      if (!pieces) throw new VirtqError('DESC_RANGE', `descriptor ${index} buffer [${hex(addr)}, +${hex(len)}) is outside guest RAM`);
-      if (flags & VIRTQ_DESC_F_WRITE) writable.push(...pieces);
-      else if (writable.length > 0) throw new VirtqError('WRITE_BEFORE_READ', `descriptor ${index} is device-readable after a device-writable one`);
-      else readable.push(...pieces);
+      const into = flags & VIRTQ_DESC_F_WRITE ? writable : readable;
+      if (into === readable && writable.length > 0) throw new VirtqError('WRITE_BEFORE_READ', `descriptor ${index} is device-readable after a device-writable one`);
+      if (len === 0 || this.mem.contains(addr, len)) into.push({ addr, len });
+      else {
+        // A buffer that runs from one RAM view chunk into the next becomes two buffers of the chain.
+        const pieces = this.mem.pieces(addr, len);
+        if (!pieces) throw new VirtqError('DESC_RANGE', `descriptor ${index} buffer [${hex(addr)}, +${hex(len)}) is outside guest RAM`);
+        into.push(...pieces);
+      }
       if (!(flags & VIRTQ_DESC_F_NEXT)) break;
       if (next >= tableLen) throw new VirtqError('DESC_INDEX', `descriptor ${index} points to ${next}, outside its table of ${tableLen}`);
       index = next;
@@ -135,12 +158,11 @@ export class SplitQueue {
 
   /** Returns a chain to the driver with `written` bytes in its writable buffers. */
   pushUsed(head: number, written: number): void {
-    const { usedAddr, size } = this.cfg;
-    const slot = usedAddr + 4 + 8 * (this.#nextUsed % size);
-    this.mem.writeU32(slot, head);
-    this.mem.writeU32(slot + 4, written);
+    const slot = USED.ring + USED.ENTRY * (this.#nextUsed % this.cfg.size);
+    this.#used.setUint32(slot + USED.id, head, true);
+    this.#used.setUint32(slot + USED.len, written, true);
     this.#nextUsed = (this.#nextUsed + 1) & 0xffff;
-    this.mem.writeU16(usedAddr + 2, this.#nextUsed); // published after the element (x86 stores are ordered)
+    this.#used.setUint16(USED.idx, this.#nextUsed, true); // published after the element (x86 stores are ordered)
   }
 
   /**
@@ -148,9 +170,8 @@ export class SplitQueue {
    * (VIRTIO_F_EVENT_IDX: used_event; otherwise the NO_INTERRUPT flag).
    */
   needsInterrupt(oldUsed: number): boolean {
-    const { availAddr, size } = this.cfg;
-    if (!this.features.eventIdx) return (this.mem.readU16(availAddr) & VIRTQ_AVAIL_F_NO_INTERRUPT) === 0;
-    const usedEvent = this.mem.readU16(availAddr + 4 + 2 * size);
+    if (!this.features.eventIdx) return (this.#avail.getUint16(AVAIL.flags, true) & VIRTQ_AVAIL_F_NO_INTERRUPT) === 0;
+    const usedEvent = this.#avail.getUint16(this.#usedEvent, true);
     return ((this.#nextUsed - usedEvent - 1) & 0xffff) < ((this.#nextUsed - oldUsed) & 0xffff);
   }
 }
