@@ -685,20 +685,28 @@ const child = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'hel
 const problem = netnsProblem();
 if (problem && process.env.CI) throw new Error(`virtio-net tap test: ${problem}: required under CI=true`);
 
+/** Runs net-child.mjs in a namespace of its own; returns its JSON verdict. */
+async function runChild(...flags) {
+  const ns = `nvtest-${process.pid}`;
+  execFileSync('ip', ['netns', 'add', ns]);
+  let r;
+  try {
+    r = await runInNetns(ns, process.execPath, [child, '--in-namespace', ...flags], 30_000);
+  } finally {
+    execFileSync('ip', ['netns', 'del', ns]);
+  }
+  assert.equal(r.status, 0, r.stderr);
+  const out = JSON.parse(r.stdout.trim().split('\n').pop());
+  assert.equal(out.error, undefined, `${out.error}\n${r.stderr}`);
+  assert.deepEqual(out.failures, []);
+  // The namespace is gone, and the tap with it.
+  assert.ok(!execFileSync('ip', ['netns', 'list']).toString().includes(ns));
+  return out;
+}
+
 describe('virtio-net over a real tap in a private network namespace', { skip: problem ?? false }, () => {
   it('carries ARP, ICMP echo and TCP between the "guest" rings and the kernel, with backpressure', async () => {
-    const ns = `nvtest-${process.pid}`;
-    execFileSync('ip', ['netns', 'add', ns]);
-    let r;
-    try {
-      r = await runInNetns(ns, process.execPath, [child, '--in-namespace'], 30_000);
-    } finally {
-      execFileSync('ip', ['netns', 'del', ns]);
-    }
-    assert.equal(r.status, 0, r.stderr);
-    const out = JSON.parse(r.stdout.trim().split('\n').pop());
-    assert.equal(out.error, undefined, `${out.error}\n${r.stderr}`);
-    assert.deepEqual(out.failures, []);
+    const out = await runChild();
     const guestMac = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
     const hostMac = out.hostMac.split(':').map((h) => parseInt(h, 16));
 
@@ -711,12 +719,28 @@ describe('virtio-net over a real tap in a private network namespace', { skip: pr
     assert.deepEqual(out.synAck, { ack: 1001, ipOk: true, l4Ok: true });
     assert.equal(out.serverGot, 'hello from the guest');
     assert.deepEqual(out.tcpAnswer, { text: 'pong: hello from the guest', ipOk: true, l4Ok: true });
+    // No offloads negotiated: every frame arrives whole and checksummed, in one chain.
     for (const h of out.rxHeaders) assert.deepEqual(h, [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0]);
     assert.ok(out.counters.txFrames >= 5, JSON.stringify(out.counters));
     assert.equal(out.counters.txDropped, 0);
     assert.equal(out.counters.rxDropped, 0);
     assert.ok(out.counters.rxFrames >= 4);
-    // The namespace is gone, and the tap with it.
-    assert.ok(!execFileSync('ip', ['netns', 'list']).toString().includes(ns));
+  });
+
+  it('with the offloads Linux takes: the kernel segments a TCP super-frame, and hands back partial checksums and super-frames over mergeable buffers', async () => {
+    const out = await runChild('--offloads');
+    assert.equal(out.serverGot, 'hello from the guest');
+    assert.deepEqual(out.tcpAnswer, { text: 'pong: hello from the guest', ipOk: true, l4Ok: true });
+    // The 8000-byte super-frame arrived whole at the server: the kernel cut it and checksummed it.
+    assert.deepEqual(out.bulkServerGot, { bytes: 8000, matches: true });
+    assert.equal(out.bulk.txGsoFrames, 1);
+    // The kernel's answer came back intact once the guest completed the checksums it left undone.
+    assert.equal(out.bulk.reply, true);
+    assert.equal(out.bulk.checksumsOk, true);
+    assert.ok(out.bulk.partialChecksums > 0, JSON.stringify(out.bulk));
+    assert.ok(out.bulk.rxGsoFrames > 0, JSON.stringify(out.bulk));
+    assert.ok(out.bulk.mergedFrames > 0, JSON.stringify(out.bulk));
+    assert.equal(out.counters.txDropped, 0);
+    assert.equal(out.counters.rxDropped, 0);
   });
 });
