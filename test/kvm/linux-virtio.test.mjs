@@ -7,7 +7,9 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, symlinkSync, existsSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { createHash } from 'node:crypto';
 import { runCli } from '../helpers/kvm.mjs';
+import { downloadPattern } from '../helpers/patterns.mjs';
 import { fullLinux } from '../helpers/kit.mjs';
 
 const run = (flags, command, opts = {}) =>
@@ -86,20 +88,41 @@ describe('full Linux: run -- COMMAND and virtio devices (NODEVISOR_TEST_KERNEL)'
     assert.equal(r.status, 0, r.stderr);
   });
 
-  it('virtio-net: the guest pings the host across a tap in a network namespace', async () => {
+  it('virtio-net: the guest pings the host and moves 4 MiB each way over TCP, with the offloads negotiated', async () => {
     const ns = `nvl-${process.pid}`;
+    const bytes = 4 << 20;
     execFileSync('ip', ['netns', 'add', ns]);
     try {
       const ip = (...a) => execFileSync('ip', ['netns', 'exec', ns, 'ip', ...a]);
+      ip('link', 'set', 'lo', 'up');
       ip('tuntap', 'add', 'nvl0', 'mode', 'tap');
       ip('addr', 'add', '10.0.2.1/24', 'dev', 'nvl0');
       ip('link', 'set', 'nvl0', 'up');
-      const r = await new Promise((resolve) => {
-        const out = execFileSync('ip', ['netns', 'exec', ns, process.execPath, path.join(path.dirname(new URL(import.meta.url).pathname), '..', '..', 'dist', 'cli', 'main.js'),
-          'run', '--kernel', fullLinux.kernel, '--initrd', fullLinux.initrd, '--net', 'tap=nvl0', '--timeout', '240', '--', 'sh', '-c', 'ip link set eth0 up && ip addr add 10.0.2.15/24 dev eth0 && ping -c 2 -W 5 10.0.2.1 >/dev/null && echo pinged'], { encoding: 'utf8' });
-        resolve(out);
-      });
-      assert.match(r, /pinged/);
+      // Both transfers are checked by MD5 on both ends. The features line is virtio's negotiated bits.
+      const guest = [
+        'set -e',
+        'ip link set eth0 up',
+        'ip addr add 10.0.2.15/24 dev eth0',
+        'ping -c 2 -W 5 10.0.2.1 >/dev/null && echo pinged',
+        'echo "features $(cat /sys/class/net/eth0/device/features)"',
+        `dd if=/dev/urandom of=/tmp/up bs=64k count=${bytes >> 16} 2>/dev/null`,
+        'echo "upload $(md5sum < /tmp/up)"',
+        'nc 10.0.2.1 7000 < /tmp/up > /dev/null',
+        'echo "download $(nc 10.0.2.1 7001 | md5sum)"',
+      ].join('; ');
+      const helper = path.join(path.dirname(new URL(import.meta.url).pathname), '..', 'helpers', 'tcp-peer.mjs');
+      const cli = path.join(path.dirname(new URL(import.meta.url).pathname), '..', '..', 'dist', 'cli', 'nodevisor.js');
+      const out = execFileSync('ip', ['netns', 'exec', ns, process.execPath, helper, '--in-namespace', String(bytes), '--', process.execPath, cli,
+        'run', '--kernel', fullLinux.kernel, '--initrd', fullLinux.initrd, '--mem', '512M', '--net', 'tap=nvl0', '--timeout', '240', '--log-level', 'error', '--', 'sh', '-c', guest], { encoding: 'utf8', timeout: 300_000 });
+      const r = JSON.parse(out.trim().split('\n').pop());
+      assert.equal(r.status, 0, `${r.stdout}\n${r.stderr}`);
+      assert.match(r.stdout, /pinged/);
+      // Linux took checksum and TSO offloads both ways and mergeable buffers (bits 0, 1, 7, 11, 15).
+      const features = /features ([01]+)/.exec(r.stdout)?.[1] ?? '';
+      for (const bit of [0, 1, 7, 11, 15]) assert.equal(features[bit], '1', `feature bit ${bit} in ${features}`);
+      const sent = /upload ([0-9a-f]{32})/.exec(r.stdout)?.[1];
+      assert.deepEqual(r.upload, { bytes, md5: sent });
+      assert.match(r.stdout, new RegExp(`download ${createHash('md5').update(downloadPattern(bytes)).digest('hex')}`));
     } finally {
       execFileSync('ip', ['netns', 'delete', ns]);
     }
