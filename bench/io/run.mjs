@@ -5,10 +5,15 @@
 //        IOPS (queue depth 32) on a raw image in the page cache (both VMMs: no O_DIRECT);
 //   net: frames/s and MB/s of 1514-byte frames sent by the guest across a tap, in a network
 //        namespace of our own (the host end has 10.0.2.1 so the guest can resolve its MAC).
-// The guest measures with its TSC, so boot time does not count. Prints nodevisor/QEMU ratios
-// (higher is better; target >= 1.0 on every figure).
+// The guest measures with its TSC, so boot time does not count.
+//   linux (only where NODEVISOR_TEST_KERNEL names a kernel the host runs, with the kit's initramfs
+//        in NODEVISOR_TEST_INITRD): TCP upload and download MB/s between the kit's Linux (its own
+//        virtio-net driver, with whatever offloads each VMM offers) and a peer in the namespace,
+//        timed by the peer (linux-peer.mjs) from first byte to last.
+// Prints nodevisor/QEMU ratios (higher is better; target >= 1.0 on every figure).
 //
-// Usage: node bench/io/run.mjs [--runs 5] [--mb 64] [--frames 100000] [--only blk|net] [--json]
+// Usage: node bench/io/run.mjs [--runs 5] [--mb 64] [--frames 100000] [--linux-mb 64]
+//        [--only blk|net|linux] [--json]
 //        [--qemu-accel kvm|tcg]   (tcg: only to check the script on a host without KVM)
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -21,7 +26,7 @@ import { median, timedRun } from '../lib/stats.mjs';
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const { values: opt } = parseArgs({
   options: {
-    runs: { type: 'string', default: '5' }, mb: { type: 'string', default: '64' }, frames: { type: 'string', default: '100000' },
+    runs: { type: 'string', default: '5' }, mb: { type: 'string', default: '64' }, frames: { type: 'string', default: '100000' }, 'linux-mb': { type: 'string', default: '64' },
     only: { type: 'string' }, json: { type: 'boolean', default: false }, 'qemu-accel': { type: 'string', default: 'kvm' },
   },
 });
@@ -50,6 +55,22 @@ async function runGuest(label, cmd, args) {
   return parseBench(r.lines);
 }
 
+/** Runs fn(inNs) with a fresh network namespace holding tap `tap` at 10.0.2.1/24; removes it after. */
+async function withTapNamespace(name, tap, fn) {
+  const ns = `${name}-${process.pid}`;
+  execFileSync('ip', ['netns', 'add', ns]);
+  try {
+    const ip = (...a) => execFileSync('ip', ['netns', 'exec', ns, 'ip', ...a]);
+    ip('link', 'set', 'lo', 'up');
+    ip('tuntap', 'add', tap, 'mode', 'tap', 'vnet_hdr');
+    ip('addr', 'add', '10.0.2.1/24', 'dev', tap);
+    ip('link', 'set', tap, 'up');
+    return await fn((cmd, args) => ['ip', ['netns', 'exec', ns, cmd, ...args]]);
+  } finally {
+    execFileSync('ip', ['netns', 'delete', ns]);
+  }
+}
+
 const figures = {}; // figure -> { nodevisor: [], qemu: [] }
 const record = (vmm, bench, pick) => {
   for (const [name, value] of pick(bench)) (figures[name] ??= { nodevisor: [], qemu: [] })[vmm].push(value);
@@ -58,7 +79,7 @@ const blkFigures = (b) => [['blk seq-write MB/s', b['seq-write']?.MBps], ['blk s
 const netFigures = (b) => [['net tx frames/s', b['net-tx']?.fps], ['net tx MB/s', b['net-tx']?.MBps]];
 
 try {
-  if (opt.only !== 'net') {
+  if (opt.only === undefined || opt.only === 'blk') {
     const img = path.join(dir, 'disk.img');
     writeFileSync(img, Buffer.alloc((Number(opt.mb) + 16) << 20));
     const cmdline = `blk-bench mb=${opt.mb}`;
@@ -67,24 +88,35 @@ try {
       record('qemu', await runGuest('qemu blk', 'qemu-system-x86_64', [...qemuBase, '-append', cmdline, '-drive', `file=${img},if=none,id=d0,format=raw,cache=writeback`, '-device', 'virtio-blk-pci,drive=d0,disable-legacy=on']), blkFigures);
     }
   }
-  if (opt.only !== 'blk') {
-    const ns = `nvbio-${process.pid}`;
-    const inNs = (cmd, args) => ['ip', ['netns', 'exec', ns, cmd, ...args]];
-    execFileSync('ip', ['netns', 'add', ns]);
-    try {
-      const ip = (...a) => execFileSync('ip', ['netns', 'exec', ns, 'ip', ...a]);
-      ip('link', 'set', 'lo', 'up');
-      ip('tuntap', 'add', 'nvb0', 'mode', 'tap', 'vnet_hdr');
-      ip('addr', 'add', '10.0.2.1/24', 'dev', 'nvb0');
-      ip('link', 'set', 'nvb0', 'up');
+  if (opt.only === undefined || opt.only === 'net') {
+    await withTapNamespace('nvbio', 'nvb0', async (inNs) => {
       const cmdline = `net-bench frames=${opt.frames}`;
       for (let i = 0; i < Number(opt.runs); i++) {
         record('nodevisor', await runGuest('nodevisor net', ...inNs(process.execPath, [cli, 'run', '--kernel', elf, '--mem', '256M', '--cmdline', cmdline, '--net', 'tap=nvb0', '--log-level', 'error'])), netFigures);
         record('qemu', await runGuest('qemu net', ...inNs('qemu-system-x86_64', [...qemuBase, '-append', cmdline, '-netdev', 'tap,id=n0,ifname=nvb0,script=no,downscript=no,vhost=off', '-device', 'virtio-net-pci,netdev=n0,disable-legacy=on'])), netFigures);
       }
-    } finally {
-      execFileSync('ip', ['netns', 'delete', ns]);
-    }
+    });
+  }
+  const linux = { kernel: process.env.NODEVISOR_TEST_KERNEL, initrd: process.env.NODEVISOR_TEST_INITRD };
+  if ((opt.only === undefined || opt.only === 'linux') && !(linux.kernel && linux.initrd)) {
+    console.log('bench/io: Linux figures skipped: NODEVISOR_TEST_KERNEL and NODEVISOR_TEST_INITRD must name a kernel this host runs and the kit\'s initramfs');
+  } else if (opt.only === undefined || opt.only === 'linux') {
+    await withTapNamespace('nvbio-l', 'nvl0', async (inNs) => {
+      const peer = path.join(root, 'bench', 'io', 'linux-peer.mjs');
+      const bytes = String(Number(opt['linux-mb']) << 20);
+      const cmdline = 'console=ttyS0 quiet panic=-1';
+      const runPeer = async (label, cmd, args) => {
+        const r = await timedRun(...inNs(process.execPath, [peer, bytes, '--', cmd, ...args]), { limitMs: 660_000 });
+        const res = JSON.parse(r.lines.at(-1)?.text ?? '{}');
+        if (!res.done || !res.uploadMBps || !res.downloadMBps) throw new Error(`${label}: the transfers did not finish (${JSON.stringify(res)})\n${r.stderr.slice(-2000)}`);
+        return res;
+      };
+      const linuxFigures = (r) => [['linux tcp upload MB/s', r.uploadMBps], ['linux tcp download MB/s', r.downloadMBps]];
+      for (let i = 0; i < Number(opt.runs); i++) {
+        record('nodevisor', await runPeer('nodevisor linux', process.execPath, [cli, 'run', '--kernel', linux.kernel, '--initrd', linux.initrd, '--mem', '512M', '--cmdline', cmdline, '--net', 'tap=nvl0', '--log-level', 'error']), linuxFigures);
+        record('qemu', await runPeer('qemu linux', 'qemu-system-x86_64', ['-M', 'q35', ...accel, '-m', '512', '-nographic', '-no-reboot', '-nodefaults', '-serial', 'stdio', '-kernel', linux.kernel, '-initrd', linux.initrd, '-append', cmdline, '-netdev', 'tap,id=n0,ifname=nvl0,script=no,downscript=no,vhost=off', '-device', 'virtio-net-pci,netdev=n0,disable-legacy=on']), linuxFigures);
+      }
+    });
   }
 } finally {
   rmSync(dir, { recursive: true, force: true });
@@ -97,7 +129,7 @@ const rows = Object.entries(figures).map(([name, f]) => {
 });
 if (opt.json) console.log(JSON.stringify({ runs: Number(opt.runs), qemuAccel: opt['qemu-accel'], rows }, null, 2));
 else {
-  console.log(`bench/io: c-virtio.elf (PVH), medians of ${opt.runs} runs; QEMU q35 (${opt['qemu-accel']}), vhost off`);
+  console.log(`bench/io: c-virtio.elf (PVH) and, for linux figures, the kit's Linux; medians of ${opt.runs} runs; QEMU q35 (${opt['qemu-accel']}), vhost off`);
   for (const r of rows) {
     const verdict = r.ratio === undefined ? '' : r.ratio >= 1 ? 'met' : 'NOT MET';
     console.log(`${r.name.padEnd(24)} nodevisor ${String(r.nodevisor?.toFixed(1)).padStart(10)}  qemu ${String(r.qemu?.toFixed(1)).padStart(10)}  ratio nodevisor/qemu ${r.ratio} (target >= 1.0: ${verdict})`);
