@@ -2,10 +2,15 @@
 // thread's event loop (libuv's uv_poll) for fds that net.Socket refuses (eventfds signalled by KVM's
 // ioeventfds, tap character devices), and opening a tap interface (TUNSETIFF). What happens when an
 // fd becomes readable is decided in TypeScript, and so is which offloads a tap gets (TUNSETOFFLOAD).
+// Also a read that never waits (preadv2 RWF_NOWAIT), so a disk read served by the page cache needs
+// no trip through libuv's thread pool.
 #include <fcntl.h>
 #include <linux/if.h>
 #include <linux/if_tun.h>
+#include <climits>
 #include <sys/ioctl.h>
+#include <sys/uio.h>
+#include <vector>
 #include <unistd.h>
 #include <uv.h>
 
@@ -109,12 +114,37 @@ Napi::Value SetTapOffload(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// preadvNoWait(fd, views, position) -> bytes read, or -errno: -EAGAIN when the data is not all in
+// the page cache (the caller then reads asynchronously), -EOPNOTSUPP where the file system cannot
+// promise not to wait. Never blocks; never throws for an I/O error (the asynchronous path reports it).
+Napi::Value PreadvNoWait(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = ArgFd(info, 0);
+  if (info.Length() < 2 || !info[1].IsArray()) ThrowType(env, "argument 1: expected an array of views");
+  Napi::Array views = info[1].As<Napi::Array>();
+  uint32_t n = views.Length();
+  if (n == 0 || n > IOV_MAX) ThrowType(env, "argument 1: expected 1 to IOV_MAX views");
+  uint64_t position = ArgU64(info, 2);
+  std::vector<iovec> iov(n);
+  for (uint32_t i = 0; i < n; i++) {
+    Napi::Value v = views[i];
+    if (!v.IsTypedArray()) ThrowType(env, "argument 1: expected TypedArrays");
+    auto ta = v.As<Napi::TypedArray>();
+    iov[i] = {static_cast<uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset(), ta.ByteLength()};
+  }
+  ssize_t r;
+  do r = ::preadv2(fd, iov.data(), static_cast<int>(n), static_cast<off_t>(position), RWF_NOWAIT);
+  while (r < 0 && errno == EINTR);
+  return Napi::Number::New(env, r < 0 ? -errno : static_cast<double>(r));
+}
+
 }  // namespace
 
 void InitFdio(Napi::Env env, Napi::Object exports) {
   exports.Set("watchFd", Napi::Function::New(env, WatchFd, "watchFd"));
   exports.Set("openTap", Napi::Function::New(env, OpenTap, "openTap"));
   exports.Set("setTapOffload", Napi::Function::New(env, SetTapOffload, "setTapOffload"));
+  exports.Set("preadvNoWait", Napi::Function::New(env, PreadvNoWait, "preadvNoWait"));
 }
 
 }  // namespace nv

@@ -77,6 +77,8 @@ export interface NativeBinding {
   openTap(name: string, vnetHdr?: boolean): { fd: number; name: string };
   /** TUNSETOFFLOAD: the TUN_F_* offloads the kernel may leave to us on frames read from tap `fd`. */
   setTapOffload(fd: number, flags: number): void;
+  /** preadv2(RWF_NOWAIT): bytes read, or -errno (-EAGAIN: not all cached; -EOPNOTSUPP: the file system cannot). Never blocks. */
+  preadvNoWait(fd: number, views: Uint8Array[], position: number): number;
 
   readonly layout: Readonly<Record<string, number>>;
   readonly kickSignal: number;

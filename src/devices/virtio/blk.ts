@@ -2,7 +2,10 @@
  * virtio-blk (virtio 1.2 §5.2) over a raw disk image file: one request queue, served on the main
  * thread with asynchronous file I/O. Requests move data straight between the file and guest RAM
  * (the buffers are views into guest memory, not copies), many requests can be in flight at once, and
- * nothing on the main thread waits for the disk.
+ * nothing on the main thread waits for the disk. A read is first tried with RWF_NOWAIT: when the page
+ * cache holds all of it, it is answered at once, without the two thread hops of libuv's pool (which
+ * cost more than the copy itself); otherwise, or where the file system cannot promise not to wait,
+ * it goes to the pool like every other request.
  *
  * A request is a descriptor chain: a 16-byte header {type, reserved, sector} at the start of the
  * device-readable part, then the data (readable for writes, writable for reads), and a status byte,
@@ -16,7 +19,9 @@
  *    and the transport marks the device DEVICE_NEEDS_RESET.
  */
 import { closeSync, fdatasync, fstatSync, openSync, readv, writev, constants as FS } from 'node:fs';
+import { constants as OS } from 'node:os';
 import { VmmError } from '../../errors.js';
+import { native } from '../../native/binding.js';
 import type { GuestMemory } from '../../memory/guest-memory.js';
 import { VirtqError, type Buffer as VirtqBuffer, type DescriptorChain, type SplitQueue, type VirtqErrorCode } from './queue.js';
 import { VIRTIO_ID, bit } from './constants.js';
@@ -111,7 +116,15 @@ export interface VirtioBlkOptions {
   readonly id?: string;
   /** Where to report an image whose size is not a whole number of sectors. */
   readonly log?: Pick<VirtioDeviceContext['log'], 'warn'>;
+  /**
+   * How a read tries the page cache first: preadv2 with RWF_NOWAIT (the default), false for never
+   * (every read goes through libuv's pool), or a stand-in with the same contract (tests).
+   */
+  readonly cachedRead?: false | CachedRead;
 }
+
+/** Reads without waiting: bytes read, or -errno (-EAGAIN: not all cached now; others: never try again). */
+export type CachedRead = (fd: number, views: Uint8Array[], position: number) => number;
 
 /** A request taken apart: views into guest memory, never copies of the data. */
 interface BlkRequest {
@@ -184,6 +197,8 @@ export class VirtioBlk implements VirtioDevice {
   #idleWaiters: (() => void)[] = [];
   #closing: Promise<void> | undefined;
   #zeros: Uint8Array | undefined;
+  /** How reads try the page cache first (preadv2 RWF_NOWAIT); undefined once the file system refuses. */
+  #cachedRead: CachedRead | undefined;
   readonly #warned = new Set<string>();
 
   constructor(opts: VirtioBlkOptions) {
@@ -192,6 +207,7 @@ export class VirtioBlk implements VirtioDevice {
     this.#id = encodeId(opts.id ?? '', opts.path);
     const { fd, size } = openImage(opts.path, this.readOnly);
     this.#fd = fd;
+    this.#cachedRead = opts.cachedRead === false ? undefined : opts.cachedRead ?? ((f, v, p) => native().preadvNoWait(f, v, p));
     this.capacity = Math.floor(size / SECTOR_SIZE);
     if (size % SECTOR_SIZE !== 0) {
       opts.log?.warn({ path: opts.path, size }, `virtio-blk: disk image ${opts.path} is not a whole number of 512-byte sectors: the last ${size % SECTOR_SIZE} bytes are not visible to the guest`);
@@ -321,11 +337,26 @@ export class VirtioBlk implements VirtioDevice {
   #read(req: BlkRequest): Outcome | Promise<Outcome> {
     const offset = this.#byteRange(req.sector, req.inLen);
     if (offset === undefined) return ioerr;
-    return transferAll(preadv, this.#fd, req.in, offset).then(() => {
+    const done = (): Outcome => {
       this.reads++;
       this.bytesRead += req.inLen;
       return ok(req.inLen + 1);
-    });
+    };
+    const cached = this.#readCached(req.in, offset);
+    if (cached === req.inLen) return done();
+    return transferAll(preadv, this.#fd, advance(req.in, cached), offset + cached).then(done);
+  }
+
+  /** Bytes of `views` read from the page cache without waiting (0 if none could be). */
+  #readCached(views: Uint8Array[], offset: number): number {
+    if (!this.#cachedRead || views.length === 0 || views.length > IOV_MAX) return 0;
+    const n = this.#cachedRead(this.#fd, views, offset);
+    if (n >= 0) return n;
+    // EAGAIN: not all cached this time. Anything else (EOPNOTSUPP on tmpfs, EINVAL on a kernel
+    // without RWF_NOWAIT, an I/O error) goes to the asynchronous path, which reports real errors;
+    // and the file system will not change its mind, nor is a failing disk worth a second try.
+    if (-n !== OS.errno.EAGAIN) this.#cachedRead = undefined;
+    return 0;
   }
 
   #write(req: BlkRequest, writethrough: boolean): Outcome | Promise<Outcome> {
