@@ -4,6 +4,8 @@
  * message alone, without a stack trace.
  */
 
+import { getSystemErrorName } from 'node:util';
+
 /** A Node-style system error, as thrown by the addon: { code: 'EINVAL', errno: -22, syscall, ioctl }. */
 export interface ErrnoError extends Error {
   code: string;
@@ -14,6 +16,12 @@ export interface ErrnoError extends Error {
 
 export function isErrno(e: unknown, code?: string): e is ErrnoError {
   return e instanceof Error && typeof (e as ErrnoError).errno === 'number' && (code === undefined || (e as ErrnoError).code === code);
+}
+
+/** The ErrnoError for a system call that returned -errno instead of throwing (the addon's hot paths). */
+export function errnoError(errno: number, syscall: string): ErrnoError {
+  const code = getSystemErrorName(-errno);
+  return Object.assign(new Error(`${syscall} failed: ${code}`), { code, errno: -errno, syscall });
 }
 
 export type VmmErrorCode =

@@ -3,7 +3,8 @@
 // ioeventfds, tap character devices), and opening a tap interface (TUNSETIFF). What happens when an
 // fd becomes readable is decided in TypeScript, and so is which offloads a tap gets (TUNSETOFFLOAD).
 // Also a read that never waits (preadv2 RWF_NOWAIT), so a disk read served by the page cache needs
-// no trip through libuv's thread pool.
+// no trip through libuv's thread pool, and plain read(2)/write(2) for the per-frame tap path, where
+// fs.readSync/writeSync cost more than the system call itself (and throw an Error for each EAGAIN).
 #include <fcntl.h>
 #include <linux/if.h>
 #include <linux/if_tun.h>
@@ -138,6 +139,32 @@ Napi::Value PreadvNoWait(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, r < 0 ? -errno : static_cast<double>(r));
 }
 
+// readFd(fd, view) / writeFd(fd, view) -> bytes, or -errno (EAGAIN included: a non-blocking fd with
+// nothing to read or no room is ordinary flow, not an exception). Raw Node-API: one per frame.
+template <bool kWrite>
+napi_value Transfer(napi_env env, napi_callback_info cbinfo) {
+  size_t argc = 2;
+  napi_value argv[2];
+  napi_get_cb_info(env, cbinfo, &argc, argv, nullptr, nullptr);
+  int32_t fd = -1;
+  napi_typedarray_type type;
+  size_t length = 0;
+  void* data = nullptr;
+  napi_value ab;
+  size_t offset = 0;
+  if (argc < 2 || napi_get_value_int32(env, argv[0], &fd) != napi_ok ||
+      napi_get_typedarray_info(env, argv[1], &type, &length, &data, &ab, &offset) != napi_ok || type != napi_uint8_array) {
+    napi_throw_type_error(env, nullptr, kWrite ? "writeFd: expected (fd, Uint8Array)" : "readFd: expected (fd, Uint8Array)");
+    return nullptr;
+  }
+  ssize_t r;
+  do r = kWrite ? ::write(fd, data, length) : ::read(fd, data, length);
+  while (r < 0 && errno == EINTR);
+  napi_value out;
+  napi_create_double(env, r < 0 ? -errno : static_cast<double>(r), &out);
+  return out;
+}
+
 }  // namespace
 
 void InitFdio(Napi::Env env, Napi::Object exports) {
@@ -145,6 +172,11 @@ void InitFdio(Napi::Env env, Napi::Object exports) {
   exports.Set("openTap", Napi::Function::New(env, OpenTap, "openTap"));
   exports.Set("setTapOffload", Napi::Function::New(env, SetTapOffload, "setTapOffload"));
   exports.Set("preadvNoWait", Napi::Function::New(env, PreadvNoWait, "preadvNoWait"));
+  napi_value fn;
+  napi_create_function(env, "readFd", NAPI_AUTO_LENGTH, Transfer<false>, nullptr, &fn);
+  exports.Set("readFd", Napi::Value(env, fn));
+  napi_create_function(env, "writeFd", NAPI_AUTO_LENGTH, Transfer<true>, nullptr, &fn);
+  exports.Set("writeFd", Napi::Value(env, fn));
 }
 
 }  // namespace nv

@@ -79,6 +79,9 @@ export interface NativeBinding {
   setTapOffload(fd: number, flags: number): void;
   /** preadv2(RWF_NOWAIT): bytes read, or -errno (-EAGAIN: not all cached; -EOPNOTSUPP: the file system cannot). Never blocks. */
   preadvNoWait(fd: number, views: Uint8Array[], position: number): number;
+  /** read(2) / write(2) of one view: bytes, or -errno (-EAGAIN on a non-blocking fd is not thrown). The per-frame tap path. */
+  readFd(fd: number, view: Uint8Array): number;
+  writeFd(fd: number, view: Uint8Array): number;
 
   readonly layout: Readonly<Record<string, number>>;
   readonly kickSignal: number;

@@ -4,10 +4,13 @@
  * (IFF_VNET_HDR), so the virtio-net model can pass frames through without translating headers.
  *
  * Nothing here ever blocks the main thread: an empty tap reads as `undefined`, and a frame the
- * kernel cannot take right now is dropped and counted, as a real NIC would under load.
+ * kernel cannot take right now is dropped and counted, as a real NIC would under load. Reads and
+ * writes go through the addon's readFd/writeFd, which return -errno rather than throw: per frame,
+ * fs.readSync/writeSync cost more than the system call (and an Error for every empty read).
  */
-import { closeSync, readSync, writeSync } from 'node:fs';
-import { VmmError, isErrno } from '../errors.js';
+import { closeSync } from 'node:fs';
+import { constants as OS } from 'node:os';
+import { VmmError, errnoError, isErrno } from '../errors.js';
 import { native } from '../native/binding.js';
 
 /** Bytes of virtio_net_hdr_v1 in front of every frame on the tap (TUNSETVNETHDRSZ). */
@@ -71,26 +74,21 @@ export class Tap implements TapDevice {
   }
 
   read(into: Uint8Array): number | undefined {
-    try {
-      // position null: a plain read(2); a tap has no file position.
-      return readSync(this.#live(), into, 0, into.byteLength, null);
-    } catch (e) {
-      if (isErrno(e, 'EAGAIN')) return undefined;
-      throw ioError(this.name, 'read', e);
-    }
+    const n = native().readFd(this.#live(), into);
+    if (n >= 0) return n;
+    if (n === -OS.errno.EAGAIN) return undefined;
+    throw ioError(this.name, 'read', errnoError(-n, 'read'));
   }
 
   write(frame: Uint8Array): boolean {
-    try {
-      // A tap takes a frame whole or not at all: one write(2) is one frame.
-      writeSync(this.#live(), frame, 0, frame.byteLength, null);
-      return true;
-    } catch (e) {
-      // EIO: the interface is down, a cable pulled out; the frame is lost, nothing is wrong with it.
-      if (!isErrno(e, 'EAGAIN') && !isErrno(e, 'EIO')) throw ioError(this.name, 'write', e);
-      this.writeDrops++;
-      return false;
-    }
+    // A tap takes a frame whole or not at all: one write(2) is one frame.
+    const n = native().writeFd(this.#live(), frame);
+    if (n >= 0) return true;
+    // EAGAIN: the queue is full; EIO: the interface is down, a cable pulled out. The frame is lost,
+    // nothing is wrong with it.
+    if (n !== -OS.errno.EAGAIN && n !== -OS.errno.EIO) throw ioError(this.name, 'write', errnoError(-n, 'write'));
+    this.writeDrops++;
+    return false;
   }
 
   onReadable(cb: (error?: string) => void): () => void {

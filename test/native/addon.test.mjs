@@ -2,6 +2,9 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { Worker } from 'node:worker_threads';
+import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir, constants as osConstants } from 'node:os';
+import path from 'node:path';
 import { native, addonPath } from '../../dist/native/binding.js';
 import { flatLayout } from '../../dist/kvm/layout.js';
 
@@ -50,6 +53,40 @@ describe('native addon', () => {
     n.eventfdWrite(fd, 3);
     assert.equal(n.eventfdRead(fd), 5);
     n.close(fd);
+  });
+
+  it('readFd/writeFd move bytes and return -errno instead of throwing (EAGAIN on an empty non-blocking pipe, EBADF)', () => {
+    const [r, w] = n.pipe(true, true);
+    const buf = new Uint8Array(8);
+    assert.equal(n.readFd(r, buf), -osConstants.errno.EAGAIN);
+    assert.equal(n.writeFd(w, Uint8Array.of(1, 2, 3)), 3);
+    assert.equal(n.readFd(r, buf), 3);
+    assert.deepEqual([...buf.subarray(0, 3)], [1, 2, 3]);
+    assert.equal(n.writeFd(1_000_000, buf), -osConstants.errno.EBADF);
+    assert.throws(() => n.readFd(r, [1, 2]), /readFd: expected \(fd, Uint8Array\)/);
+    n.close(r);
+    n.close(w);
+  });
+
+  it('preadvNoWait scatters a file read over several views, or says why not as -errno', () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'nv-addon-'));
+    try {
+      const file = path.join(dir, 'f');
+      writeFileSync(file, Uint8Array.from({ length: 64 }, (_, i) => i));
+      const fd = openSync(file, 'r');
+      const a = new Uint8Array(3);
+      const b = new Uint8Array(5);
+      const got = n.preadvNoWait(fd, [a, b], 10);
+      // Where the file system cannot promise not to wait (tmpfs), the caller reads another way.
+      if (got !== -osConstants.errno.EOPNOTSUPP) {
+        assert.equal(got, 8);
+        assert.deepEqual([...a, ...b], [10, 11, 12, 13, 14, 15, 16, 17]);
+      }
+      closeSync(fd);
+      assert.equal(n.preadvNoWait(1_000_000, [a], 0), -osConstants.errno.EBADF);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('a mapping is one set of pages, viewed from any thread', async () => {
