@@ -115,9 +115,11 @@ Napi::Value SetTapOffload(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-// preadvNoWait(fd, views, position) -> bytes read, or -errno: -EAGAIN when the data is not all in
-// the page cache (the caller then reads asynchronously), -EOPNOTSUPP where the file system cannot
-// promise not to wait. Never blocks; never throws for an I/O error (the asynchronous path reports it).
+// preadvNoWait(fd, views, position[, mayWait]) -> bytes read, or -errno: -EAGAIN when the data is not
+// all in the page cache (the caller then reads asynchronously), -EOPNOTSUPP where the file system
+// cannot promise not to wait. Never blocks, unless mayWait: then a plain preadv, for files whose
+// pages live in memory anyway (tmpfs), which cannot promise RWF_NOWAIT. Never throws for an I/O
+// error (the asynchronous path reports it).
 Napi::Value PreadvNoWait(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = ArgFd(info, 0);
@@ -126,6 +128,7 @@ Napi::Value PreadvNoWait(const Napi::CallbackInfo& info) {
   uint32_t n = views.Length();
   if (n == 0 || n > IOV_MAX) ThrowType(env, "argument 1: expected 1 to IOV_MAX views");
   uint64_t position = ArgU64(info, 2);
+  int flags = info.Length() > 3 && info[3].ToBoolean() ? 0 : RWF_NOWAIT;
   std::vector<iovec> iov(n);
   for (uint32_t i = 0; i < n; i++) {
     Napi::Value v = views[i];
@@ -134,7 +137,7 @@ Napi::Value PreadvNoWait(const Napi::CallbackInfo& info) {
     iov[i] = {static_cast<uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset(), ta.ByteLength()};
   }
   ssize_t r;
-  do r = ::preadv2(fd, iov.data(), static_cast<int>(n), static_cast<off_t>(position), RWF_NOWAIT);
+  do r = ::preadv2(fd, iov.data(), static_cast<int>(n), static_cast<off_t>(position), flags);
   while (r < 0 && errno == EINTR);
   return Napi::Number::New(env, r < 0 ? -errno : static_cast<double>(r));
 }

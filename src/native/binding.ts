@@ -77,8 +77,8 @@ export interface NativeBinding {
   openTap(name: string, vnetHdr?: boolean): { fd: number; name: string };
   /** TUNSETOFFLOAD: the TUN_F_* offloads the kernel may leave to us on frames read from tap `fd`. */
   setTapOffload(fd: number, flags: number): void;
-  /** preadv2(RWF_NOWAIT): bytes read, or -errno (-EAGAIN: not all cached; -EOPNOTSUPP: the file system cannot). Never blocks. */
-  preadvNoWait(fd: number, views: Uint8Array[], position: number): number;
+  /** preadv2(RWF_NOWAIT): bytes read, or -errno (-EAGAIN: not all cached; -EOPNOTSUPP: the file system cannot). Never blocks; with mayWait a plain preadv (tmpfs). */
+  preadvNoWait(fd: number, views: Uint8Array[], position: number, mayWait?: boolean): number;
   /** read(2) / write(2) of one view: bytes, or -errno (-EAGAIN on a non-blocking fd is not thrown). The per-frame tap path. */
   readFd(fd: number, view: Uint8Array): number;
   writeFd(fd: number, view: Uint8Array): number;

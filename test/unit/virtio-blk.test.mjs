@@ -2,7 +2,7 @@
 import { describe, it, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { fork, spawnSync } from 'node:child_process';
-import { chmodSync, closeSync, mkdtempSync, mkdirSync, openSync, readFileSync, readvSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, mkdtempSync, mkdirSync, openSync, readFileSync, readvSync, rmSync, statSync, statfsSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir, constants as osConstants } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -514,6 +514,39 @@ describe('virtio-blk: reads served from the page cache', () => {
       assert.equal(calls.length, tries, `errno ${fail}`);
       assert.deepEqual([a.status(), b.status()], [S.OK, S.OK]);
       assert.deepEqual(b.data(), sectorsOf(r.original, 2, 1));
+    }
+  });
+
+  it('an image on tmpfs (memory, but no RWF_NOWAIT) is read at once all the same', (t) => {
+    const dirs = ['/dev/shm', tmpdir()].filter((d) => existsSync(d) && statfsSync(d).type === 0x01021994);
+    if (dirs.length === 0) {
+      if (process.env.CI) assert.fail('no tmpfs at /dev/shm or the temporary directory');
+      return t.skip('no tmpfs at /dev/shm or the temporary directory');
+    }
+    const dir = mkdtempSync(path.join(dirs[0], 'nodevisor-blk-'));
+    try {
+      const bytes = pattern(16 * SECTOR, 4);
+      const file = path.join(dir, 'disk.img');
+      writeFileSync(file, bytes);
+      const blk = new VirtioBlk({ path: file });
+      const mem = fakeMemory(8 << 20);
+      const r = { blk, mem, irqs: [], heap: 0x100000, original: bytes };
+      r.alloc = (n) => {
+        const at = r.heap;
+        r.heap += (n + 15) & ~15;
+        return at;
+      };
+      r.d = new DriverQueue(mem, 0x1000, 16);
+      const q = new SplitQueue(mem, r.d.config, { indirect: false, eventIdx: false });
+      blk.activate({ mem, negotiated: VERSION_1, live: true, queue: () => q, usedAdded: (i, b) => r.irqs.push([i, b]), configChanged() {}, fail: (e) => { throw e; }, log: { warn() {}, info() {}, debug() {} } });
+      const req = request(r, { type: T.IN, sector: 2, inLen: 3 * SECTOR });
+      blk.notify(0);
+      assert.equal(blk.inFlight, 0);
+      assert.equal(req.status(), S.OK);
+      assert.deepEqual(req.data(), sectorsOf(bytes, 2, 3));
+      blk.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 

@@ -5,7 +5,8 @@
  * nothing on the main thread waits for the disk. A read is first tried with RWF_NOWAIT: when the page
  * cache holds all of it, it is answered at once, without the two thread hops of libuv's pool (which
  * cost more than the copy itself); otherwise, or where the file system cannot promise not to wait,
- * it goes to the pool like every other request.
+ * it goes to the pool like every other request. An image on tmpfs is memory: its reads are always
+ * answered at once.
  *
  * A request is a descriptor chain: a 16-byte header {type, reserved, sector} at the start of the
  * device-readable part, then the data (readable for writes, writable for reads), and a status byte,
@@ -18,7 +19,7 @@
  *  - a chain that is not a request at all (no status byte, header shorter than 16 bytes): VirtqError,
  *    and the transport marks the device DEVICE_NEEDS_RESET.
  */
-import { closeSync, fdatasync, fstatSync, openSync, readv, writev, constants as FS } from 'node:fs';
+import { closeSync, fdatasync, fstatSync, openSync, readv, statfsSync, writev, constants as FS } from 'node:fs';
 import { constants as OS } from 'node:os';
 import { VmmError } from '../../errors.js';
 import { native } from '../../native/binding.js';
@@ -207,7 +208,10 @@ export class VirtioBlk implements VirtioDevice {
     this.#id = encodeId(opts.id ?? '', opts.path);
     const { fd, size } = openImage(opts.path, this.readOnly);
     this.#fd = fd;
-    this.#cachedRead = opts.cachedRead === false ? undefined : opts.cachedRead ?? ((f, v, p) => native().preadvNoWait(f, v, p));
+    // A tmpfs image is all in memory (short of swap), but tmpfs cannot promise RWF_NOWAIT: read it
+    // at once all the same.
+    const inMemory = isInMemoryFs(opts.path);
+    this.#cachedRead = opts.cachedRead === false ? undefined : opts.cachedRead ?? ((f, v, p) => native().preadvNoWait(f, v, p, inMemory));
     this.capacity = Math.floor(size / SECTOR_SIZE);
     if (size % SECTOR_SIZE !== 0) {
       opts.log?.warn({ path: opts.path, size }, `virtio-blk: disk image ${opts.path} is not a whole number of 512-byte sectors: the last ${size % SECTOR_SIZE} bytes are not visible to the guest`);
@@ -637,6 +641,17 @@ async function transferAll(io: VectoredIo, fd: number, views: Uint8Array[], posi
     if (n === 0) throw Object.assign(new Error(`unexpected end of file at byte ${at}`), { code: 'EOF' });
     left = advance(left, n);
     at += n;
+  }
+}
+
+/** statfs f_type of tmpfs and ramfs (linux/magic.h): file systems whose pages are memory. */
+const IN_MEMORY_FS = new Set([0x01021994, 0x858458f6]);
+
+function isInMemoryFs(path: string): boolean {
+  try {
+    return IN_MEMORY_FS.has(statfsSync(path).type);
+  } catch {
+    return false;
   }
 }
 
