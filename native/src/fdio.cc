@@ -115,6 +115,24 @@ Napi::Value SetTapOffload(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// Argument i, an array of 1 to IOV_MAX TypedArrays (views into guest RAM), as iovecs.
+std::vector<iovec> ArgIovecs(const Napi::CallbackInfo& info, size_t i) {
+  Napi::Env env = info.Env();
+  std::string at = "argument " + std::to_string(i);
+  if (info.Length() <= i || !info[i].IsArray()) ThrowType(env, at + ": expected an array of views");
+  Napi::Array views = info[i].As<Napi::Array>();
+  uint32_t n = views.Length();
+  if (n == 0 || n > IOV_MAX) ThrowType(env, at + ": expected 1 to IOV_MAX views");
+  std::vector<iovec> iov(n);
+  for (uint32_t k = 0; k < n; k++) {
+    Napi::Value v = views[k];
+    if (!v.IsTypedArray()) ThrowType(env, at + ": expected TypedArrays");
+    auto ta = v.As<Napi::TypedArray>();
+    iov[k] = {static_cast<uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset(), ta.ByteLength()};
+  }
+  return iov;
+}
+
 // preadvNoWait(fd, views, position[, mayWait]) -> bytes read, or -errno: -EAGAIN when the data is not
 // all in the page cache (the caller then reads asynchronously), -EOPNOTSUPP where the file system
 // cannot promise not to wait. Never blocks, unless mayWait: then a plain preadv, for files whose
@@ -123,21 +141,24 @@ Napi::Value SetTapOffload(const Napi::CallbackInfo& info) {
 Napi::Value PreadvNoWait(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = ArgFd(info, 0);
-  if (info.Length() < 2 || !info[1].IsArray()) ThrowType(env, "argument 1: expected an array of views");
-  Napi::Array views = info[1].As<Napi::Array>();
-  uint32_t n = views.Length();
-  if (n == 0 || n > IOV_MAX) ThrowType(env, "argument 1: expected 1 to IOV_MAX views");
+  std::vector<iovec> iov = ArgIovecs(info, 1);
   uint64_t position = ArgU64(info, 2);
   int flags = info.Length() > 3 && info[3].ToBoolean() ? 0 : RWF_NOWAIT;
-  std::vector<iovec> iov(n);
-  for (uint32_t i = 0; i < n; i++) {
-    Napi::Value v = views[i];
-    if (!v.IsTypedArray()) ThrowType(env, "argument 1: expected TypedArrays");
-    auto ta = v.As<Napi::TypedArray>();
-    iov[i] = {static_cast<uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset(), ta.ByteLength()};
-  }
   ssize_t r;
-  do r = ::preadv2(fd, iov.data(), static_cast<int>(n), static_cast<off_t>(position), flags);
+  do r = ::preadv2(fd, iov.data(), static_cast<int>(iov.size()), static_cast<off_t>(position), flags);
+  while (r < 0 && errno == EINTR);
+  return Napi::Number::New(env, r < 0 ? -errno : static_cast<double>(r));
+}
+
+// pwritevAt(fd, views, position) -> bytes written, or -errno. A plain (blocking) pwritev, for disk
+// images whose pages are memory (tmpfs), where a write is a copy and libuv's pool only adds hops.
+Napi::Value PwritevAt(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = ArgFd(info, 0);
+  std::vector<iovec> iov = ArgIovecs(info, 1);
+  uint64_t position = ArgU64(info, 2);
+  ssize_t r;
+  do r = ::pwritev(fd, iov.data(), static_cast<int>(iov.size()), static_cast<off_t>(position));
   while (r < 0 && errno == EINTR);
   return Napi::Number::New(env, r < 0 ? -errno : static_cast<double>(r));
 }
@@ -175,6 +196,7 @@ void InitFdio(Napi::Env env, Napi::Object exports) {
   exports.Set("openTap", Napi::Function::New(env, OpenTap, "openTap"));
   exports.Set("setTapOffload", Napi::Function::New(env, SetTapOffload, "setTapOffload"));
   exports.Set("preadvNoWait", Napi::Function::New(env, PreadvNoWait, "preadvNoWait"));
+  exports.Set("pwritevAt", Napi::Function::New(env, PwritevAt, "pwritevAt"));
   napi_value fn;
   napi_create_function(env, "readFd", NAPI_AUTO_LENGTH, Transfer<false>, nullptr, &fn);
   exports.Set("readFd", Napi::Value(env, fn));

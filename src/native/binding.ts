@@ -79,6 +79,8 @@ export interface NativeBinding {
   setTapOffload(fd: number, flags: number): void;
   /** preadv2(RWF_NOWAIT): bytes read, or -errno (-EAGAIN: not all cached; -EOPNOTSUPP: the file system cannot). Never blocks; with mayWait a plain preadv (tmpfs). */
   preadvNoWait(fd: number, views: Uint8Array[], position: number, mayWait?: boolean): number;
+  /** A plain (blocking) pwritev: bytes, or -errno. Only for images on tmpfs, where a write is a copy. */
+  pwritevAt(fd: number, views: Uint8Array[], position: number): number;
   /** read(2) / write(2) of one view: bytes, or -errno (-EAGAIN on a non-blocking fd is not thrown). The per-frame tap path. */
   readFd(fd: number, view: Uint8Array): number;
   writeFd(fd: number, view: Uint8Array): number;

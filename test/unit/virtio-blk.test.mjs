@@ -517,7 +517,7 @@ describe('virtio-blk: reads served from the page cache', () => {
     }
   });
 
-  it('an image on tmpfs (memory, but no RWF_NOWAIT) is read at once all the same', (t) => {
+  it('an image on tmpfs (memory, but no RWF_NOWAIT) is read and written at once all the same', (t) => {
     const dirs = ['/dev/shm', tmpdir()].filter((d) => existsSync(d) && statfsSync(d).type === 0x01021994);
     if (dirs.length === 0) {
       if (process.env.CI) assert.fail('no tmpfs at /dev/shm or the temporary directory');
@@ -538,12 +538,19 @@ describe('virtio-blk: reads served from the page cache', () => {
       };
       r.d = new DriverQueue(mem, 0x1000, 16);
       const q = new SplitQueue(mem, r.d.config, { indirect: false, eventIdx: false });
-      blk.activate({ mem, negotiated: VERSION_1, live: true, queue: () => q, usedAdded: (i, b) => r.irqs.push([i, b]), configChanged() {}, fail: (e) => { throw e; }, log: { warn() {}, info() {}, debug() {} } });
+      blk.activate({ mem, negotiated: VERSION_1 | bit(VIRTIO_BLK_F.FLUSH), live: true, queue: () => q, usedAdded: (i, b) => r.irqs.push([i, b]), configChanged() {}, fail: (e) => { throw e; }, log: { warn() {}, info() {}, debug() {} } });
       const req = request(r, { type: T.IN, sector: 2, inLen: 3 * SECTOR });
       blk.notify(0);
       assert.equal(blk.inFlight, 0);
       assert.equal(req.status(), S.OK);
       assert.deepEqual(req.data(), sectorsOf(bytes, 2, 3));
+      const written = pattern(2 * SECTOR, 77);
+      const w = request(r, { type: T.OUT, sector: 9, data: written });
+      blk.notify(0);
+      assert.equal(blk.inFlight, 0);
+      assert.equal(w.status(), S.OK);
+      assert.deepEqual(sectorsOf(new Uint8Array(readFileSync(file)), 9, 2), written);
+      assert.deepEqual(r.irqs, [[0, 0], [0, 1]]);
       blk.close();
     } finally {
       rmSync(dir, { recursive: true, force: true });

@@ -5,8 +5,8 @@
  * nothing on the main thread waits for the disk. A read is first tried with RWF_NOWAIT: when the page
  * cache holds all of it, it is answered at once, without the two thread hops of libuv's pool (which
  * cost more than the copy itself); otherwise, or where the file system cannot promise not to wait,
- * it goes to the pool like every other request. An image on tmpfs is memory: its reads are always
- * answered at once.
+ * it goes to the pool like every other request. An image on tmpfs is memory: its reads, and its
+ * writes unless the driver asked for write-through, are answered at once.
  *
  * A request is a descriptor chain: a 16-byte header {type, reserved, sector} at the start of the
  * device-readable part, then the data (readable for writes, writable for reads), and a status byte,
@@ -119,7 +119,8 @@ export interface VirtioBlkOptions {
   readonly log?: Pick<VirtioDeviceContext['log'], 'warn'>;
   /**
    * How a read tries the page cache first: preadv2 with RWF_NOWAIT (the default), false for never
-   * (every read goes through libuv's pool), or a stand-in with the same contract (tests).
+   * (every read, and every write of a tmpfs image, goes through libuv's pool), or a stand-in with the
+   * same contract (tests).
    */
   readonly cachedRead?: false | CachedRead;
 }
@@ -200,6 +201,8 @@ export class VirtioBlk implements VirtioDevice {
   #zeros: Uint8Array | undefined;
   /** How reads try the page cache first (preadv2 RWF_NOWAIT); undefined once the file system refuses. */
   #cachedRead: CachedRead | undefined;
+  /** The image is on tmpfs: a write is a copy into memory, done at once rather than in the pool. */
+  readonly #memoryWrite: boolean;
   readonly #warned = new Set<string>();
 
   constructor(opts: VirtioBlkOptions) {
@@ -209,9 +212,10 @@ export class VirtioBlk implements VirtioDevice {
     const { fd, size } = openImage(opts.path, this.readOnly);
     this.#fd = fd;
     // A tmpfs image is all in memory (short of swap), but tmpfs cannot promise RWF_NOWAIT: read it
-    // at once all the same.
+    // at once all the same, and write it at once (a copy into its pages) unless told otherwise.
     const inMemory = isInMemoryFs(opts.path);
     this.#cachedRead = opts.cachedRead === false ? undefined : opts.cachedRead ?? ((f, v, p) => native().preadvNoWait(f, v, p, inMemory));
+    this.#memoryWrite = inMemory && opts.cachedRead !== false;
     this.capacity = Math.floor(size / SECTOR_SIZE);
     if (size % SECTOR_SIZE !== 0) {
       opts.log?.warn({ path: opts.path, size }, `virtio-blk: disk image ${opts.path} is not a whole number of 512-byte sectors: the last ${size % SECTOR_SIZE} bytes are not visible to the guest`);
@@ -367,7 +371,16 @@ export class VirtioBlk implements VirtioDevice {
     if (this.readOnly) return ioerr; // §5.2.6.2: IOERR, and nothing written
     const offset = this.#byteRange(req.sector, req.outLen);
     if (offset === undefined) return ioerr;
-    return this.#written(transferAll(pwritev, this.#fd, req.out, offset), req.outLen, writethrough);
+    let done = 0;
+    if (this.#memoryWrite && !writethrough && req.out.length > 0 && req.out.length <= IOV_MAX) {
+      done = Math.max(0, native().pwritevAt(this.#fd, req.out, offset)); // an error: the pool reports it
+      if (done === req.outLen) {
+        this.writes++;
+        this.bytesWritten += done;
+        return ok();
+      }
+    }
+    return this.#written(transferAll(pwritev, this.#fd, advance(req.out, done), offset + done), req.outLen, writethrough);
   }
 
   /** Counts a finished write and, in write-through mode, makes it stable before it completes. */
