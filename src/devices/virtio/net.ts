@@ -157,7 +157,7 @@ export class VirtioNet implements VirtioDevice {
   txFrames = 0;
   /** Frames the guest sent that were dropped (malformed, oversized, tap full or down). */
   txDropped = 0;
-  /** Of rxFrames and txFrames, the segmentation-offload super-frames. */
+  /** Segmentation-offload super-frames read from the tap (rx) and written to it (tx). */
   rxGsoFrames = 0;
   txGsoFrames = 0;
 
