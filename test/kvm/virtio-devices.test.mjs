@@ -207,6 +207,23 @@ describe('the command-runner protocol, spoken by the C guest on a virtio-console
     assert.equal(r.status, 127);
     assert.match(r.stderr.toString(), /nv-agent: frobnicate: command not found/);
   });
+
+  it('`run -- COMMAND` whose stdout nobody reads still ends at --timeout with 124 (output waits, the main thread does not)', async () => {
+    // The C guest as the kit's agent, through the CLI; the test never reads the child's stdout, so
+    // the pipe fills after 64 KiB and stays full, as behind a CI step that stopped reading.
+    const child = spawn(process.execPath, [cli, 'run', '--kernel', ELF, '--mem', '128M', '--cmdline', 'agent', '--share-cwd', 'off', '--timeout', '5', '--log-level', 'error', '--', 'emit', '1000000000'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    child.stdout.pause();
+    let stderr = '';
+    child.stderr.on('data', (d) => (stderr += d));
+    const t0 = performance.now();
+    const killer = setTimeout(() => child.kill('SIGKILL'), 90_000);
+    const [status, signal] = await new Promise((resolve) => child.on('exit', (c, s) => resolve([c, s])));
+    clearTimeout(killer);
+    assert.equal(signal, null, `killed after ${Math.round(performance.now() - t0)} ms: nodevisor hung on its stdout\n${stderr}`);
+    assert.equal(status, 124, stderr);
+    assert.match(stderr, /timed out|time-out|timeout/i);
+    child.stdout.destroy();
+  });
 });
 
 // ---- virtio-9p -------------------------------------------------------------------------------------

@@ -5,7 +5,14 @@
  * ours and exits with its status. The guest's serial console is kept (its tail is printed if the
  * guest ends before the command does); the current directory is shared read-only by default and is
  * the command's working directory.
+ *
+ * Our stdout and stderr are written asynchronously (async-output.ts): a reader that stalls holds
+ * one pool thread, not the main thread; the guest's output waits in its virtio buffers
+ * (backpressure), and --timeout still ends the run: after a time-out, output the reader has not
+ * taken within a short grace is abandoned.
  */
+import { finished } from 'node:stream/promises';
+import { setTimeout as delay } from 'node:timers/promises';
 import { Writable } from 'node:stream';
 import type { Logger } from 'pino';
 import { DEFAULT_CMDLINE, Machine, type MachineConfig } from '../../vmm/machine.js';
@@ -14,6 +21,7 @@ import { CommandRunner } from '../../runner/command-runner.js';
 import { AGENT_PORT_NAME } from '../../runner/protocol.js';
 import { VmmError } from '../../errors.js';
 import { Progress } from '../progress.js';
+import { asyncOutput } from '../async-output.js';
 
 /** The tag and guest path of the shared current directory (the kit's init mounts it there). */
 export const CWD_TAG = 'nvcwd';
@@ -21,6 +29,8 @@ export const CWD_GUEST_PATH = '/mnt/cwd';
 /** Statuses of our own, when the command never reported one. */
 export const RUN_STATUS = { guestEndedEarly: 125 } as const;
 const SERIAL_TAIL_BYTES = 16 * 1024;
+/** After a time-out, how long output may take to reach a reader before it is abandoned. */
+const FLUSH_GRACE_MS = 2000;
 
 export interface RunCommandOptions {
   readonly argv: readonly string[];
@@ -39,10 +49,18 @@ export function agentCmdline(base: string, o: { agentPort: string; cwd: boolean;
   return words.filter(Boolean).join(' ');
 }
 
-export async function runCommandInGuest(o: RunCommandOptions): Promise<number> {
+/** How the run ended: the status to exit with, and whether output was left unwritten (exit at once). */
+export interface RunCommandResult {
+  readonly status: number;
+  readonly outputAbandoned: boolean;
+}
+
+export async function runCommandInGuest(o: RunCommandOptions): Promise<RunCommandResult> {
   const started = performance.now();
   const ms = () => Math.round(performance.now() - started);
-  const emit = (event: object) => process.stdout.write(`${JSON.stringify(event)}\n`);
+  const out = asyncOutput(1);
+  const err = asyncOutput(2);
+  const emit = (event: object) => out.write(`${JSON.stringify(event)}\n`);
   const progress = new Progress(process.stderr, !o.json);
   const shares = [...(o.config.shares ?? [])];
   if (o.shareCwd !== 'off') shares.push({ hostDir: process.cwd(), tag: CWD_TAG, readOnly: o.shareCwd === 'ro' });
@@ -66,7 +84,7 @@ export async function runCommandInGuest(o: RunCommandOptions): Promise<number> {
             cb();
           },
         })
-      : process[stream];
+      : stream === 'stdout' ? out : err;
   let bootedAt: number | undefined;
   const runner = new CommandRunner({
     argv: o.argv,
@@ -95,14 +113,17 @@ export async function runCommandInGuest(o: RunCommandOptions): Promise<number> {
   const status = runner.status ?? failedStatus(reason);
   if (runner.status === undefined) {
     const why = reason.kind === 'timeout' ? describeStop(reason) : `the guest ended before the command finished (${describeStop(reason)})`;
-    process.stderr.write(`nodevisor: ${why}\n`);
-    if (serialTail.length && !o.json) process.stderr.write(`nodevisor: last console output:\n${serialTail.subarray(-SERIAL_TAIL_BYTES).toString('utf8')}\n`);
+    err.write(`nodevisor: ${why}\n`);
+    if (serialTail.length && !o.json) err.write(`nodevisor: last console output:\n${serialTail.subarray(-SERIAL_TAIL_BYTES).toString('utf8')}\n`);
   }
   if (o.json) {
     emit({ event: 'exited', status, ...(runner.status === undefined ? { reason } : {}), timings: { bootMs: bootedAt ?? null, commandMs: bootedAt === undefined ? null : ms() - bootedAt, totalMs: ms() } });
   }
-  await drain(process.stdout);
-  return status;
+  const flushed = Promise.all([out, err].map((w) => finished(w.end()))).then(() => true, () => true);
+  // A hung guest's run must end at --timeout even if nobody reads what it printed.
+  const outputAbandoned = !(await (reason.kind === 'timeout' ? Promise.race([flushed, delay(FLUSH_GRACE_MS, false, { ref: false })]) : flushed));
+  if (outputAbandoned) o.log.warn('output not yet read by the reader of stdout/stderr was abandoned after the time-out');
+  return { status, outputAbandoned };
 }
 
 function failedStatus(reason: StopReason): number {
@@ -110,6 +131,3 @@ function failedStatus(reason: StopReason): number {
   return s === 0 ? RUN_STATUS.guestEndedEarly : s;
 }
 
-function drain(stream: NodeJS.WriteStream): Promise<void> {
-  return stream.writableNeedDrain ? new Promise((r) => stream.once('drain', () => r())) : Promise.resolve();
-}

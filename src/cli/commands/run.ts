@@ -119,7 +119,10 @@ export const runCommand: CommandModule<object, RunArgs> = {
     if (command.length) {
       if (expect) throw new VmmError('BAD_CONFIG', '--expect and -- COMMAND: choose one (the command\'s exit status is the result)');
       // runCommandInGuest takes the console and stdin over itself (stdin belongs to the command).
-      process.exitCode = await runCommandInGuest({ argv: command, config, shareCwd: argv['share-cwd'], json: argv.json, timeoutSec: argv.timeout, log });
+      const run = await runCommandInGuest({ argv: command, config, shareCwd: argv['share-cwd'], json: argv.json, timeoutSec: argv.timeout, log });
+      // A pool thread may still be blocked writing to a reader that stopped reading: do not wait for it.
+      if (run.outputAbandoned) process.exit(run.status);
+      process.exitCode = run.status;
       return;
     }
     let reason: StopReason;
