@@ -80,8 +80,9 @@ export async function runCommandInGuest(o: RunCommandOptions): Promise<RunComman
     o.json
       ? new Writable({
           write(chunk: Buffer, _enc, cb) {
-            emit({ event: 'output', stream, data: chunk.toString('utf8') });
-            cb();
+            // Done once stdout has room again: a stalled reader holds the guest back here too.
+            if (emit({ event: 'output', stream, data: chunk.toString('utf8') })) cb();
+            else out.once('drain', () => cb());
           },
         })
       : stream === 'stdout' ? out : err;
