@@ -5,7 +5,7 @@
  * machine and powers off), since only a PVM-enabled Linux kernel runs there.
  */
 import { existsSync } from 'node:fs';
-import { spawnSync } from 'node:child_process';
+import { lazyChildProcess } from '../lazy-builtins.js';
 import os from 'node:os';
 import path from 'node:path';
 import { packageRoot } from '../package-root.js';
@@ -41,7 +41,7 @@ export function defaultGuest(flavour: KvmFlavour): DefaultGuest {
   const initrd = path.join(kit, 'initramfs.cpio.gz');
   if (!existsSync(kernel) || !existsSync(initrd)) {
     process.stderr.write('nodevisor: building the guest kit (Debian kernel and busybox initramfs, first run only)...\n');
-    const r = spawnSync('bash', [path.join(root, 'guests', 'kit', 'build.sh'), '--what', 'initramfs'], { stdio: ['ignore', 'inherit', 'inherit'] });
+    const r = lazyChildProcess().spawnSync('bash', [path.join(root, 'guests', 'kit', 'build.sh'), '--what', 'initramfs'], { stdio: ['ignore', 'inherit', 'inherit'] });
     if (r.status !== 0) throw new VmmError('BAD_KERNEL', `could not build the guest kit (guests/kit/build.sh exited ${r.status ?? r.signal})`);
   }
   return { kernel, initrd, cmdline: 'console=ttyS0 reboot=k panic=-1' };

@@ -25,7 +25,7 @@
  * refuses them) are dropped and counted; only chains that break the virtqueue rules (a writable
  * buffer in a transmit chain, a readable one in a receive chain) fail the device with VirtqError.
  */
-import { randomBytes } from 'node:crypto';
+import { lazyCrypto } from '../../lazy-builtins.js';
 import { VmmError, describeError } from '../../errors.js';
 import { Tap, TAP_VNET_HDR_LEN, TUN_F, type TapDevice } from '../../net/tap.js';
 import { VIRTIO_ID, bit } from './constants.js';
@@ -496,7 +496,7 @@ export function formatMac(mac: Uint8Array): string {
 
 /** A random unicast, locally administered address (bit 1 of the first byte set, bit 0 clear). */
 export function randomMac(): Uint8Array {
-  const mac = new Uint8Array(randomBytes(6));
+  const mac = new Uint8Array(lazyCrypto().randomBytes(6));
   mac[0] = (mac[0]! & 0xfc) | 0x02;
   return mac;
 }

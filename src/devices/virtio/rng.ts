@@ -3,7 +3,7 @@
  * CSPRNG. A chain with a device-readable buffer is a driver bug and is refused (VirtqError); the
  * transport then sets DEVICE_NEEDS_RESET.
  */
-import { randomFillSync } from 'node:crypto';
+import { lazyCrypto } from '../../lazy-builtins.js';
 import { VirtqError } from './queue.js';
 import { VIRTIO_ID } from './constants.js';
 import type { VirtioDevice, VirtioDeviceContext } from './device.js';
@@ -21,7 +21,7 @@ export class VirtioRng implements VirtioDevice {
   served = 0;
   #ctx: VirtioDeviceContext | undefined;
 
-  constructor(private readonly fill: (b: Uint8Array) => void = (b) => void randomFillSync(b)) {}
+  constructor(private readonly fill: (b: Uint8Array) => void = (b) => void lazyCrypto().randomFillSync(b)) {}
 
   activate(ctx: VirtioDeviceContext): void {
     this.#ctx = ctx;

@@ -1,0 +1,11 @@
+/**
+ * Node built-ins that only some runs need, loaded on first use instead of at start-up: imported
+ * statically, node:crypto cost ~6 ms and node:child_process ~4 ms of every `nodevisor run` on the
+ * 2-core dev machine, for a virtio-rng request or a guest-kit build that most runs never make.
+ */
+import { createRequire } from 'node:module';
+
+const load = createRequire(import.meta.url);
+
+export const lazyCrypto = (): typeof import('node:crypto') => load('node:crypto');
+export const lazyChildProcess = (): typeof import('node:child_process') => load('node:child_process');
