@@ -1,7 +1,5 @@
-#!/usr/bin/env node
 /** The nodevisor command line: thin yargs commands over the library; errors become one line on stderr. */
 import yargs from 'yargs';
-import { hideBin } from 'yargs/helpers';
 import { runCommand } from './commands/run.js';
 import { doctorCommand } from './commands/doctor.js';
 import { serveCommand } from './commands/serve.js';
@@ -10,7 +8,9 @@ import { EXIT_STATUS } from '../vmm/stop.js';
 
 export async function main(args: string[]): Promise<void> {
   try {
-    await yargs(args)
+    const y = yargs(args);
+    skipHelpRendering(y);
+    await y
       .scriptName('nodevisor')
       .parserConfiguration({ 'populate--': true })
       .command(runCommand)
@@ -32,4 +32,14 @@ export async function main(args: string[]): Promise<void> {
   }
 }
 
-await main(hideBin(process.argv));
+/**
+ * yargs renders the whole help text of a command right after calling its handler, to have it ready
+ * should the handler fail; our .fail() never shows help, and with a guest already running that
+ * rendering is on its console's way (3-16 ms of `run` on the dev machine, a fifth of its start-up
+ * under nested emulation). yargs has no option for it: its usage object is patched, when yargs still
+ * has the shape this was written against.
+ */
+function skipHelpRendering(y: unknown): void {
+  const usage = (y as { getInternalMethods?: () => { getUsageInstance?: () => { cacheHelpMessage?: unknown } } }).getInternalMethods?.().getUsageInstance?.();
+  if (usage && typeof usage.cacheHelpMessage === 'function') usage.cacheHelpMessage = () => {};
+}
