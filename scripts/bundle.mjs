@@ -1,37 +1,52 @@
 #!/usr/bin/env node
 // Bundles the two start-up paths, after tsc (npm run build), with esbuild:
-//   dist/cli/nodevisor.js  the command line (package.json's bin)
-//   dist/vmm/vcpu-thread.js  the vCPU thread every machine spawns (one per vCPU)
-// Node 20 compiles every ES module from source on every start and resolves each import through the
-// file system; one file per entry (plus shared chunks) instead of ~70 modules and yargs' and pino's
-// trees cuts `nodevisor run`'s own start-up from ~165 ms above `node -e 0` to ~90 ms, and a vCPU
-// thread's from ~58 to ~41 ms each with 50 started at once (measured on the 2-core dev machine).
+//   dist/cli/cli-bundle.cjs   the command line, which dist/cli/nodevisor.cjs (package.json's bin)
+//                             evaluates through V8's code cache (src/cli/nodevisor.cts)
+//   dist/vmm/vcpu-thread.cjs  the vCPU thread every machine spawns (one per vCPU)
+// Node 20 compiles every module from source on every start and resolves each import through the
+// file system; one file per entry instead of ~70 modules and yargs' and pino's trees cut `nodevisor
+// run`'s own start-up from ~165 ms above `node -e 0` to ~90 ms, and a vCPU thread's from ~58 to
+// ~41 ms each with 50 started at once (measured on the 2-core dev machine).
+// Both are CommonJS scripts: only a script (vm.Script) takes V8's code cache in Node 20, and a worker
+// whose main file is CommonJS starts without setting up Node's ES module loader (an empty worker
+// started in 53 ms against 58 ms as an ES module, on the dev machine).
 // tsc's per-module output stays the library's entry (dist/index.js) and carries the .d.ts files.
-// Both bundles sit one folder below dist/, as do the chunks, so relative URLs such as the vCPU
-// thread's resolve the same from the bundles as from tsc's tree.
-import { rmSync } from 'node:fs';
+// Both bundles sit one folder below dist/, so relative URLs such as the vCPU thread's resolve the
+// same from the bundles as from tsc's tree.
 import path from 'node:path';
+import { chmodSync, rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
 
 const dist = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', 'dist');
+// Left by earlier builds, which split shared code into ES module chunks.
 rmSync(path.join(dist, 'chunks'), { recursive: true, force: true });
-await build({
-  entryPoints: { 'cli/nodevisor': path.join(dist, 'cli', 'main.js'), 'vmm/vcpu-thread': path.join(dist, 'vmm', 'vcpu-worker.js') },
-  outdir: dist,
+for (const f of ['vcpu-thread.js', 'vcpu-thread.js.map']) rmSync(path.join(dist, 'vmm', f), { force: true });
+const common = {
   bundle: true,
-  splitting: true,
-  chunkNames: 'chunks/[name]-[hash]',
-  format: 'esm',
   platform: 'node',
   target: 'node20',
+  format: 'cjs',
+  // import() becomes require(): a vm.Script has no module loader for import() to use.
+  supported: { 'dynamic-import': false },
+  define: { 'import.meta.url': '__nodevisorModuleUrl' },
+  banner: { js: "const __nodevisorModuleUrl = require('node:url').pathToFileURL(__filename).href;" },
   // Smaller source is less to decode and parse at every start; names are kept for stack traces.
   minifyWhitespace: true,
   minifySyntax: true,
   sourcemap: true,
+  logLevel: 'warning',
+};
+await build({
+  ...common,
+  entryPoints: [path.join(dist, 'cli', 'entry.js')],
+  outfile: path.join(dist, 'cli', 'cli-bundle.cjs'),
   // The REST server's framework loads only with `serve`, from node_modules as usual.
   external: ['fastify'],
-  // Bundled CommonJS dependencies (yargs' and pino's) call require() for Node's built-ins.
-  banner: { js: "import { createRequire as __nodevisorRequire } from 'node:module'; const require = __nodevisorRequire(import.meta.url);" },
-  logLevel: 'warning',
 });
+await build({
+  ...common,
+  entryPoints: [path.join(dist, 'vmm', 'vcpu-worker.js')],
+  outfile: path.join(dist, 'vmm', 'vcpu-thread.cjs'),
+});
+chmodSync(path.join(dist, 'cli', 'nodevisor.cjs'), 0o755); // tsc's output of the bin, run directly from a clone

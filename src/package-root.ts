@@ -2,7 +2,7 @@
  * The package's root folder (where package.json, native/ and guests/ are). Found by walking up from
  * the running file rather than by a fixed number of `..`, because the same code runs both from
  * tsc's output tree (dist/vmm/x.js, dist/cli/commands/y.js) and from the esbuild bundles
- * (dist/cli/nodevisor.js, dist/chunks/z.js), at different depths.
+ * (dist/cli/cli-bundle.cjs, dist/vmm/vcpu-thread.cjs), at different depths.
  */
 import { existsSync } from 'node:fs';
 import path from 'node:path';

@@ -36,7 +36,7 @@ const CONSOLE_RE = /printk: console \[ttyS0\] enabled/;
 const MARKER_RE = /NODEVISOR-BOOT-OK/;
 
 const vmms = {
-  nodevisor: () => [process.execPath, [path.join(root, 'dist', 'cli', 'nodevisor.js'), 'run', '--kernel', fullBoot ?? kernel, ...(initrd ? ['--initrd', initrd] : []), '--mem', `${MEM}M`, '--cmdline', CMDLINE, '--timeout', '100', '--log-level', 'error']],
+  nodevisor: () => [process.execPath, [path.join(root, 'dist', 'cli', 'nodevisor.cjs'), 'run', '--kernel', fullBoot ?? kernel, ...(initrd ? ['--initrd', initrd] : []), '--mem', `${MEM}M`, '--cmdline', CMDLINE, '--timeout', '100', '--log-level', 'error']],
   'qemu-microvm': () => [qemu, ['-M', 'microvm,acpi=on', '-enable-kvm', '-cpu', 'host,-arch-capabilities', '-m', MEM, '-smp', '1', '-nodefaults', '-no-user-config', '-nographic', '-no-reboot', '-serial', 'stdio', '-kernel', fullBoot ?? kernel, ...(initrd ? ['-initrd', initrd] : []), '-append', CMDLINE]],
 };
 

@@ -48,7 +48,7 @@ function patched(kind, n) {
 
 const vmms = {
   C: (image) => [reference, [image]],
-  nodevisor: (image) => [process.execPath, [path.join(root, 'dist', 'cli', 'nodevisor.js'), 'run', '--kernel', image, '--testdev', '--log-level', 'error']],
+  nodevisor: (image) => [process.execPath, [path.join(root, 'dist', 'cli', 'nodevisor.cjs'), 'run', '--kernel', image, '--testdev', '--log-level', 'error']],
 };
 
 function timeOnce(vmm, image) {

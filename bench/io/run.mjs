@@ -32,7 +32,7 @@ const { values: opt } = parseArgs({
 });
 execFileSync('make', ['-s', '-C', path.join(root, 'guests', 'tests')], { stdio: 'inherit' });
 const elf = path.join(root, 'guests', 'tests', 'build', 'c-virtio.elf');
-const cli = path.join(root, 'dist', 'cli', 'nodevisor.js');
+const cli = path.join(root, 'dist', 'cli', 'nodevisor.cjs');
 const dir = mkdtempSync(path.join(os.tmpdir(), 'nv-bench-io-'));
 const accel = opt['qemu-accel'] === 'tcg' ? ['-accel', 'tcg'] : ['-enable-kvm', '-cpu', 'host,-arch-capabilities'];
 const qemuBase = ['-M', 'q35', ...accel, '-m', '256', '-nographic', '-no-reboot', '-nodefaults', '-serial', 'stdio', '-device', 'isa-debug-exit,iobase=0xf4,iosize=4', '-kernel', elf];

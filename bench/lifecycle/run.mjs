@@ -19,7 +19,7 @@ const guestElf = path.join(root, 'guests', 'tests', 'build', 'c-exit.elf');
 const { Machine } = await import(path.join(root, 'dist', 'index.js'));
 
 const qemuArgs = ['-M', 'microvm', '-enable-kvm', '-cpu', 'host,-arch-capabilities', '-m', '128', '-nodefaults', '-no-user-config', '-nographic', '-no-reboot', '-serial', 'stdio', '-device', 'isa-debug-exit,iobase=0xf4,iosize=4', '-kernel', guestElf];
-const nodevisorArgs = [path.join(root, 'dist', 'cli', 'nodevisor.js'), 'run', '--kernel', guestElf, '--mem', '128M', '--log-level', 'error'];
+const nodevisorArgs = [path.join(root, 'dist', 'cli', 'nodevisor.cjs'), 'run', '--kernel', guestElf, '--mem', '128M', '--log-level', 'error'];
 
 function timeProcess(cmd, args, expect = 1) {
   return new Promise((resolve, reject) => {

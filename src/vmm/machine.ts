@@ -3,7 +3,7 @@
  * and devices, runs every vCPU on its own worker thread, and resolves with how the guest ended.
  * The main thread keeps its event loop free: it only reacts to stop reports, timers and kicks.
  */
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import type { Readable } from 'node:stream';
 import { EventEmitter } from 'node:events';
 import { Socket } from 'node:net';
@@ -52,6 +52,7 @@ import type { VirtioPciFunctionSpec } from '../devices/virtio/pci-transport.js';
 import { MsiRouter } from '../kvm/msi-routes.js';
 import { checkMachineConfig } from './config-check.js';
 import type { VcpuWorkerInit, VcpuWorkerMessage } from './vcpu-worker.js';
+import { vcpuThread } from './vcpu-threads.js';
 import type { StopReason } from './stop.js';
 
 export interface MachineConfig {
@@ -313,8 +314,7 @@ export class Machine extends EventEmitter {
         ramMappingId: this.ram.mappingId, memBytes: this.config.memBytes, devices: this.#devices,
         control: this.#control, logLevel: this.config.logLevel ?? (this.log.level as LogLevel), flavour: this.flavour,
       };
-      // The bundled thread (scripts/bundle.mjs): one file to load instead of ~30 modules, for every vCPU of every machine.
-      const w = new Worker(new URL('../vmm/vcpu-thread.js', import.meta.url), { workerData: init, stdout: false, stderr: false });
+      const w = vcpuThread(init);
       let reported = false;
       w.on('message', (msg: VcpuWorkerMessage) => {
         if (msg.type === 'stopped') {

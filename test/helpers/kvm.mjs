@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 
 export const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-export const cli = path.join(root, 'dist', 'cli', 'nodevisor.js');
+export const cli = path.join(root, 'dist', 'cli', 'nodevisor.cjs');
 export const guest = (name) => path.join(root, 'guests', 'tests', 'build', name);
 
 function kvmProblem() {

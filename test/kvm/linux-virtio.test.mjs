@@ -111,7 +111,7 @@ describe('full Linux: run -- COMMAND and virtio devices (NODEVISOR_TEST_KERNEL)'
         'echo "download $(nc 10.0.2.1 7001 | md5sum)"',
       ].join('; ');
       const helper = path.join(path.dirname(new URL(import.meta.url).pathname), '..', 'helpers', 'tcp-peer.mjs');
-      const cli = path.join(path.dirname(new URL(import.meta.url).pathname), '..', '..', 'dist', 'cli', 'nodevisor.js');
+      const cli = path.join(path.dirname(new URL(import.meta.url).pathname), '..', '..', 'dist', 'cli', 'nodevisor.cjs');
       const out = execFileSync('ip', ['netns', 'exec', ns, process.execPath, helper, '--in-namespace', String(bytes), '--', process.execPath, cli,
         'run', '--kernel', fullLinux.kernel, '--initrd', fullLinux.initrd, '--mem', '512M', '--net', 'tap=nvl0', '--timeout', '240', '--log-level', 'error', '--', 'sh', '-c', guest], { encoding: 'utf8', timeout: 300_000 });
       const r = JSON.parse(out.trim().split('\n').pop());
