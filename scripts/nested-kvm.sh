@@ -159,7 +159,7 @@ while true; do
       fi ;;
     *) if [ -n "$begun" ]; then printf '%s\n' "$line"; fi ;;
   esac
-done < <(qemu-system-x86_64 -M q35 -accel tcg,thread=multi -cpu max -smp "$cpus" -m "$mem" -nographic -no-reboot \
+done < <(qemu-system-x86_64 -M q35 -accel "tcg,thread=${NESTED_KVM_TCG_THREAD:-multi}" -cpu max -smp "$cpus" -m "$mem" -nographic -no-reboot \
   -pidfile "$work/qemu.pid" -qmp "unix:$qmp,server=on,wait=off" \
   -kernel "$kit/stock/vmlinuz" -initrd "$work/initramfs.gz" -append "console=ttyS0 panic=-1 quiet loglevel=${NESTED_KVM_LOGLEVEL:-1}" \
   -fsdev local,id=host,path=/,security_model=passthrough,multidevs=remap -device virtio-9p-pci,fsdev=host,mount_tag=host,disable-legacy=on </dev/null 2>&1)

@@ -65,5 +65,7 @@ else {
   console.log(`bench/lifecycle: c-exit.elf (PVH), 128 MiB`);
   console.log(`end to end (median of ${r.runs}): nodevisor ${r.nodevisorMs} ms, qemu microvm ${r.qemuMs} ms, ratio nodevisor/qemu ${r.ratio} (target <= 1.0: ${r.ratio <= 1 ? 'met' : 'NOT MET'})`);
   console.log(`  of which node's own start-up (node -e 0): ${r.nodeFloorMs} ms = ${(r.nodeFloorMs / r.qemuMs).toFixed(2)}x qemu; nodevisor above it: ${r.nodevisorMs - r.nodeFloorMs} ms`);
+  // Node reads and parses that whole certificate file at every start, before any of our code runs.
+  if (process.env.NODE_EXTRA_CA_CERTS) console.log(`  note: NODE_EXTRA_CA_CERTS is set; it adds to every Node start (62 ms on the dev machine): unset it for figures users see`);
   for (const p of perSecond) console.log(`${String(p.n).padStart(3)} at once: nodevisor ${p.nodevisorPerSec}/s (one process), qemu ${p.qemuPerSec}/s (processes), ratio ${p.ratio} (target >= 20/s: ${p.nodevisorPerSec >= 20 ? 'met' : 'NOT MET'})`);
 }

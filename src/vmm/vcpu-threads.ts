@@ -13,7 +13,7 @@ import { Worker } from 'node:worker_threads';
 import type { VcpuWorkerInit } from './vcpu-worker.js';
 
 // The bundled thread (scripts/bundle.mjs): one file to load instead of ~30 modules, for every vCPU
-// of every machine. The bundle, tsc's tree and the chunks all sit one folder below dist/.
+// of every machine. It, the command line's bundle and tsc's tree all sit one folder below dist/.
 const VCPU_THREAD_URL = new URL('../vmm/vcpu-thread.cjs', import.meta.url);
 const WORKER_OPTIONS = { stdout: false, stderr: false } as const;
 
