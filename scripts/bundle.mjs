@@ -22,8 +22,17 @@ const dist = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', 'd
 // Left by earlier builds, which split shared code into ES module chunks.
 rmSync(path.join(dist, 'chunks'), { recursive: true, force: true });
 for (const f of ['vcpu-thread.js', 'vcpu-thread.js.map']) rmSync(path.join(dist, 'vmm', f), { force: true });
+// vmm/vcpu-threads.cjs stays a module of its own, which the bin requires first (src/cli/nodevisor.cts):
+// the bundle must find that same instance, with the thread the bin started, not a copy.
+const sharedVcpuThreads = {
+  name: 'shared-vcpu-threads',
+  setup(b) {
+    b.onResolve({ filter: /vcpu-threads\.cjs$/ }, () => ({ path: '../vmm/vcpu-threads.cjs', external: true }));
+  },
+};
 const common = {
   bundle: true,
+  plugins: [sharedVcpuThreads],
   platform: 'node',
   target: 'node20',
   format: 'cjs',
@@ -39,7 +48,7 @@ const common = {
 };
 await build({
   ...common,
-  entryPoints: [path.join(dist, 'cli', 'entry.js')],
+  entryPoints: [path.join(dist, 'cli', 'main.js')],
   outfile: path.join(dist, 'cli', 'cli-bundle.cjs'),
   // The REST server's framework loads only with `serve`, from node_modules as usual.
   external: ['fastify'],

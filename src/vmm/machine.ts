@@ -52,7 +52,7 @@ import type { VirtioPciFunctionSpec } from '../devices/virtio/pci-transport.js';
 import { MsiRouter } from '../kvm/msi-routes.js';
 import { checkMachineConfig } from './config-check.js';
 import type { VcpuWorkerInit, VcpuWorkerMessage } from './vcpu-worker.js';
-import { vcpuThread } from './vcpu-threads.js';
+import { vcpuThread } from './vcpu-threads.cjs';
 import type { StopReason } from './stop.js';
 
 export interface MachineConfig {
