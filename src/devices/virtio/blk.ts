@@ -374,11 +374,7 @@ export class VirtioBlk implements VirtioDevice {
     let done = 0;
     if (this.#memoryWrite && !writethrough && req.out.length > 0 && req.out.length <= IOV_MAX) {
       done = Math.max(0, native().pwritevAt(this.#fd, req.out, offset)); // an error: the pool reports it
-      if (done === req.outLen) {
-        this.writes++;
-        this.bytesWritten += done;
-        return ok();
-      }
+      if (done === req.outLen) return this.#countWrite(done);
     }
     return this.#written(transferAll(pwritev, this.#fd, advance(req.out, done), offset + done), req.outLen, writethrough);
   }
@@ -387,6 +383,10 @@ export class VirtioBlk implements VirtioDevice {
   async #written(io: Promise<void>, bytes: number, writethrough: boolean): Promise<Outcome> {
     await io;
     if (writethrough) await datasync(this.#fd);
+    return this.#countWrite(bytes);
+  }
+
+  #countWrite(bytes: number): Outcome {
     this.writes++;
     this.bytesWritten += bytes;
     return ok();
