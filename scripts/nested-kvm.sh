@@ -82,6 +82,20 @@ mount -t tmpfs tmp /host/tmp
 cp /cmd.sh /host/tmp/nested-cmd.sh
 mount -t tmpfs run /host/run 2>/dev/null
 ip link set lo up 2>/dev/null
+# A VM that is never run, with an in-kernel APIC left software-disabled, held for the whole session:
+# it keeps KVM's apic_sw_disabled static key from dropping to zero, and back, each time the last VM
+# of a test goes and the next one comes. Each such flip rewrites kernel code on the fly (int3, then
+# the new instruction, with IPIs between), and TCG's multi-threaded mode sometimes lets another CPU
+# go on executing its stale copy of the int3: that CPU then loops between the int3 and the kernel's
+# "breakpoint already gone, retry" handler, interrupts off, for good. The wedges seen had one CPU in
+# exc_int3 and another in __schedule or a static-call trampoline, at the end of a test.
+chroot /host python3 -c '
+import fcntl, os, signal
+kvm = os.open("/dev/kvm", os.O_RDWR)
+vm = fcntl.ioctl(kvm, 0xAE01, 0)  # KVM_CREATE_VM
+fcntl.ioctl(vm, 0xAE60, 0)        # KVM_CREATE_IRQCHIP
+fcntl.ioctl(vm, 0xAE41, 0)        # KVM_CREATE_VCPU 0, never run
+signal.pause()' </dev/null >/dev/null 2>&1 &
 echo NESTED-BEGIN
 chroot /host /bin/bash /tmp/nested-cmd.sh
 echo "NESTED-STATUS \$?"
