@@ -41,6 +41,8 @@ const common = {
   define: { 'import.meta.url': '__nodevisorModuleUrl' },
   banner: { js: "const __nodevisorModuleUrl = require('node:url').pathToFileURL(__filename).href;" },
   // Smaller source is less to decode and parse at every start; names are kept for stack traces.
+  // ASCII only (the default, made explicit): the bin reads the bundle as latin1, without UTF-8 decoding.
+  charset: 'ascii',
   minifyWhitespace: true,
   minifySyntax: true,
   sourcemap: true,

@@ -22,7 +22,8 @@ const args = process.argv.slice(2);
 if (args[0] === 'run') prespawnVcpuThread();
 
 const bundle = path.join(__dirname, 'cli-bundle.cjs');
-const source = readFileSync(bundle, 'utf8');
+// The bundle is ASCII (esbuild escapes anything else), so latin1 reads it exactly, 2-5 ms faster than UTF-8.
+const source = readFileSync(bundle, 'latin1');
 const cacheFile = codeCachePath();
 let cachedData: Buffer | undefined;
 try {

@@ -6,13 +6,13 @@
 import type { Worker } from 'node:worker_threads';
 import type { Readable } from 'node:stream';
 import { EventEmitter } from 'node:events';
-import { Socket } from 'node:net';
 import { closeSync } from 'node:fs';
 import type { Logger } from 'pino';
 import { Kvm, GuestRam, type Vcpu, type Vm } from '../kvm/kvm.js';
 import { KVM_PIT_SPEAKER_DUMMY } from '../kvm/constants.js';
 import { detectFlavour, type KvmFlavour } from '../kvm/host.js';
 import { native } from '../native/binding.js';
+import { lazyNet } from '../lazy-builtins.js';
 import { GuestMemory } from '../memory/guest-memory.js';
 import { guestMemoryOf } from '../memory/ram-views.js';
 import { KVM_IDENTITY_MAP_ADDR, KVM_TSS_ADDR, MMIO_HOLE_START, ramLayout } from '../arch/x86_64/layout.js';
@@ -173,7 +173,7 @@ export class Machine extends EventEmitter {
     if (consoleFd === undefined) {
       const [readFd, writeFd] = native().pipe(true);
       this.#consoleWriteFd = consoleFd = writeFd;
-      const stream = new Socket({ fd: readFd, readable: true, writable: false });
+      const stream = new (lazyNet().Socket)({ fd: readFd, readable: true, writable: false });
       stream.on('data', (chunk: Buffer) => this.emit('console', chunk));
       this.console = stream;
     }
