@@ -11,8 +11,8 @@
 // whose main file is CommonJS starts without setting up Node's ES module loader (an empty worker
 // started in 53 ms against 58 ms as an ES module, on the dev machine).
 // tsc's per-module output stays the library's entry (dist/index.js) and carries the .d.ts files.
-// Both bundles sit one folder below dist/, so relative URLs such as the vCPU thread's resolve the
-// same from the bundles as from tsc's tree.
+// Both bundles sit one folder below dist/, like most of tsc's tree, so that paths relative to the
+// running file (the vCPU-thread module's, packageRoot's walk) work from either.
 import path from 'node:path';
 import { chmodSync, rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';

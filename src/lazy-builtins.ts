@@ -1,7 +1,8 @@
 /**
  * Node built-ins that only some runs need, loaded on first use instead of at start-up: imported
- * statically, node:crypto cost ~6 ms, node:child_process ~4 ms and node:net ~2.5 ms of every `nodevisor run` on the
- * 2-core dev machine, for a virtio-rng request or a guest-kit build that most runs never make.
+ * statically, node:crypto cost ~6 ms, node:child_process ~4 ms and node:net ~2.5 ms of every
+ * `nodevisor run` on the 2-core dev machine, for a virtio-rng request, a guest-kit build or a
+ * console stream that most runs never need.
  */
 import { createRequire } from 'node:module';
 

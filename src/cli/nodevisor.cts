@@ -36,7 +36,7 @@ if (cachedData === undefined || script.cachedDataRejected) process.once('exit', 
 const wrapper = script.runInThisContext() as (exports: object, require: NodeJS.Require, module: object, filename: string, dirname: string) => void;
 const bundleModule = { exports: {}, filename: bundle, id: bundle, loaded: false };
 wrapper.call(bundleModule.exports, bundleModule.exports, Module.createRequire(bundle), bundleModule, bundle, path.dirname(bundle));
-void (bundleModule.exports as typeof import("./main.js")).main(args);
+void (bundleModule.exports as typeof import('./main.js')).main(args);
 
 /**
  * One file per install, command kind, Node version and bundle build. V8 checks the last two itself;
