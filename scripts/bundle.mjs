@@ -14,7 +14,7 @@
 // Both bundles sit one folder below dist/, like most of tsc's tree, so that paths relative to the
 // running file (the vCPU-thread module's, packageRoot's walk) work from either.
 import path from 'node:path';
-import { chmodSync, rmSync } from 'node:fs';
+import { chmodSync, rmSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
 
@@ -61,3 +61,8 @@ await build({
   outfile: path.join(dist, 'vmm', 'vcpu-thread.cjs'),
 });
 chmodSync(path.join(dist, 'cli', 'nodevisor.cjs'), 0o755); // tsc's output of the bin, run directly from a clone
+// The bin's earlier path, for scripts that name it and for npx, whose cache of a local package keeps
+// the bin links it made when first run there (an ES module, so ~14 ms slower to start than the bin).
+const legacyBin = path.join(dist, 'cli', 'nodevisor.js');
+writeFileSync(legacyBin, "#!/usr/bin/env node\nimport './nodevisor.cjs';\n");
+chmodSync(legacyBin, 0o755);
