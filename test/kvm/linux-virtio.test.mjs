@@ -8,7 +8,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync, symlinkSync, existsSy
 import os from 'node:os';
 import path from 'node:path';
 import { createHash } from 'node:crypto';
-import { runCli } from '../helpers/kvm.mjs';
+import { cli, runCli } from '../helpers/kvm.mjs';
 import { downloadPattern } from '../helpers/patterns.mjs';
 import { fullLinux } from '../helpers/kit.mjs';
 
@@ -111,7 +111,6 @@ describe('full Linux: run -- COMMAND and virtio devices (NODEVISOR_TEST_KERNEL)'
         'echo "download $(nc 10.0.2.1 7001 | md5sum)"',
       ].join('; ');
       const helper = path.join(path.dirname(new URL(import.meta.url).pathname), '..', 'helpers', 'tcp-peer.mjs');
-      const cli = path.join(path.dirname(new URL(import.meta.url).pathname), '..', '..', 'dist', 'cli', 'nodevisor.cjs');
       const out = execFileSync('ip', ['netns', 'exec', ns, process.execPath, helper, '--in-namespace', String(bytes), '--', process.execPath, cli,
         'run', '--kernel', fullLinux.kernel, '--initrd', fullLinux.initrd, '--mem', '512M', '--net', 'tap=nvl0', '--timeout', '240', '--log-level', 'error', '--', 'sh', '-c', guest], { encoding: 'utf8', timeout: 300_000 });
       const r = JSON.parse(out.trim().split('\n').pop());
