@@ -13,7 +13,8 @@
  *               for N more seconds
  *   net-bench   transmits frames=100000 1514-byte frames to the host as fast as the ring allows
  *   console     virtio-console: a line out, then echoes input uppercased up to a newline
- *   agent       the command runner's agent (nv-agent's protocol) with built-in commands
+ *   agent       the command runner's agent (nv-agent's protocol) with built-in commands;
+ *               "noflush": power off without waiting for the host to take the output
  *   9p, 9p-ro   9P2000.L over virtio-9p: read, create and write, '..' at the root, the 'escape'
  *               symlink refused; on 9p-ro a create refused with EROFS
  *   9p-escape   only the symlink check

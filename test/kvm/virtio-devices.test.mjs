@@ -144,12 +144,12 @@ class Collect extends Writable {
  * Boots c-virtio.elf as the agent on the machine's agent channel (config `agent: true`) and runs
  * argv through nodevisor's CommandRunner. Resolves { status, stdout, stderr, reason }.
  */
-async function agentRun(argv, { stdin } = {}) {
+async function agentRun(argv, { stdin, cmdline = 'agent', stdout: out } = {}) {
   const { Machine } = await import('../../dist/index.js');
   const { CommandRunner } = await import('../../dist/runner/command-runner.js');
-  const stdout = new Collect();
+  const stdout = out ?? new Collect();
   const stderr = new Collect();
-  const machine = Machine.create({ kernel: ELF, memBytes: 128 << 20, timeoutSec: 60, cmdline: 'agent', agent: true });
+  const machine = Machine.create({ kernel: ELF, memBytes: 128 << 20, timeoutSec: 60, cmdline, agent: true });
   const runner = new CommandRunner({ argv, send: (b) => machine.agent.write(b), stdout, stderr, stdin: stdin === undefined ? undefined : Readable.from([Buffer.from(stdin)]) });
   machine.onAgentOutput((b) => runner.onGuestBytes(b));
   runner.on('resume', () => machine.agent.resume());
@@ -200,6 +200,30 @@ describe('the command-runner protocol, spoken by the C guest on a virtio-console
     assert.equal(r.status, 0);
     assert.equal(r.stdout.length, n);
     assert.ok(r.stdout.equals(seqBytes(n)), 'output differs from seq');
+  });
+
+  it('a guest that powers off as soon as EXIT is queued, while the reader is behind, loses no output', async () => {
+    // As Linux's nv-agent and init do ("noflush"). The reader takes nothing until the VM has
+    // stopped, so the device holds the guest's transmit buffers: they are taken when it stops.
+    class Stalled extends Collect {
+      waiting = [];
+      _write(chunk, enc, cb) {
+        this.chunks.push(chunk);
+        this.waiting.push(cb);
+      }
+      release() {
+        this._write = (chunk, enc, cb) => (this.chunks.push(chunk), cb());
+        for (const cb of this.waiting.splice(0)) cb();
+      }
+    }
+    const stdout = new Stalled({ highWaterMark: 1 });
+    const n = 200_000; // fits in the guest's transmit buffers (32 x 16 KiB): it reaches EXIT without the host
+    const r = await agentRun(['emit', String(n)], { cmdline: 'agent noflush', stdout });
+    stdout.release();
+    await new Promise((resolve) => stdout.end(resolve));
+    assert.equal(r.status, 0);
+    assert.equal(r.reason.kind, 'poweroff');
+    assert.ok(stdout.buffer.equals(seqBytes(n)), `${stdout.buffer.length} of ${n} bytes`);
   });
 
   it('an unknown command: a message on stderr and status 127', async () => {

@@ -84,6 +84,19 @@ describe('virtio-console model', () => {
     assert.equal(Buffer.concat(out).toString(), 'ab');
   });
 
+  it('finish(): once the guest has stopped, held and never-notified transmit chains go out, in order, with the sink still full', () => {
+    const { mem, tx, con, out } = setup({ accept: () => false });
+    for (const [i, s] of ['one ', 'two ', 'three'].entries()) mem.write(0x10000 + i * 0x1000, Buffer.from(s));
+    tx.addChain([{ addr: 0x10000, len: 4 }]);
+    tx.addChain([{ addr: 0x11000, len: 4 }]);
+    con.notify(1);
+    assert.equal(tx.usedIdx(), 1, 'the sink is full: the second chain is held');
+    tx.addChain([{ addr: 0x12000, len: 5 }]); // queued without a notification, as right before a power-off
+    con.finish();
+    assert.equal(Buffer.concat(out).toString(), 'one two three');
+    assert.equal(tx.usedIdx(), 3);
+  });
+
   it('refuses a transmit chain with a device-writable buffer and a receive chain with a readable one', () => {
     const { tx, rx, con } = setup();
     tx.addChain([{ addr: 0x10000, len: 4, write: true }]);

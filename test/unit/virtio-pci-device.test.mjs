@@ -81,12 +81,12 @@ function findCap(cfg, id) {
   throw new Error(`capability ${id} missing`);
 }
 
-function setup(vmOpts) {
+function setup(vmOpts, makeModel) {
   const mem = fakeMemory(1 << 20);
   const vm = fakeVm(vmOpts);
   const msi = new MsiRouter(vm);
   let n = 0;
-  const model = new VirtioRng((b) => b.fill(0x10 + (n++ % 8)));
+  const model = makeModel?.() ?? new VirtioRng((b) => b.fill(0x10 + (n++ % 8)));
   const dev = new VirtioPciDevice(model, { mem, vm, msi, bar0: 0xe0010000, log: silent });
   const bar = virtioPciBar(dev.spec, mem, () => {});
   const d = new DriverQueue(mem, 0x1000, 16);
@@ -211,6 +211,37 @@ describe('virtio PCI transport (host side, no KVM)', () => {
     bar.write(C.device_status, 1, S.ACKNOWLEDGE);
     bar.write(C.device_status, 1, 0);
     assert.equal(bar.read(C.device_status, 1), 0);
+  });
+
+  it('close() lets an active model finish() before its reset, so output queued just before the stop is taken', async () => {
+    // A model that, like a console behind a full sink, takes nothing while running.
+    const calls = [];
+    let queue;
+    const holding = {
+      kind: 'test', deviceId: 4, features: 0n, queueMaxSizes: [16], configSize: 0,
+      activate: (ctx) => (calls.push('activate'), (queue = ctx.queue(0))),
+      notify: () => calls.push('notify'),
+      reset: () => calls.push('reset'),
+      finish: () => {
+        calls.push('finish');
+        for (let c = queue.pop(); c; c = queue.pop()) queue.pushUsed(c.head, 0);
+      },
+    };
+    const { dev, bar, d } = setup(undefined, () => holding);
+    driverSetup(dev, bar, d);
+    d.addChain([{ addr: 0x10000, len: 8 }]);
+    await until(() => calls.includes('activate'), 'activation');
+    await dev.close();
+    assert.deepEqual(calls.filter((c) => c !== 'notify'), ['activate', 'finish', 'reset']);
+    assert.equal(d.usedIdx(), 1, 'the chain the driver queued was taken at close');
+  });
+
+  it('close() of a device the driver never set up calls no finish()', async () => {
+    let finished = false;
+    const idle = { kind: 'test', deviceId: 4, features: 0n, queueMaxSizes: [16], configSize: 0, activate() {}, notify() {}, reset() {}, finish: () => (finished = true) };
+    const { dev } = setup(undefined, () => idle);
+    await dev.close();
+    assert.equal(finished, false);
   });
 
   it('a ring outside guest RAM is refused when the driver enables the queue', (t) => {

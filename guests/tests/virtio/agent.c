@@ -11,7 +11,8 @@
  *   stderr ARGS.. the same on STDERR
  *   cat           STDIN copied to STDOUT until STDIN_EOF
  * anything else: "nv-agent: NAME: command not found" on STDERR and EXIT 127. Output frames carry at
- * most 64 KiB. After EXIT the guest powers off through ACPI (or, where that fails, exits 0).
+ * most 64 KiB. After EXIT the guest powers off through ACPI (or, where that fails, exits 0), once
+ * the host has taken all its output, or at once with the word "noflush" on the command line.
  * The port is the last virtio-console function: nodevisor adds the agent's after the console's.
  */
 #include "scenarios.h"
@@ -231,7 +232,9 @@ int scenario_agent(void) {
   printf("agent: run %s (%d argument%s)\n", argv[0], argc - 1, argc == 2 ? "" : "s");
   if ((r = run(argc, argv, stdin_eof, &status))) return fail(83, "agent", "%s: %s", argv[0], virtio_strerror(r));
   u8 le[4] = {(u8)status, (u8)(status >> 8), (u8)(status >> 16), (u8)((u32)status >> 24)};
-  if ((r = send_frame(F_EXIT, le, 4)) || (r = port_flush())) return fail(84, "agent", "EXIT: %s", virtio_strerror(r));
+  /* With "noflush" the guest powers off as soon as EXIT is queued, as Linux's nv-agent and init do:
+   * a generic port's write() returns once the buffer is in the ring, taken by the host or not. */
+  if ((r = send_frame(F_EXIT, le, 4)) || (!cmdline_has("noflush") && (r = port_flush()))) return fail(84, "agent", "EXIT: %s", virtio_strerror(r));
   printf("agent: exit status %d sent, powering off\n", status);
   acpi_poweroff();
   return 0; /* no XSDT to find the sleep register in (QEMU's pc machine): exit via isa-debug-exit */

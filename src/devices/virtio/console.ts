@@ -2,7 +2,8 @@
  * virtio-console (virtio 1.2 §5.3), one port: receiveq 0 carries host → guest bytes, transmitq 1
  * guest → host bytes. Host input is queued (bounded) until the driver posts receive buffers; output
  * is handed to `output` as it arrives, in order. Backpressure to the guest: when `output` returns
- * false, transmit chains are held (not returned) until resume().
+ * false, transmit chains are held (not returned) until resume(), or until finish() once the guest
+ * has stopped (what it wrote before powering off still arrives).
  *
  * Without a port name the port is a console (Linux: /dev/hvcN). With `portName` the device also
  * offers MULTIPORT, and a driver that takes it gets the port as a named generic port (Linux:
@@ -170,13 +171,18 @@ export class VirtioConsole implements VirtioDevice {
     this.#pendingBytes -= n;
   }
 
-  #transmit(): void {
+  /** The guest has stopped: everything it queued goes out now, whether the sink has room or not. */
+  finish(): void {
+    this.#transmit(true);
+  }
+
+  #transmit(ignoreBackpressure = false): void {
     const ctx = this.#ctx;
     const q = ctx?.queue(TRANSMITQ);
     if (!ctx || !q) return;
     const before = q.nextUsed;
     let used = 0;
-    while (!this.#paused) {
+    while (ignoreBackpressure || !this.#paused) {
       const c = q.pop();
       if (!c) break;
       if (c.writable.length > 0) throw new VirtqError('WRITE_BEFORE_READ', `virtio-console transmit buffer ${c.head} is device-writable`);

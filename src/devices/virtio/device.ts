@@ -63,6 +63,12 @@ export interface VirtioDevice {
    * started before reset() is still running. The driver's reset completes (status reads 0) only then.
    */
   idle?(): Promise<void>;
+  /**
+   * The guest has stopped for good (its vCPUs are gone; RAM is still mapped): take what it queued
+   * for the host and has not been taken yet, even where backpressure was holding it. A guest that
+   * prints and powers off at once must not lose its last output. Called once, before close().
+   */
+  finish?(): void;
   /** The VM is going away: release host resources (files, taps, sockets). */
   close?(): void | Promise<void>;
 }

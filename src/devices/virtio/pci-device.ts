@@ -98,6 +98,9 @@ export class VirtioPciDevice {
 
   async close(): Promise<void> {
     for (const stop of this.#stops.splice(0)) stop();
+    // Notifications still in the eventfds, and output held back by a slow reader, are in the rings.
+    const act = this.#active;
+    if (act && this.model.finish) this.#guard(act, () => this.model.finish!());
     this.#deactivate();
     await this.model.close?.();
     for (const fd of [...this.#notifyFds, this.#controlFd]) {
