@@ -3,7 +3,7 @@
  * over a channel, streams the command's stdout and stderr to the host's, feeds it the host's stdin,
  * and resolves with its exit status. Backpressure both ways: onGuestBytes() returns false while a
  * host sink is full (the virtio console then holds the guest's buffers) and 'resume' is emitted when
- * it drains.
+ * it drains; when send() returns false, stdin is paused until resumeInput().
  */
 import { EventEmitter } from 'node:events';
 import type { Readable, Writable } from 'node:stream';
@@ -13,8 +13,11 @@ export interface CommandRunnerOptions {
   readonly argv: readonly string[];
   /** Working directory inside the guest ('' = the agent's own). */
   readonly cwd?: string;
-  /** Bytes to the guest's agent. */
-  readonly send: (bytes: Uint8Array) => void;
+  /**
+   * Bytes to the guest's agent. Returning false (a full channel, as a stream's write()) pauses
+   * stdin until resumeInput() is called.
+   */
+  readonly send: (bytes: Uint8Array) => boolean | void;
   readonly stdout: Writable;
   readonly stderr: Writable;
   /** The command's input; none means an empty stdin (EOF at once). */
@@ -110,19 +113,30 @@ export class CommandRunner extends EventEmitter {
       return;
     }
     const onData = (chunk: Buffer) => {
-      for (const f of encodeStdin(chunk)) this.opts.send(f);
+      let room = true;
+      for (const f of encodeStdin(chunk)) room = this.opts.send(f) !== false && room;
+      if (!room) input.pause();
     };
+    this.#resumeInput = () => input.resume();
     const onEnd = () => this.opts.send(encodeFrame(FRAME.STDIN_EOF));
     input.on('data', onData);
     input.once('end', onEnd);
     input.once('error', onEnd);
     this.#stopStdin = () => {
+      this.#resumeInput = () => {};
       input.off('data', onData);
       input.off('end', onEnd);
       input.off('error', onEnd);
       input.pause();
     };
   }
+
+  /** The channel has room again after send() returned false: read stdin on. */
+  resumeInput(): void {
+    this.#resumeInput();
+  }
+
+  #resumeInput: () => void = () => {};
 
   /** The command has ended: the rest of the host's input has nowhere to go. */
   #stopStdin: () => void = () => {};

@@ -1,7 +1,9 @@
 /**
  * Host input to the guest's console UART: bytes from a stream (stdin) go into COM1's receive FIFO,
  * raw when the stream is a terminal, with QEMU's escape: Ctrl-A x stops the VM, Ctrl-A Ctrl-A sends
- * one Ctrl-A. Bytes the FIFO cannot take yet wait here and are retried as the guest drains it.
+ * one Ctrl-A. Bytes the FIFO cannot take yet wait here and are retried as the guest drains it;
+ * while more than PENDING_HIGH_WATER bytes wait, the stream is paused, so piping a large file into a
+ * guest that reads slowly (or not at all) holds the file back instead of filling our memory.
  */
 import type { Readable } from 'node:stream';
 import type { ReadStream } from 'node:tty';
@@ -12,9 +14,14 @@ export interface ConsoleSinkDevice {
 
 const CTRL_A = 0x01;
 const RETRY_MS = 5;
+/** Bytes waiting for the guest past which the input stream is paused (resumed once they fit). */
+export const PENDING_HIGH_WATER = 64 * 1024;
 
 export class ConsoleInput {
   #pending: Uint8Array[] = [];
+  #pendingBytes = 0;
+  #inputPaused = false;
+  #closed = false;
   #escape = false;
   #timer: NodeJS.Timeout | undefined;
   #wasRaw = false;
@@ -34,8 +41,19 @@ export class ConsoleInput {
 
   /** Queues bytes for the guest as they are (no escape processing). */
   push(bytes: Uint8Array): void {
-    this.#pending.push(bytes);
+    this.#queue(bytes);
     this.#flush();
+  }
+
+  /** Bytes waiting for room in the guest's FIFO. */
+  get pendingBytes(): number {
+    return this.#pendingBytes;
+  }
+
+  #queue(bytes: Uint8Array): void {
+    if (bytes.length === 0) return;
+    this.#pending.push(bytes);
+    this.#pendingBytes += bytes.length;
   }
 
   #accept(chunk: Buffer): void {
@@ -53,7 +71,7 @@ export class ConsoleInput {
       if (b === CTRL_A) this.#escape = true;
       else out.push(b);
     }
-    if (out.length > 0) this.#pending.push(Uint8Array.from(out));
+    this.#queue(Uint8Array.from(out));
     this.#flush();
   }
 
@@ -61,12 +79,14 @@ export class ConsoleInput {
     while (this.#pending.length > 0) {
       const head = this.#pending[0]!;
       const n = this.uart.enqueueInput(head);
+      this.#pendingBytes -= n;
       if (n === head.length) this.#pending.shift();
       else {
         this.#pending[0] = head.subarray(n);
         break;
       }
     }
+    this.#backpressure();
     if (this.#pending.length > 0 && !this.#timer) {
       this.#timer = setTimeout(() => {
         this.#timer = undefined;
@@ -75,8 +95,18 @@ export class ConsoleInput {
     }
   }
 
+  #backpressure(): void {
+    if (!this.input || this.#closed) return;
+    const full = this.#pendingBytes > PENDING_HIGH_WATER;
+    if (full === this.#inputPaused) return;
+    this.#inputPaused = full;
+    if (full) this.input.pause();
+    else this.input.resume();
+  }
+
   /** Stops reading and gives the terminal back as it was. */
   close(): void {
+    this.#closed = true;
     if (this.#timer) clearTimeout(this.#timer);
     if (!this.input) return;
     this.input.off('data', this.#onData);

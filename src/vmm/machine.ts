@@ -136,6 +136,8 @@ export class Machine extends EventEmitter {
   readonly agent: VirtioConsole | undefined;
   /** Receives the agent's bytes; returns false to hold the guest until agent.resume(). */
   #agentOutput: (bytes: Uint8Array) => boolean = () => true;
+  /** Called when the agent's input, after agent.write() returned false, has room again. */
+  #agentInputRoom: () => void = () => {};
   /** The virtio console's output, flushed before the console fd closes. */
   #consoleSink: FdSink | undefined;
   /** Where the ACPI tables went (the RSDP is what boot protocols pass on). */
@@ -195,7 +197,7 @@ export class Machine extends EventEmitter {
       models.push(this.virtioConsole);
     }
     if (config.agent) {
-      this.agent = new VirtioConsole({ output: (bytes) => this.#agentOutput(bytes), portName: AGENT_PORT_NAME });
+      this.agent = new VirtioConsole({ output: (bytes) => this.#agentOutput(bytes), inputRoom: () => this.#agentInputRoom(), portName: AGENT_PORT_NAME });
       models.push(this.agent);
     }
     models.push(...hostModels);
@@ -371,6 +373,11 @@ export class Machine extends EventEmitter {
   /** Sets where the agent's bytes go (see `agent`). */
   onAgentOutput(handler: (bytes: Uint8Array) => boolean): void {
     this.#agentOutput = handler;
+  }
+
+  /** Sets what runs when the agent can take input again after agent.write() returned false. */
+  onAgentInputRoom(handler: () => void): void {
+    this.#agentInputRoom = handler;
   }
 
   /** Where console input goes: the virtio console when there is one, else COM1. */

@@ -37,6 +37,14 @@ describe('full Linux: run -- COMMAND and virtio devices (NODEVISOR_TEST_KERNEL)'
     assert.ok(r.stdout === expected, `got ${r.stdout.length} bytes`);
   });
 
+  it('16 MB of stdin reaches the command whole (more than the agent channel queues at once)', async () => {
+    const input = Buffer.alloc(16 << 20);
+    for (let i = 0; i < input.length; i++) input[i] = (i * 131 + (i >> 12)) & 0xff;
+    const r = await run([], ['sh', '-c', 'sha256sum | cut -d" " -f1'], { input });
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout.trim(), createHash('sha256').update(input).digest('hex'));
+  });
+
   it('--json: started, booted, output and exited events with timings', async () => {
     const r = await run(['--json'], ['echo', 'hi']);
     const events = r.stdout.trim().split('\n').map((l) => JSON.parse(l));

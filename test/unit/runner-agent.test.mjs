@@ -3,6 +3,7 @@
 import { describe, it, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { Readable, Writable } from 'node:stream';
 import { CommandRunner } from '../../dist/runner/command-runner.js';
 import { FrameDecoder, encodeFrame, encodeRun, FRAME } from '../../dist/runner/protocol.js';
@@ -33,7 +34,7 @@ class Collect extends Writable {
 }
 
 /** Runs argv through the agent; resolves { status, stdout, stderr, runner }. */
-async function run(argv, { stdin, cwd, stdout = new Collect(), stderr = new Collect() } = {}) {
+async function run(argv, { stdin, cwd, stdout = new Collect(), stderr = new Collect(), onStart } = {}) {
   // Two one-way channels, as a console port behaves: input still in flight when the agent exits
   // must not take the agent's last frames with it (one socket would be reset as a whole).
   const child = spawn(agent, ['--fds', '3', '4'], { stdio: ['ignore', 'inherit', 'inherit', 'pipe', 'pipe'] });
@@ -43,6 +44,8 @@ async function run(argv, { stdin, cwd, stdout = new Collect(), stderr = new Coll
     if (e.code !== 'EPIPE' && e.code !== 'ECONNRESET') throw e; // the agent has exited
   });
   const runner = new CommandRunner({ argv, cwd, send: (b) => toAgent.write(b), stdout, stderr, stdin });
+  toAgent.on('drain', () => runner.resumeInput());
+  onStart?.(child, runner);
   chan.on('data', (b) => {
     if (!runner.onGuestBytes(b)) chan.pause();
   });
@@ -95,6 +98,32 @@ describe('command runner and nv-agent', () => {
     const r = await run(['sh', '-c', 'seq 1 100000 | tail -n 1; exit 3'], { stdin: Readable.from([big]) });
     assert.equal(r.status, 3);
     assert.equal(r.stdout.text, '100000\n');
+  });
+
+  it('stdin a command does not read yet is held back: the host stops reading it, the agent buffers at most ~2 MiB', async () => {
+    const total = 64 << 20;
+    let produced = 0;
+    const stdin = new Readable({
+      read() {
+        const n = Math.min(64 * 1024, total - produced);
+        produced += n;
+        this.push(n > 0 ? Buffer.alloc(n, 0x62) : null);
+      },
+    });
+    let during;
+    const r = await run(['sh', '-c', 'sleep 1; exec wc -c'], {
+      stdin,
+      onStart: (child) => {
+        setTimeout(() => {
+          const rss = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'));
+          during = { produced, agentRssKiB: Number(rss?.[1]) };
+        }, 800);
+      },
+    });
+    assert.equal(r.status, 0);
+    assert.equal(r.stdout.text.trim(), String(total), 'every byte reaches the command once it reads');
+    assert.ok(during.produced < 16 << 20, `the host read ${during.produced} bytes of stdin while the command slept`);
+    assert.ok(during.agentRssKiB < 16 * 1024, `the agent held ${during.agentRssKiB} KiB while the command slept`);
   });
 
   it('a signal ends it with 128 + the signal number', async () => {

@@ -1,6 +1,6 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { VirtioConsole, CONSOLE_CONFIG, CONSOLE_INPUT_LIMIT, CONSOLE_CONTROL as E, VIRTIO_CONSOLE_F } from '../../dist/devices/virtio/console.js';
+import { VirtioConsole, CONSOLE_CONFIG, CONSOLE_INPUT_LIMIT, CONSOLE_INPUT_HIGH_WATER, CONSOLE_CONTROL as E, VIRTIO_CONSOLE_F } from '../../dist/devices/virtio/console.js';
 import { SplitQueue, VirtqError } from '../../dist/devices/virtio/queue.js';
 import { fakeMemory } from '../helpers/fake-memory.mjs';
 import { DriverQueue } from '../helpers/driver-queue.mjs';
@@ -67,6 +67,29 @@ describe('virtio-console model', () => {
     con.write(new Uint8Array(CONSOLE_INPUT_LIMIT - 10));
     con.write(new Uint8Array(30));
     assert.equal(con.inputDropped, 20);
+  });
+
+  it('write() returns false past the high-water mark, and inputRoom fires once the guest has taken enough', () => {
+    let rooms = 0;
+    const { rx, con } = setup({ inputRoom: () => rooms++ });
+    assert.equal(con.write(new Uint8Array(CONSOLE_INPUT_HIGH_WATER)), true);
+    assert.equal(con.write(new Uint8Array(1000)), false, 'over the mark');
+    for (let i = 0; i < 5; i++) rx.addChain([{ addr: 0x20000 + i * 0x4000, len: 0x4000, write: true }]);
+    con.notify(0);
+    assert.equal(rooms, 0, 'not yet below half the mark');
+    for (let i = 0; i < 5; i++) rx.addChain([{ addr: 0x20000 + i * 0x4000, len: 0x4000, write: true }]);
+    con.notify(0);
+    assert.ok(con.pendingInputBytes <= CONSOLE_INPUT_HIGH_WATER / 2);
+    assert.equal(rooms, 1);
+    assert.equal(con.inputDropped, 0);
+  });
+
+  it('enqueueInput() (console input) takes only what fits under the mark; the caller keeps the rest', () => {
+    const { con } = setup();
+    assert.equal(con.enqueueInput(new Uint8Array(CONSOLE_INPUT_HIGH_WATER - 10)), CONSOLE_INPUT_HIGH_WATER - 10);
+    assert.equal(con.enqueueInput(new Uint8Array(100)), 10);
+    assert.equal(con.enqueueInput(new Uint8Array(100)), 0);
+    assert.equal(con.inputDropped, 0);
   });
 
   it('holds transmit buffers while the sink is full, and takes them again on resume()', () => {

@@ -9,7 +9,7 @@
  *   host -> agent: RUN "cwd\0arg0\0arg1\0...", STDIN bytes, STDIN_EOF
  * The command's stdout and stderr are forwarded as they come (in order within each stream); its
  * stdin is fed from STDIN frames without ever blocking the agent (a command that does not read
- * its input cannot stall its output).
+ * its input cannot stall its output), and at most about PEND_LIMIT of it waits here.
  *
  * Usage: nv-agent DEVICE | nv-agent --fd N | nv-agent --fds IN OUT
  */
@@ -28,6 +28,9 @@
 
 enum { F_HELLO = 1, F_RUN = 2, F_STDIN = 3, F_STDIN_EOF = 4, F_STDOUT = 5, F_STDERR = 6, F_EXIT = 7 };
 #define MAX_PAYLOAD (1u << 20) /* frames from the host are at most this long */
+/* Past this much stdin the command has not taken, the agent stops reading the channel: the host
+ * then holds the rest (and pauses its own stdin), instead of the guest's memory filling up. */
+#define PEND_LIMIT (1u << 20)
 #define CHUNK 65536
 
 static int chan = -1;     /* host -> agent (and agent -> host unless chan_out is set) */
@@ -188,7 +191,7 @@ int main(int argc, char **argv) {
   while (out_open || err_open) {
     /* Frames already buffered (STDIN, STDIN_EOF) are handled before waiting again. */
     while (next_frame(&type, &payload, &len)) {
-      if (type == F_STDIN && !stdin_eof) queue_stdin(payload, len);
+      if (type == F_STDIN && !stdin_eof && to_child >= 0) queue_stdin(payload, len); /* else nobody reads it */
       if (type == F_STDIN_EOF) stdin_eof = 1;
       consume_frame(len);
     }
@@ -209,7 +212,7 @@ int main(int argc, char **argv) {
     }
     struct pollfd pf[4];
     int np = 0, ichan = -1, iout = -1, ierr = -1, ichild = -1;
-    if (!chan_eof && in_len < sizeof in_buf) { ichan = np; pf[np++] = (struct pollfd){chan, POLLIN, 0}; }
+    if (!chan_eof && in_len < sizeof in_buf && pend_len < PEND_LIMIT) { ichan = np; pf[np++] = (struct pollfd){chan, POLLIN, 0}; }
     if (out_open) { iout = np; pf[np++] = (struct pollfd){out[0], POLLIN, 0}; }
     if (err_open) { ierr = np; pf[np++] = (struct pollfd){err[0], POLLIN, 0}; }
     if (to_child >= 0 && pend_len > 0) { ichild = np; pf[np++] = (struct pollfd){to_child, POLLOUT, 0}; }

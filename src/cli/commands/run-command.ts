@@ -96,6 +96,7 @@ export async function runCommandInGuest(o: RunCommandOptions): Promise<RunComman
   });
   machine.onAgentOutput((bytes) => runner.onGuestBytes(bytes));
   runner.on('resume', () => machine.agent!.resume());
+  machine.onAgentInputRoom(() => runner.resumeInput());
   runner.on('ready', () => {
     bootedAt = ms();
     progress.update(`running ${o.argv.join(' ')}`);

@@ -34,6 +34,11 @@ const CONTROL_TRANSMITQ = 3;
 const CONTROL_MESSAGE_MAX = 4096;
 /** Host input waiting for receive buffers is capped; past this, older input is kept and newer is dropped. */
 export const CONSOLE_INPUT_LIMIT = 1 << 20;
+/**
+ * Past this much waiting input, write() returns false: a writer that can wait (the command
+ * runner's stdin) stops until `inputRoom` is called, and so never reaches the cap above.
+ */
+export const CONSOLE_INPUT_HIGH_WATER = 256 * 1024;
 
 export interface VirtioConsoleOptions {
   /** Guest output. Return false to ask the guest to wait (call resume() when ready for more). */
@@ -42,6 +47,8 @@ export interface VirtioConsoleOptions {
   readonly rows?: number;
   /** Offer the port as a named generic port (MULTIPORT) to drivers that can take it. */
   readonly portName?: string;
+  /** After write() returned false: the guest has taken enough input that writing may go on. */
+  readonly inputRoom?: () => void;
 }
 
 export class VirtioConsole implements VirtioDevice {
@@ -58,6 +65,8 @@ export class VirtioConsole implements VirtioDevice {
   #ctx: VirtioDeviceContext | undefined;
   #pending: Uint8Array[] = [];
   #pendingBytes = 0;
+  /** write() returned false: call inputRoom once the guest has taken enough. */
+  #inputFull = false;
   #paused = false;
   /** MULTIPORT negotiated in this activation: port 0 is the named generic port. */
   #multiport = false;
@@ -107,25 +116,37 @@ export class VirtioConsole implements VirtioDevice {
     else if (this.#multiport && index === CONTROL_RECEIVEQ) this.#controlSend();
   }
 
-  /** Host → guest bytes (keyboard, or the command runner's input). */
-  write(bytes: Uint8Array): void {
-    if (bytes.length === 0) return;
-    const room = CONSOLE_INPUT_LIMIT - this.#pendingBytes;
-    if (room <= 0) {
-      this.inputDropped += bytes.length;
-      return;
+  /**
+   * Host → guest bytes (keyboard, or the command runner's input). Returns false once more than
+   * CONSOLE_INPUT_HIGH_WATER bytes wait for the guest, as a stream's write() does: wait for the
+   * `inputRoom` callback before writing more. Input past CONSOLE_INPUT_LIMIT is dropped.
+   */
+  write(bytes: Uint8Array): boolean {
+    if (bytes.length > 0) {
+      const room = CONSOLE_INPUT_LIMIT - this.#pendingBytes;
+      const take = bytes.length <= room ? bytes : bytes.subarray(0, Math.max(0, room));
+      this.inputDropped += bytes.length - take.length;
+      if (take.length > 0) {
+        this.#pending.push(Uint8Array.from(take));
+        this.#pendingBytes += take.length;
+        this.#deliver();
+      }
     }
-    const take = bytes.length <= room ? bytes : bytes.subarray(0, room);
-    this.inputDropped += bytes.length - take.length;
-    this.#pending.push(Uint8Array.from(take));
-    this.#pendingBytes += take.length;
-    this.#deliver();
+    if (this.#pendingBytes <= CONSOLE_INPUT_HIGH_WATER) return true;
+    this.#inputFull = true;
+    return false;
   }
 
-  /** ConsoleInput's sink interface: takes everything (up to the input limit). */
+  /** Input waiting for the guest's receive buffers. */
+  get pendingInputBytes(): number {
+    return this.#pendingBytes;
+  }
+
+  /** ConsoleInput's sink interface: takes what fits under the high-water mark; ConsoleInput keeps the rest. */
   enqueueInput(bytes: Uint8Array): number {
-    this.write(bytes);
-    return bytes.length;
+    const take = bytes.subarray(0, Math.max(0, CONSOLE_INPUT_HIGH_WATER - this.#pendingBytes));
+    this.write(take);
+    return take.length;
   }
 
   /** The output sink has drained: take the guest's held transmit buffers again. */
@@ -162,6 +183,10 @@ export class VirtioConsole implements VirtioDevice {
       used++;
     }
     if (used > 0) ctx.usedAdded(RECEIVEQ, before);
+    if (this.#inputFull && this.#pendingBytes <= CONSOLE_INPUT_HIGH_WATER / 2) {
+      this.#inputFull = false;
+      this.opts.inputRoom?.();
+    }
   }
 
   #consume(n: number): void {
