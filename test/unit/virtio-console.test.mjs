@@ -1,6 +1,6 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { VirtioConsole, CONSOLE_CONFIG, CONSOLE_INPUT_LIMIT, CONSOLE_INPUT_HIGH_WATER, CONSOLE_CONTROL as E, VIRTIO_CONSOLE_F } from '../../dist/devices/virtio/console.js';
+import { VirtioConsole, CONSOLE_CONFIG, CONSOLE_INPUT_LIMIT, CONSOLE_INPUT_HIGH_WATER, CONSOLE_TX_CHAIN_MAX, CONSOLE_FINISH_MAX, CONSOLE_CONTROL as E, VIRTIO_CONSOLE_F } from '../../dist/devices/virtio/console.js';
 import { SplitQueue, VirtqError } from '../../dist/devices/virtio/queue.js';
 import { fakeMemory } from '../helpers/fake-memory.mjs';
 import { DriverQueue } from '../helpers/driver-queue.mjs';
@@ -118,6 +118,28 @@ describe('virtio-console model', () => {
     con.finish();
     assert.equal(Buffer.concat(out).toString(), 'one two three');
     assert.equal(tx.usedIdx(), 3);
+  });
+
+  it('refuses a transmit chain longer than CONSOLE_TX_CHAIN_MAX (descriptors may all point at the same RAM) without copying it', () => {
+    const { tx, con, out } = setup();
+    tx.addChain([{ addr: 0x10000, len: CONSOLE_TX_CHAIN_MAX / 2 }, { addr: 0x10000, len: CONSOLE_TX_CHAIN_MAX / 2 + 1 }]);
+    assert.throws(() => con.notify(1), (e) => e instanceof VirtqError && /at most/.test(e.message));
+    assert.equal(out.length, 0);
+  });
+
+  it('finish() takes at most CONSOLE_FINISH_MAX bytes, with a warning', () => {
+    const mem = fakeMemory(1 << 20);
+    const tx = new DriverQueue(mem, 0x3000, 32);
+    const queues = [undefined, new SplitQueue(mem, tx.config, { indirect: false, eventIdx: false })];
+    let bytes = 0;
+    const con = new VirtioConsole({ output: (b) => ((bytes += b.length), false) });
+    con.bindConfig(new DataView(new ArrayBuffer(CONSOLE_CONFIG.SIZE)));
+    const ctx = fakeContext(mem, queues);
+    con.activate(ctx);
+    for (let i = 0; i < 20; i++) tx.addChain([{ addr: 0, len: CONSOLE_TX_CHAIN_MAX }]);
+    con.finish();
+    assert.equal(bytes, CONSOLE_FINISH_MAX);
+    assert.deepEqual(ctx.logs.map(([level]) => level), ['warn']);
   });
 
   it('refuses a transmit chain with a device-writable buffer and a receive chain with a readable one', () => {

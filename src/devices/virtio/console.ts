@@ -39,6 +39,14 @@ export const CONSOLE_INPUT_LIMIT = 1 << 20;
  * runner's stdin) stops until `inputRoom` is called, and so never reaches the cap above.
  */
 export const CONSOLE_INPUT_HIGH_WATER = 256 * 1024;
+/**
+ * The longest transmit chain taken (Linux's buffers are at most 32 KiB); a longer one is a broken
+ * request. Each chain is copied out of guest RAM and buffered until the sink takes it, so without a
+ * cap one chain could make us copy its descriptors' lengths, up to RAM size each.
+ */
+export const CONSOLE_TX_CHAIN_MAX = 1 << 20;
+/** What finish() takes at most, past the sink's backpressure (Linux queues at most 256 x 32 KiB). */
+export const CONSOLE_FINISH_MAX = 16 << 20;
 
 export interface VirtioConsoleOptions {
   /** Guest output. Return false to ask the guest to wait (call resume() when ready for more). */
@@ -196,21 +204,35 @@ export class VirtioConsole implements VirtioDevice {
     this.#pendingBytes -= n;
   }
 
-  /** The guest has stopped: everything it queued goes out now, whether the sink has room or not. */
+  /**
+   * The guest has stopped: what it queued goes out now, whether the sink has room or not (up to
+   * CONSOLE_FINISH_MAX; a guest queueing more is not one that printed and powered off).
+   */
   finish(): void {
-    this.#transmit(true);
+    this.#transmit(CONSOLE_FINISH_MAX);
   }
 
-  #transmit(ignoreBackpressure = false): void {
+  /** Takes transmit chains while the sink has room, or, with `budget`, up to that many bytes regardless. */
+  #transmit(budget = 0): void {
     const ctx = this.#ctx;
     const q = ctx?.queue(TRANSMITQ);
     if (!ctx || !q) return;
     const before = q.nextUsed;
     let used = 0;
-    while (ignoreBackpressure || !this.#paused) {
+    const finishing = budget > 0;
+    while (finishing || !this.#paused) {
       const c = q.pop();
       if (!c) break;
       if (c.writable.length > 0) throw new VirtqError('WRITE_BEFORE_READ', `virtio-console transmit buffer ${c.head} is device-writable`);
+      const len = chainLength(c.readable);
+      if (len > CONSOLE_TX_CHAIN_MAX) throw new VirtqError('BAD_REQUEST', `virtio-console transmit chain ${c.head} is ${len} bytes (at most ${CONSOLE_TX_CHAIN_MAX})`);
+      if (finishing) {
+        if (len > budget) {
+          ctx.log.warn({}, `virtio-console: the stopped guest left more than ${CONSOLE_FINISH_MAX} bytes queued; the rest is dropped`);
+          break;
+        }
+        budget -= len;
+      }
       for (const b of c.readable) {
         if (b.len === 0) continue;
         // A copy: the guest may reuse the buffer as soon as it is returned.
