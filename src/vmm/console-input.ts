@@ -1,9 +1,11 @@
 /**
  * Host input to the guest's console UART: bytes from a stream (stdin) go into COM1's receive FIFO,
  * raw when the stream is a terminal, with QEMU's escape: Ctrl-A x stops the VM, Ctrl-A Ctrl-A sends
- * one Ctrl-A. Bytes the FIFO cannot take yet wait here and are retried as the guest drains it;
- * while more than PENDING_HIGH_WATER bytes wait, the stream is paused, so piping a large file into a
- * guest that reads slowly (or not at all) holds the file back instead of filling our memory.
+ * one Ctrl-A. Bytes the FIFO cannot take yet wait here and are retried as the guest drains it.
+ * Past PENDING_HIGH_WATER waiting bytes, a pipe or file is paused, so a large file piped into a
+ * guest that reads slowly (or not at all) waits in the pipe instead of filling our memory; a
+ * terminal is read on, so that Ctrl-A x still works, and what is typed past the mark is dropped
+ * (counted in `dropped`), as a UART drops what overruns its FIFO.
  */
 import type { Readable } from 'node:stream';
 import type { ReadStream } from 'node:tty';
@@ -20,6 +22,9 @@ export const PENDING_HIGH_WATER = 64 * 1024;
 export class ConsoleInput {
   #pending: Uint8Array[] = [];
   #pendingBytes = 0;
+  /** Typed bytes dropped because the guest was not reading (terminal input only). */
+  dropped = 0;
+  #tty = false;
   #inputPaused = false;
   #closed = false;
   #escape = false;
@@ -32,6 +37,7 @@ export class ConsoleInput {
     if (!input) return;
     const tty = input as ReadStream;
     if (tty.isTTY) {
+      this.#tty = true;
       this.#wasRaw = tty.isRaw;
       tty.setRawMode(true);
     }
@@ -71,7 +77,8 @@ export class ConsoleInput {
       if (b === CTRL_A) this.#escape = true;
       else out.push(b);
     }
-    this.#queue(Uint8Array.from(out));
+    if (this.#tty && this.#pendingBytes > PENDING_HIGH_WATER) this.dropped += out.length;
+    else this.#queue(Uint8Array.from(out));
     this.#flush();
   }
 
@@ -96,7 +103,7 @@ export class ConsoleInput {
   }
 
   #backpressure(): void {
-    if (!this.input || this.#closed) return;
+    if (!this.input || this.#tty || this.#closed) return;
     const full = this.#pendingBytes > PENDING_HIGH_WATER;
     if (full === this.#inputPaused) return;
     this.#inputPaused = full;

@@ -73,4 +73,25 @@ describe('console input', () => {
     assert.equal(fifo.got.length, total, 'everything arrives once the guest reads');
     assert.equal(input.isPaused(), false);
   });
+
+  it('a terminal is read on past the mark, so Ctrl-A x still works; what is typed past it is dropped and counted', async (t) => {
+    const input = Object.assign(new PassThrough(), { isTTY: true, isRaw: false, setRawMode(on) { this.isRaw = on; } });
+    const fifo = fakeFifo(0); // a guest that never reads
+    let stopped = 0;
+    const ci = new ConsoleInput(input, fifo, () => stopped++);
+    t.after(() => ci.close());
+    assert.equal(input.isRaw, true, 'raw while we read it');
+    input.write(Buffer.alloc(PENDING_HIGH_WATER + 1, 0x61));
+    await tick();
+    input.write(Buffer.from('more'));
+    await tick();
+    assert.equal(ci.pendingBytes, PENDING_HIGH_WATER + 1);
+    assert.equal(ci.dropped, 4);
+    assert.equal(input.isPaused(), false);
+    input.write(Buffer.from('\x01x'));
+    await tick();
+    assert.equal(stopped, 1);
+    ci.close();
+    assert.equal(input.isRaw, false, 'the terminal mode is given back');
+  });
 });
