@@ -1,10 +1,10 @@
 // Memory mappings shared by every thread of the process: guest RAM and each vCPU's kvm_run.
 //
-// An external ArrayBuffer belongs to one isolate, but a vCPU runs in a worker thread while the
-// main thread also needs a view, so mappings live in a process-wide registry keyed by a small id.
-// Each isolate asks for its own external ArrayBuffer over the same pages; every such buffer holds a
-// reference, so the pages stay mapped until the registry entry is released and the last buffer is
-// garbage-collected. KVM's contract for a memory slot (the pages stay mapped until the slot is
+// A view (an ArrayBuffer or SharedArrayBuffer over the pages) belongs to one isolate, but a vCPU
+// runs in a worker thread while the main thread also needs a view, so mappings live in a
+// process-wide registry keyed by a small id. Each isolate asks for its own view of the same pages;
+// every view holds a reference, so the pages stay mapped until the registry entry is released and
+// the last view is garbage-collected. KVM's contract for a memory slot (the pages stay mapped until the slot is
 // deleted or the VM fd is closed) is kept by the TS Vm, which releases RAM only after closing the VM.
 #pragma once
 

@@ -155,7 +155,7 @@ export class Vcpu {
   readonly run: ArrayBuffer;
 
   constructor(readonly id: number, readonly fd: number, readonly runMappingId: number, private readonly n: NativeBinding = native()) {
-    this.run = n.mappingBuffer(runMappingId);
+    this.run = n.mappingBuffer(runMappingId) as ArrayBuffer; // kvm_run mappings are viewed as ArrayBuffers
   }
 
   /** The same vCPU seen from another thread (fd and kvm_run mapping are process-wide). */

@@ -59,10 +59,11 @@ export interface NativeBinding {
   setCpuid2(fd: number, entries: Buf): void;
   getMsrs(fd: number, entries: Buf): number;
   setMsrs(fd: number, entries: Buf): number;
-  // mappings (process-wide registry, one external ArrayBuffer per isolate)
+  // mappings (process-wide registry; views are SharedArrayBuffers over the mapping, made per isolate)
   mapAnonymous(bytes: number, hugepages?: 0 | 1 | 2): number;
   mapVcpuRun(vcpuFd: number, bytes: number): number;
-  mappingBuffer(id: number, offset?: number, length?: number): ArrayBuffer;
+  /** Guest RAM: a SharedArrayBuffer (outside V8's external-memory count); kvm_run: an ArrayBuffer. */
+  mappingBuffer(id: number, offset?: number, length?: number): SharedArrayBuffer | ArrayBuffer;
   releaseMapping(id: number): void;
   setRunner(runMappingId: number, isRunner: boolean): void;
   kick(runMappingId: number): void;

@@ -2,6 +2,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { Worker } from 'node:worker_threads';
+import { execFileSync } from 'node:child_process';
 import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir, constants as osConstants } from 'node:os';
 import path from 'node:path';
@@ -118,6 +119,23 @@ describe('native addon', () => {
     assert.throws(() => n.mappingBuffer(id), (e) => e.code === 'ERANGE');
     assert.throws(() => n.mappingBuffer(id, 3 * 2 ** 30 - 10, 20), (e) => e.code === 'ERANGE');
     n.releaseMapping(id);
+  });
+
+  it('guest RAM views cost no garbage collection, however large (SharedArrayBuffers, outside V8\'s external-memory count)', () => {
+    // A child with --trace-gc and a live heap: 40 views of 128 MiB, as 40 machines' RAM. As external
+    // ArrayBuffers they started several full collections of that heap; now none.
+    const script = `
+      const n = require(${JSON.stringify(addonPath())});
+      const live = Array.from({ length: 200000 }, (_, i) => ({ i, s: 'item ' + i }));
+      console.log('views-start');
+      const views = [];
+      for (let i = 0; i < 40; i++) views.push(new Uint8Array(n.mappingBuffer(n.mapAnonymous(128 << 20, 0))));
+      console.log('views-end', views[0].buffer instanceof SharedArrayBuffer, live.length);
+    `;
+    const out = execFileSync(process.execPath, ['--trace-gc', '-e', script], { encoding: 'utf8' });
+    const during = out.slice(out.indexOf('views-start'), out.indexOf('views-end'));
+    assert.match(out, /views-end true/);
+    assert.equal((during.match(/Mark-Compact/g) ?? []).length, 0, during);
   });
 
   it('rejects a zero-sized mapping', () => {
