@@ -78,16 +78,21 @@ struct Bytes {
   size_t length;
 };
 
+// The bytes of a TypedArray, whether over an ArrayBuffer or a SharedArrayBuffer (guest RAM views
+// are shared: mappings.cc). Not through ta.ArrayBuffer().Data(): napi_get_arraybuffer_info refuses a
+// SharedArrayBuffer, while napi_get_typedarray_info gives the data pointer of either.
+inline Bytes TypedArrayBytes(const Napi::TypedArray& ta) {
+  void* data = nullptr;
+  if (napi_get_typedarray_info(ta.Env(), ta, nullptr, nullptr, &data, nullptr, nullptr) != napi_ok) ThrowType(ta.Env(), "expected a TypedArray");
+  return {static_cast<uint8_t*>(data), ta.ByteLength()};
+}
+
 // A byte view of any TypedArray, DataView or ArrayBuffer argument (no copy).
 inline Bytes ArgBytes(const Napi::CallbackInfo& info, size_t i) {
   Napi::Env env = info.Env();
   if (info.Length() <= i) ThrowType(env, "argument " + std::to_string(i) + ": expected a buffer");
   Napi::Value v = info[i];
-  if (v.IsTypedArray()) {
-    auto ta = v.As<Napi::TypedArray>();
-    auto ab = ta.ArrayBuffer();
-    return {static_cast<uint8_t*>(ab.Data()) + ta.ByteOffset(), ta.ByteLength()};
-  }
+  if (v.IsTypedArray()) return TypedArrayBytes(v.As<Napi::TypedArray>());
   if (v.IsDataView()) {
     auto dv = v.As<Napi::DataView>();
     return {static_cast<uint8_t*>(dv.Data()), dv.ByteLength()};

@@ -127,8 +127,8 @@ std::vector<iovec> ArgIovecs(const Napi::CallbackInfo& info, size_t i) {
   for (uint32_t k = 0; k < n; k++) {
     Napi::Value v = views[k];
     if (!v.IsTypedArray()) ThrowType(env, at + ": expected TypedArrays");
-    auto ta = v.As<Napi::TypedArray>();
-    iov[k] = {static_cast<uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset(), ta.ByteLength()};
+    Bytes b = TypedArrayBytes(v.As<Napi::TypedArray>());
+    iov[k] = {b.data, b.length};
   }
   return iov;
 }

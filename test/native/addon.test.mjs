@@ -3,7 +3,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { Worker } from 'node:worker_threads';
 import { execFileSync } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir, constants as osConstants } from 'node:os';
 import path from 'node:path';
 import { native, addonPath } from '../../dist/native/binding.js';
@@ -136,6 +136,33 @@ describe('native addon', () => {
     const during = out.slice(out.indexOf('views-start'), out.indexOf('views-end'));
     assert.match(out, /views-end true/);
     assert.equal((during.match(/Mark-Compact/g) ?? []).length, 0, during);
+  });
+
+  it('file and fd I/O work on views of guest RAM (SharedArrayBuffer-backed): preadv, pwritev, readFd, writeFd', () => {
+    const id = n.mapAnonymous(1 << 20, 0);
+    const ram = new Uint8Array(n.mappingBuffer(id));
+    const dir = mkdtempSync(path.join(tmpdir(), 'nv-addon-'));
+    try {
+      const file = path.join(dir, 'f');
+      writeFileSync(file, Uint8Array.from({ length: 64 }, (_, i) => i));
+      const fd = openSync(file, 'r+');
+      assert.equal(n.preadvNoWait(fd, [ram.subarray(100, 104), ram.subarray(200, 204)], 8, true), 8);
+      assert.deepEqual([...ram.subarray(100, 104), ...ram.subarray(200, 204)], [8, 9, 10, 11, 12, 13, 14, 15]);
+      ram.set([0xaa, 0xbb], 300);
+      assert.equal(n.pwritevAt(fd, [ram.subarray(300, 302)], 0), 2);
+      closeSync(fd);
+      const [r, w] = n.pipe(true, true);
+      assert.equal(n.writeFd(w, ram.subarray(300, 302)), 2);
+      assert.equal(n.readFd(r, ram.subarray(400, 408)), 2);
+      assert.deepEqual([...ram.subarray(400, 402)], [0xaa, 0xbb]);
+      n.close(r);
+      n.close(w);
+      const file2 = Uint8Array.from(readFileSync(file).subarray(0, 2));
+      assert.deepEqual([...file2], [0xaa, 0xbb]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+      n.releaseMapping(id);
+    }
   });
 
   it('rejects a zero-sized mapping', () => {
