@@ -31,13 +31,13 @@ describe('full Linux boot (NODEVISOR_TEST_KERNEL)', fullLinux, () => {
     try {
       await vm.waitFor(/NODEVISOR-BOOT-OK/);
       vm.type('echo "nproc=$(nproc)"\n');
-      await vm.waitFor(/nproc=2/);
+      await vm.waitFor(/nproc=2\r?\n/);
       vm.type('echo "epoch=$(date +%s)"\n');
-      const m = await vm.waitFor(/epoch=(\d+)/);
+      const m = await vm.waitFor(/epoch=(\d+)\r?\n/); // the whole number: the console may deliver the line in pieces
       const hostNow = Date.now() / 1000;
       assert.ok(Math.abs(Number(m[1]) - hostNow) < 120, `the guest clock is the host clock: guest ${m[1]}, host ${Math.round(hostNow)}`);
       vm.type('echo "sum=$((20 + 22))"\n');
-      await vm.waitFor(/sum=42/);
+      await vm.waitFor(/sum=42\r?\n/);
       vm.type('poweroff -f\n');
       assert.equal(await vm.exited, 0);
     } finally {
