@@ -61,6 +61,21 @@ describe('ACPI tables', () => {
     });
   }
 
+  it('built once per configuration: a second machine of the same one gets the same bytes, another configuration its own', () => {
+    const area = (mem) => Buffer.from(mem.read(0xe0000, 0x10000));
+    const a = fakeMemory(2 << 20);
+    const b = fakeMemory(2 << 20);
+    const la = writeAcpiTables(a, config(2));
+    la.tables[0].addr = 0; // a caller changing its layout changes nobody else's
+    const lb = writeAcpiTables(b, config(2));
+    assert.ok(area(a).equals(area(b)));
+    assert.notEqual(lb.tables[0].addr, 0);
+    const c = fakeMemory(2 << 20);
+    writeAcpiTables(c, { ...config(2), pciMmio64: [1n << 36n, (1n << 38n) - 1n] });
+    assert.ok(!area(a).equals(area(c)), 'a different 64-bit window, a different DSDT');
+    assert.equal(tablesOf(c, 0xe0000).APIC.length, tablesOf(a, 0xe0000).APIC.length);
+  });
+
   it('refuses more CPUs than the MADT can describe, and an IOAPIC id that collides', () => {
     assert.throws(() => writeAcpiTables(fakeMemory(2 << 20), config(255)), /1 to 254/);
     assert.throws(() => writeAcpiTables(fakeMemory(2 << 20), { ...config(4), ioapicId: 2 }), /collides/);
