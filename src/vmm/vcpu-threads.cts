@@ -18,8 +18,8 @@ import path = require('node:path');
 import { Worker } from 'node:worker_threads';
 
 // The bundled thread (scripts/bundle.mjs): one file to load instead of ~30 modules, for every vCPU
-// of every machine. It sits beside this file in dist/vmm/.
-const VCPU_THREAD_FILE = path.join(__dirname, 'vcpu-thread.cjs');
+// of every machine, run through V8's code cache by vcpu-thread-entry. Both sit beside this file.
+const VCPU_THREAD_FILE = path.join(__dirname, 'vcpu-thread-entry.cjs');
 const WORKER_OPTIONS = { stdout: false, stderr: false } as const;
 
 const waiting = new Set<Worker>();

@@ -1,9 +1,11 @@
-// The `nodevisor` bin evaluates the command line's bundle through V8's code cache (src/cli/nodevisor.cts).
-// The cache only ever saves time: a missing, corrupt or unwritable one still gives a working command.
-// Runs on any host: `--version` and a refused flag need no /dev/kvm.
+// The `nodevisor` bin and every vCPU thread evaluate their bundles through V8's code cache
+// (src/code-cache.cts). The cache only ever saves time: a missing, corrupt or unwritable one still
+// gives a working command. Runs on any host: `--version`, a refused flag and a vCPU thread ended
+// before it reaches KVM need no /dev/kvm.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { Worker } from 'node:worker_threads';
 import os from 'node:os';
 import path from 'node:path';
 import { runCli } from '../helpers/kvm.mjs';
@@ -62,5 +64,25 @@ describe('CLI code cache', () => {
     assert.equal(r.status, 0, r.stderr);
     assert.equal(r.stdout.trim(), version);
     assert.equal(r.stderr, '');
+  });
+
+  it('a vCPU thread writes its own cache when it ends, and the next thread uses it', async () => {
+    const home = mkdtempSync(path.join(os.tmpdir(), 'nv-cc-'));
+    // A thread that gets an init it cannot use ends at once (with an error), as any thread ends: through exit.
+    const runThread = () =>
+      new Promise((resolve) => {
+        const w = new Worker(new URL('../../dist/vmm/vcpu-thread-entry.cjs', import.meta.url), { env: { ...process.env, XDG_CACHE_HOME: home } });
+        w.on('error', () => {});
+        w.on('exit', resolve);
+        w.postMessage({});
+      });
+    await runThread();
+    const files = cacheFiles(home);
+    assert.equal(files.length, 1, 'one cache, for the vCPU thread');
+    assert.match(path.basename(files[0]), /^vcpu-thread-.*-vcpu-v\d+/);
+    assert.ok(statSync(files[0]).size > 10_000);
+    const inode = statSync(files[0]).ino;
+    await runThread();
+    assert.equal(statSync(files[0]).ino, inode, 'accepted: not written again');
   });
 });
