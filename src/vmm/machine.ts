@@ -112,6 +112,8 @@ const MAX_PCI_SLOTS = 31;
 /** The 64-bit PCI MMIO window the DSDT offers: 64 GiB from 64 GiB (above any RAM nodevisor maps). */
 const PCI_MMIO64_WINDOW: readonly [bigint, bigint] = [1n << 36n, (1n << 37n) - 1n];
 
+/** How long the end of a machine waits for a paused reader of its console stream (see #consoleDrained). */
+const CONSOLE_DRAIN_MS = 500;
 const COM1_BASE = 0x3f8;
 const COM1_GSI = 4;
 
@@ -530,7 +532,30 @@ export class Machine extends EventEmitter {
     this.ram.release();
     for (const v of this.vcpus) native().releaseMapping(v.runMappingId);
     this.kvm.close();
-    if (this.#consoleWriteFd !== undefined) closeSync(this.#consoleWriteFd); // the console stream then ends
+    if (this.#consoleWriteFd !== undefined) {
+      closeSync(this.#consoleWriteFd); // the console stream then ends
+      await this.#consoleDrained();
+    }
+  }
+
+  /**
+   * Resolves once the console stream has passed on everything the guest wrote (its 'end'), so that
+   * the guest's last output reaches listeners before wait() resolves: the vCPU threads wrote it to
+   * the pipe before they stopped, but the main thread may learn of the stop first. A reader that
+   * holds the stream paused gets CONSOLE_DRAIN_MS, not the power to hold the machine's end.
+   */
+  #consoleDrained(): Promise<void> {
+    const stream = this.console;
+    if (!stream || stream.readableEnded || stream.destroyed) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, CONSOLE_DRAIN_MS);
+      function done(): void {
+        clearTimeout(timer);
+        stream!.off('end', done).off('close', done);
+        resolve();
+      }
+      stream.once('end', done).once('close', done);
+    });
   }
 }
 
