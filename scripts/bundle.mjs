@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 // Bundles the two start-up paths, after tsc (npm run build), with esbuild:
 //   dist/cli/cli-bundle.cjs   the command line, which dist/cli/nodevisor.cjs (package.json's bin)
-//                             evaluates through V8's code cache (src/cli/nodevisor.cts)
-//   dist/vmm/vcpu-thread.cjs  the vCPU thread every machine spawns (one per vCPU)
+//                             evaluates through V8's code cache (src/code-cache.cts)
+//   dist/vmm/vcpu-thread.cjs  the vCPU thread every machine spawns (one per vCPU), evaluated the
+//                             same way by dist/vmm/vcpu-thread-entry.cjs
 // Node 20 compiles every module from source on every start and resolves each import through the
 // file system; one file per entry instead of ~70 modules and yargs' and pino's trees cut `nodevisor
 // run`'s own start-up from ~165 ms above `node -e 0` to ~90 ms, and a vCPU thread's from ~58 to

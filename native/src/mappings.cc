@@ -69,23 +69,25 @@ namespace {
 constexpr uint64_t kMaxView = 1ull << 31;
 
 // A view of guest RAM is a SharedArrayBuffer over the mapping, made through V8's API: the one place
-// the addon leaves N-API. N-API only makes external ArrayBuffers, and V8 counts their bytes as memory that a
-// garbage collection could free, starting a full collection of the thread's heap each time that
-// count has grown by ~64 MiB since the last. Guest RAM is not such memory (the machine owns it; no
-// collection frees it while the machine runs), yet each machine's RAM views paid for collections:
-// with a 120 MB live heap, 20 views of 128 MiB took 168-309 ms, against 0.3 ms for 4 KiB views. V8
-// leaves a shared backing store out of that count. The pages stay mapped until the last view, on
+// the addon leaves N-API. N-API only makes external ArrayBuffers, and V8 counts their bytes as
+// memory that a garbage collection could free, starting a full collection of the thread's heap each
+// time that count has grown by ~64 MiB since the last. Guest RAM is not such memory (the machine
+// owns it; no collection frees it while the machine runs), yet each machine's RAM views paid for
+// collections: with a 120 MB live heap, 20 views of 128 MiB took 168-419 ms, against 0.3 ms for
+// 4 KiB views. V8 leaves a shared backing store out of that count. The pages stay mapped until the last view, on
 // any thread, is gone (the deleter may run on any thread: it only drops a shared_ptr).
 Napi::Value ExternalView(Napi::Env env, const std::shared_ptr<Mapping>& m, uint64_t offset, uint64_t length) {
   if (offset > m->length || length > m->length - offset || length > kMaxView) ThrowErrno(env, ERANGE, "mmap", "mappingBuffer");
   auto* owner = new std::shared_ptr<Mapping>(m);
   if (m->isRun) {  // a few KiB, read on every exit: the plain N-API ArrayBuffer, as it always was
     return Napi::ArrayBuffer::New(
-        env, static_cast<uint8_t*>(m->addr) + offset, length, [](Napi::Env, void*, std::shared_ptr<Mapping>* o) { delete o; }, owner);
+        env, static_cast<uint8_t*>(m->addr) + offset, length,
+        [](Napi::Env, void*, std::shared_ptr<Mapping>* o) { delete o; }, owner);
   }
   v8::Isolate* isolate = v8::Isolate::GetCurrent();
   std::unique_ptr<v8::BackingStore> store = v8::SharedArrayBuffer::NewBackingStore(
-      static_cast<uint8_t*>(m->addr) + offset, length, [](void*, size_t, void* o) { delete static_cast<std::shared_ptr<Mapping>*>(o); }, owner);
+      static_cast<uint8_t*>(m->addr) + offset, length,
+      [](void*, size_t, void* o) { delete static_cast<std::shared_ptr<Mapping>*>(o); }, owner);
   v8::Local<v8::SharedArrayBuffer> view = v8::SharedArrayBuffer::New(isolate, std::move(store));
   // In Node's N-API, a napi_value is the v8::Value* of a Local in the callback's handle scope
   // (v8impl::JsValueFromV8LocalValue); this call runs inside that scope.
