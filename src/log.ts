@@ -13,4 +13,9 @@ export function createLogger(level: LogLevel = 'warn', fd = 2): Logger {
   return pino({ level, base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime }, pino.destination({ fd, sync: true }));
 }
 
+/** A logger writing each line to `dest` as it is logged (the API's PUT /logger: api/output-file.ts). */
+export function createLoggerTo(level: LogLevel, dest: { write(line: string): void }): Logger {
+  return pino({ level, base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime }, dest);
+}
+
 export const silentLogger: Logger = pino({ level: 'silent' });

@@ -14,17 +14,55 @@ export const bootSourceSchema = {
   },
 } as const;
 
+const machineConfigProperties = {
+  vcpu_count: { type: 'integer', minimum: 1, maximum: 32 },
+  mem_size_mib: { type: 'integer', minimum: 1 },
+  smt: { type: 'boolean' },
+  track_dirty_pages: { type: 'boolean' },
+  huge_pages: { type: 'string', enum: ['None', 'Transparent', '2M'] },
+  // Deprecated in Firecracker; scripts still send "None", the only value without a CPU template.
+  cpu_template: { type: 'string' },
+} as const;
+
 export const machineConfigSchema = {
   type: 'object',
   required: ['vcpu_count', 'mem_size_mib'],
   additionalProperties: false,
+  properties: machineConfigProperties,
+} as const;
+
+/** PATCH /machine-config: any subset of the fields PUT takes. */
+export const machineConfigPatchSchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: machineConfigProperties,
+} as const;
+
+/** PUT /logger. `level` is case-insensitive in Firecracker, so it is checked by the handler. */
+export const loggerSchema = {
+  type: 'object',
+  additionalProperties: false,
   properties: {
-    vcpu_count: { type: 'integer', minimum: 1, maximum: 32 },
-    mem_size_mib: { type: 'integer', minimum: 1 },
-    smt: { type: 'boolean' },
-    track_dirty_pages: { type: 'boolean' },
-    huge_pages: { type: 'string', enum: ['None', 'Transparent', '2M'] },
+    log_path: { type: 'string', minLength: 1 },
+    level: { type: 'string' },
+    show_level: { type: 'boolean' },
+    show_log_origin: { type: 'boolean' },
+    module: { type: 'string' },
   },
+} as const;
+
+export const metricsSchema = {
+  type: 'object',
+  required: ['metrics_path'],
+  additionalProperties: false,
+  properties: { metrics_path: { type: 'string', minLength: 1 } },
+} as const;
+
+/** PUT /entropy: virtio-rng. A rate limiter is refused by the handler with its own message. */
+export const entropySchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: { rate_limiter: { type: 'object' } },
 } as const;
 
 export const driveSchema = {

@@ -2,21 +2,30 @@
  * The REST control plane: Firecracker's API over a unix socket, as far as nodevisor's features go,
  * so that existing Firecracker scripts drive nodevisor unchanged. Pre-boot resources (boot source,
  * machine config, drives, network interfaces) are collected, InstanceStart builds and starts the
- * Machine, PATCH /vm pauses and resumes it. Errors are `{"fault_message": ...}` with status 400;
- * a refused request changes nothing.
+ * Machine, PATCH /vm pauses and resumes it. PUT /logger sends the logs to a file or named pipe,
+ * PUT /metrics makes FlushMetrics (and a timer) write device counters to one, PUT /entropy adds
+ * virtio-rng. Errors are `{"fault_message": ...}` with status 400; a refused request changes nothing.
  */
 import { existsSync, statSync, chmodSync, unlinkSync } from 'node:fs';
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
+import { createLogger, createLoggerTo, type LogLevel } from '../log.js';
 import { Machine, type MachineConfig } from '../vmm/machine.js';
 import type { StopReason } from '../vmm/stop.js';
 import { VmmError, describeError } from '../errors.js';
-import { actionSchema, bootSourceSchema, driveSchema, machineConfigSchema, networkInterfaceSchema, vmStateSchema } from './schemas.js';
+import { actionSchema, bootSourceSchema, driveSchema, entropySchema, loggerSchema, machineConfigPatchSchema, machineConfigSchema, metricsSchema, networkInterfaceSchema, vmStateSchema } from './schemas.js';
+import { deviceMetrics, METRICS_PERIOD_MS, MetricsFile } from './metrics.js';
+import { OutputFile } from './output-file.js';
 
 export interface BootSource { kernel_image_path: string; boot_args?: string; initrd_path?: string }
 export interface Drive { drive_id: string; path_on_host: string; is_root_device: boolean; is_read_only?: boolean; partuuid?: string }
 export interface NetworkInterface { iface_id: string; host_dev_name: string; guest_mac?: string }
 export interface MachineConfiguration { vcpu_count: number; mem_size_mib: number; smt: boolean; track_dirty_pages: boolean; huge_pages: 'None' | 'Transparent' | '2M' }
+type MachineConfigBody = Partial<MachineConfiguration> & { cpu_template?: string };
+export interface LoggerConfig { log_path?: string; level?: string; show_level?: boolean; show_log_origin?: boolean; module?: string }
+
+/** Firecracker's log levels (case-insensitive) as pino's. */
+const FIRECRACKER_LEVELS: Record<string, LogLevel> = { error: 'error', warning: 'warn', info: 'info', debug: 'debug', trace: 'trace', off: 'silent' };
 
 /** Firecracker's InstanceInfo.state values. */
 export type InstanceState = 'Not started' | 'Running' | 'Paused';
@@ -39,6 +48,15 @@ export class ApiServer {
   #boot: BootSource | undefined;
   #machineConfig: MachineConfiguration = { vcpu_count: 1, mem_size_mib: 128, smt: false, track_dirty_pages: false, huge_pages: 'None' };
   #machine: Machine | undefined;
+  /** Where logs go: the one given, until PUT /logger replaces it (for machines started after). */
+  #log: Logger;
+  #logger: LoggerConfig | undefined;
+  #logFile: OutputFile | undefined;
+  #metrics: MetricsFile | undefined;
+  #metricsTimer: NodeJS.Timeout | undefined;
+  #entropy = false;
+  /** Drive and interface ids in the order the started machine's devices were created. */
+  #started: { driveIds: string[]; ifaceIds: string[] } | undefined;
   /** Drives and NICs by id, in the order first PUT (a PUT of an existing id replaces it in place). */
   readonly #drives = new Map<string, Drive>();
   readonly #nets = new Map<string, NetworkInterface>();
@@ -49,6 +67,7 @@ export class ApiServer {
 
   constructor(private readonly opts: ApiServerOptions) {
     this.stopped = new Promise((resolve) => (this.#onStopped = resolve));
+    this.#log = opts.log;
     const app = Fastify({
       logger: false,
       ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
@@ -63,7 +82,7 @@ export class ApiServer {
       if (e instanceof ApiError || e.validation) return reply.code(400).send({ fault_message: e instanceof ApiError ? e.message : `invalid request: ${e.message}` });
       if (e instanceof VmmError) return reply.code(400).send({ fault_message: e.message });
       if (e.statusCode && e.statusCode < 500) return reply.code(e.statusCode).send({ fault_message: e.message });
-      opts.log.error({ err: e }, 'API request failed');
+      this.#log.error({ err: e }, 'API request failed');
       return reply.code(500).send({ fault_message: describeError(e) });
     });
     app.setNotFoundHandler((req, reply) => reply.code(400).send({ fault_message: `Invalid request method and/or path: ${req.method} ${req.url}` }));
@@ -71,10 +90,58 @@ export class ApiServer {
     app.get('/', async () => ({ id: opts.id, state: this.state, vmm_version: opts.version, app_name: 'nodevisor' }));
 
     app.get('/machine-config', async () => this.#machineConfig);
-    app.put<{ Body: Partial<MachineConfiguration> & Pick<MachineConfiguration, 'vcpu_count' | 'mem_size_mib'> }>('/machine-config', { schema: { body: machineConfigSchema } }, async (req, reply) => {
+    // PUT sets every field (those left out take their defaults); PATCH changes only those given.
+    app.put<{ Body: MachineConfigBody }>('/machine-config', { schema: { body: machineConfigSchema } }, async (req, reply) => {
+      this.#setMachineConfig({ smt: false, track_dirty_pages: false, huge_pages: 'None', vcpu_count: 1, mem_size_mib: 128 }, req.body);
+      return reply.code(204).send();
+    });
+    app.patch<{ Body: MachineConfigBody }>('/machine-config', { schema: { body: machineConfigPatchSchema } }, async (req, reply) => {
+      this.#setMachineConfig(this.#machineConfig, req.body);
+      return reply.code(204).send();
+    });
+
+    app.get('/version', async () => ({ firecracker_version: opts.version }));
+
+    app.get('/vm/config', async () => ({
+      ...(this.#boot ? { 'boot-source': this.#boot } : {}),
+      drives: [...this.#drives.values()],
+      'machine-config': this.#machineConfig,
+      'network-interfaces': [...this.#nets.values()],
+      ...(this.#logger ? { logger: this.#logger } : {}),
+      ...(this.#metrics ? { metrics: { metrics_path: this.#metrics.path } } : {}),
+      ...(this.#entropy ? { entropy: {} } : {}),
+    }));
+
+    app.put<{ Body: LoggerConfig }>('/logger', { schema: { body: loggerSchema } }, async (req, reply) => {
       this.#preBoot();
-      if (req.body.smt) throw fault('SMT is not supported');
-      this.#machineConfig = { smt: false, track_dirty_pages: false, huge_pages: 'None', ...req.body };
+      if (this.#logger) throw fault('the logger is already configured (PUT /logger is accepted once)');
+      const b = req.body;
+      const level = FIRECRACKER_LEVELS[(b.level ?? 'Info').toLowerCase()];
+      if (!level) throw fault(`level ${b.level}: expected Error, Warning, Info, Debug, Trace or Off`);
+      if (b.module !== undefined) throw fault('module: filtering logs by module is not supported');
+      // show_level and show_log_origin are accepted and change nothing: lines are JSON (pino) and
+      // always carry their level, and name their machine, vCPU and device instead of a source line.
+      if (b.log_path !== undefined) {
+        const file = (this.#logFile = new OutputFile(b.log_path, 'log_path'));
+        this.#log = createLoggerTo(level, { write: (line) => void tryWrite(file, line) });
+      } else {
+        this.#log = createLogger(level);
+      }
+      this.#logger = { ...b };
+      return reply.code(204).send();
+    });
+
+    app.put<{ Body: { metrics_path: string } }>('/metrics', { schema: { body: metricsSchema } }, async (req, reply) => {
+      if (this.#metrics) throw fault('metrics are already configured (PUT /metrics is accepted once)');
+      this.#metrics = new MetricsFile(req.body.metrics_path);
+      this.#metricsTimer = setInterval(() => this.#flushMetrics('timer'), METRICS_PERIOD_MS).unref();
+      return reply.code(204).send();
+    });
+
+    app.put<{ Body: { rate_limiter?: object } }>('/entropy', { schema: { body: entropySchema } }, async (req, reply) => {
+      this.#preBoot();
+      if (req.body.rate_limiter !== undefined) throw fault('rate_limiter: rate limiting is not supported');
+      this.#entropy = true;
       return reply.code(204).send();
     });
 
@@ -124,7 +191,9 @@ export class ApiServer {
           this.#machine.sendCtrlAltDel();
           break;
         case 'FlushMetrics':
-          throw fault('FlushMetrics: metrics are not configured');
+          if (!this.#metrics) throw fault('FlushMetrics: metrics are not configured (PUT /metrics first)');
+          this.#flushMetrics('action');
+          break;
       }
       return reply.code(204).send();
     });
@@ -153,6 +222,32 @@ export class ApiServer {
     if (this.#machine) throw fault('The requested operation is not supported after starting the microVM.');
   }
 
+  #setMachineConfig(base: MachineConfiguration, body: MachineConfigBody): void {
+    this.#preBoot();
+    const { cpu_template: template, ...fields } = body;
+    if (template !== undefined && template !== 'None') throw fault(`cpu_template ${template}: CPU templates are not supported (only None)`);
+    const next = { ...base, ...fields };
+    if (next.smt) throw fault('SMT is not supported');
+    this.#machineConfig = next;
+  }
+
+  /** Writes a metrics line; an error fails the action, and is logged when the timer flushes. */
+  #flushMetrics(why: 'action' | 'timer'): void {
+    const started = this.#started;
+    const groups = deviceMetrics({
+      models: this.#machine?.virtio.map((d) => d.model) ?? [],
+      driveIds: started?.driveIds ?? [...this.#drives.keys()],
+      ifaceIds: started?.ifaceIds ?? [...this.#nets.keys()],
+      entropy: this.#entropy,
+    });
+    try {
+      this.#metrics!.write(groups);
+    } catch (e) {
+      if (why === 'action') throw fault(`FlushMetrics: ${this.#metrics!.path}: ${describeError(e)}`);
+      this.#log.warn({ path: this.#metrics!.path, err: describeError(e) }, 'metrics: writing failed');
+    }
+  }
+
   #start(): void {
     if (this.#machine) throw fault('InstanceStart: the microVM has already been started');
     if (!this.#boot) throw fault('InstanceStart: no boot source (PUT /boot-source first)');
@@ -165,6 +260,8 @@ export class ApiServer {
     const machine = Machine.create(
       {
         ...this.opts.machineDefaults,
+        ...(this.#logger ? { logLevel: this.#log.level as LogLevel } : {}),
+        ...(this.#entropy ? { rng: true } : {}),
         kernel: this.#boot.kernel_image_path,
         ...(this.#boot.initrd_path !== undefined ? { initrd: this.#boot.initrd_path } : {}),
         ...(cmdline !== undefined ? { cmdline } : {}),
@@ -175,8 +272,9 @@ export class ApiServer {
         hugepages: mc.huge_pages === 'Transparent' ? 1 : mc.huge_pages === '2M' ? 2 : 0,
         consoleFd: this.opts.consoleFd ?? 1,
       },
-      this.opts.log,
+      this.#log,
     );
+    this.#started = { driveIds: drives.map((d) => d.drive_id), ifaceIds: [...this.#nets.keys()] };
     this.#machine = machine;
     void machine.start().then((r) => this.#onStopped(r));
   }
@@ -196,7 +294,23 @@ export class ApiServer {
 
   async close(): Promise<void> {
     this.#machine?.kill();
+    clearInterval(this.#metricsTimer);
+    // As Firecracker: a last line on the way out, so that a short-lived VM's counters are not lost.
+    if (this.#metrics && !this.#metrics.closed) {
+      if (this.#machine) this.#flushMetrics('timer');
+      this.#metrics.close();
+    }
+    this.#logFile?.close();
     await this.app.close();
     if (this.#socketPath && existsSync(this.#socketPath)) unlinkSync(this.#socketPath);
+  }
+}
+
+/** A log line for a file that fails (a full disk) is dropped: logging must not fail what it reports. */
+function tryWrite(file: OutputFile, line: string): void {
+  try {
+    file.write(line);
+  } catch {
+    file.dropped++;
   }
 }

@@ -3,7 +3,7 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, statSync, existsSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync, existsSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { cli, guest, needsKvm } from '../helpers/kvm.mjs';
@@ -133,6 +133,56 @@ describe('REST API: SendCtrlAltDel reaches the guest through the i8042', needsKv
       assert.match(stdout, /kbd: 1d\nkbd: 38\nkbd: e0\nkbd: 53\n/);
       assert.match(stdout, /kbd: ctrl-alt-del received/);
       assert.equal(existsSync(sock), false, 'the socket is removed on exit');
+    } finally {
+      child.kill('SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('REST API: a Firecracker-style script with logger, metrics, a drive and entropy', needsKvm, () => {
+  it('logs to the file at the level asked, and the metrics line written on exit counts the guest\'s disk I/O', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'nv-api-'));
+    const sock = path.join(dir, 'api.sock');
+    const logFile = path.join(dir, 'fc.log');
+    const metricsFile = path.join(dir, 'metrics.json');
+    const disk = path.join(dir, 'rootfs.img');
+    writeFileSync(logFile, '');
+    writeFileSync(metricsFile, '');
+    writeFileSync(disk, Buffer.alloc(1 << 20));
+    let stdout = '';
+    let stderr = '';
+    const child = spawn(process.execPath, [cli, 'serve', '--api-sock', sock, '--log-level', 'error'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    const exited = new Promise((resolve) => child.on('exit', (code) => resolve(code)));
+    try {
+      assert.ok(await waitFor(() => existsSync(sock)));
+      const script = [
+        ['/logger', { log_path: logFile, level: 'Debug', show_level: true, show_log_origin: true }],
+        ['/metrics', { metrics_path: metricsFile }],
+        ['/boot-source', { kernel_image_path: guest('c-virtio.elf'), boot_args: 'blk' }],
+        ['/drives/rootfs', { drive_id: 'rootfs', path_on_host: disk, is_root_device: false, is_read_only: false }],
+        ['/entropy', {}],
+        ['/machine-config', { vcpu_count: 1, mem_size_mib: 128 }],
+        ['/actions', { action_type: 'InstanceStart' }],
+      ];
+      for (const [url, body] of script) {
+        const r = await request(sock, 'PUT', url, body);
+        assert.equal(r.status, 204, `PUT ${url}: ${JSON.stringify(r.body)}`);
+      }
+      assert.equal(await exited, 1, stdout + stderr); // c-virtio passes through isa-debug-exit
+      assert.match(stdout, /blk: wrote and read back 65536 bytes/);
+      assert.equal(stderr, '', 'logs went to the log file, not stderr');
+      const logs = readFileSync(logFile, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l));
+      assert.ok(logs.some((l) => l.level === 20 && l.machine !== undefined), 'debug lines from the machine');
+      const metrics = readFileSync(metricsFile, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l));
+      const last = metrics.at(-1);
+      assert.ok(last.block_rootfs.write_count > 0 && last.block_rootfs.read_count > 0, JSON.stringify(last));
+      assert.ok(last.block_rootfs.flush_count >= 1);
+      assert.ok(last.block_rootfs.write_bytes >= 65536);
+      assert.deepEqual(last.block, last.block_rootfs);
+      assert.equal(typeof last.entropy.entropy_bytes, 'number');
     } finally {
       child.kill('SIGKILL');
       rmSync(dir, { recursive: true, force: true });
