@@ -4,7 +4,7 @@
  * tsc's output tree (dist/vmm/x.js, dist/cli/commands/y.js) and from the esbuild bundles
  * (dist/cli/cli-bundle.cjs, dist/vmm/vcpu-thread.cjs), at different depths.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -15,5 +15,14 @@ export function packageRoot(fromUrl: string): string {
     const up = path.dirname(dir);
     if (up === dir) throw new Error(`nodevisor: no package.json above ${fileURLToPath(fromUrl)}`);
     dir = up;
+  }
+}
+
+/** Our version, from our package.json ('unknown' if it cannot be read). */
+export function packageVersion(fromUrl: string): string {
+  try {
+    return (JSON.parse(readFileSync(path.join(packageRoot(fromUrl), 'package.json'), 'utf8')) as { version: string }).version;
+  } catch {
+    return 'unknown';
   }
 }

@@ -24,6 +24,9 @@ export interface MachineConfiguration { vcpu_count: number; mem_size_mib: number
 type MachineConfigBody = Partial<MachineConfiguration> & { cpu_template?: string };
 export interface LoggerConfig { log_path?: string; level?: string; show_level?: boolean; show_log_origin?: boolean; module?: string }
 
+/** The sections of a Firecracker configuration file that nodevisor takes (FullVmConfiguration). */
+const CONFIG_SECTIONS = ['boot-source', 'drives', 'machine-config', 'network-interfaces', 'logger', 'metrics', 'entropy'];
+
 /** Firecracker's log levels (case-insensitive) as pino's. */
 const FIRECRACKER_LEVELS: Record<string, LogLevel> = { error: 'error', warning: 'warn', info: 'info', debug: 'debug', trace: 'trace', off: 'silent' };
 
@@ -277,6 +280,44 @@ export class ApiServer {
     this.#started = { driveIds: drives.map((d) => d.drive_id), ifaceIds: [...this.#nets.keys()] };
     this.#machine = machine;
     void machine.start().then((r) => this.#onStopped(r));
+  }
+
+  /**
+   * Configures and starts the microVM from a Firecracker configuration file's contents (`serve
+   * --config-file`): each resource goes through the same handler and schema as its API request, in
+   * the order a script would send them, then InstanceStart. Throws VmmError naming the section.
+   */
+  async bootFrom(config: unknown): Promise<void> {
+    if (typeof config !== 'object' || config === null || Array.isArray(config)) throw new VmmError('BAD_CONFIG', 'expected a JSON object of resources ("boot-source", "drives", ...)');
+    const sections = config as Record<string, unknown>;
+    const unknown = Object.keys(sections).find((k) => !CONFIG_SECTIONS.includes(k));
+    if (unknown !== undefined) throw new VmmError('BAD_CONFIG', `unknown section "${unknown}" (nodevisor takes ${CONFIG_SECTIONS.join(', ')})`);
+    const requests: [string, string, unknown][] = [];
+    const single = (section: string, url: string) => {
+      if (sections[section] !== undefined) requests.push([section, url, sections[section]]);
+    };
+    const list = (section: string, idField: string, base: string) => {
+      const items = sections[section] ?? [];
+      if (!Array.isArray(items)) throw new VmmError('BAD_CONFIG', `${section}: expected an array`);
+      items.forEach((item: unknown, i) => {
+        const id = (item as Record<string, unknown> | null)?.[idField];
+        if (typeof id !== 'string' || id === '') throw new VmmError('BAD_CONFIG', `${section}[${i}]: ${idField} must be a non-empty string`);
+        requests.push([`${section}[${i}]`, `${base}/${encodeURIComponent(id)}`, item]);
+      });
+    };
+    single('logger', '/logger');
+    single('metrics', '/metrics');
+    single('machine-config', '/machine-config');
+    single('boot-source', '/boot-source');
+    list('drives', 'drive_id', '/drives');
+    list('network-interfaces', 'iface_id', '/network-interfaces');
+    single('entropy', '/entropy');
+    if (sections['boot-source'] === undefined) throw new VmmError('BAD_CONFIG', 'no "boot-source" section: nothing to boot');
+    for (const [label, url, body] of requests) {
+      const r = await this.app.inject({ method: 'PUT', url, payload: body as object });
+      if (r.statusCode >= 300) throw new VmmError('BAD_CONFIG', `${label}: ${(r.json() as { fault_message?: string }).fault_message ?? `status ${r.statusCode}`}`);
+    }
+    this.#start(); // directly, so that a failure keeps its own error code (no KVM, a bad kernel...)
   }
 
   /** Listens on a new unix socket readable and writable by its owner only. */

@@ -6,7 +6,7 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, statSync, existsSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { cli, guest, needsKvm } from '../helpers/kvm.mjs';
+import { cli, guest, needsKvm, runCli } from '../helpers/kvm.mjs';
 
 function request(sock, method, url, body) {
   return new Promise((resolve, reject) => {
@@ -183,6 +183,56 @@ describe('REST API: a Firecracker-style script with logger, metrics, a drive and
       assert.ok(last.block_rootfs.write_bytes >= 65536);
       assert.deepEqual(last.block, last.block_rootfs);
       assert.equal(typeof last.entropy.entropy_bytes, 'number');
+    } finally {
+      child.kill('SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('serve --config-file: a Firecracker configuration file boots the microVM at once', needsKvm, () => {
+  it('--no-api: the drive and metrics of the file are used, and the process exits with the guest', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'nv-api-'));
+    try {
+      const disk = path.join(dir, 'data.img');
+      const metricsFile = path.join(dir, 'metrics.json');
+      writeFileSync(disk, Buffer.alloc(1 << 20));
+      writeFileSync(metricsFile, '');
+      const config = path.join(dir, 'vm.json');
+      writeFileSync(config, JSON.stringify({
+        'boot-source': { kernel_image_path: guest('c-virtio.elf'), boot_args: 'blk' },
+        drives: [{ drive_id: 'data', path_on_host: disk, is_root_device: false, is_read_only: false }],
+        'machine-config': { vcpu_count: 1, mem_size_mib: 128 },
+        metrics: { metrics_path: metricsFile },
+      }));
+      const r = await runCli(['serve', '--no-api', '--config-file', config, '--log-level', 'error'], { killAfterMs: 120_000 });
+      assert.equal(r.status, 1, r.stdout + r.stderr); // c-virtio passes through isa-debug-exit
+      assert.match(r.stdout, /blk: vda 2048 sectors id=data rw/);
+      const last = JSON.parse(readFileSync(metricsFile, 'utf8').trim().split('\n').at(-1));
+      assert.ok(last.block_data.write_count > 0, JSON.stringify(last));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('with --api-sock: the API serves the running microVM (GET / says Running, pause and resume work)', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'nv-api-'));
+    const sock = path.join(dir, 'api.sock');
+    const config = path.join(dir, 'vm.json');
+    writeFileSync(config, JSON.stringify({ 'boot-source': { kernel_image_path: guest('spin.bin') }, 'machine-config': { vcpu_count: 1, mem_size_mib: 64 } }));
+    let stdout = '';
+    const child = spawn(process.execPath, [cli, 'serve', '--api-sock', sock, '--config-file', config, '--log-level', 'error'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    child.stdout.on('data', (d) => (stdout += d));
+    const exited = new Promise((resolve) => child.on('exit', (code) => resolve(code)));
+    try {
+      assert.ok(await waitFor(() => existsSync(sock)));
+      assert.equal((await request(sock, 'GET', '/')).body.state, 'Running');
+      assert.ok(await waitFor(() => /spinning/.test(stdout)), 'guest output on the serial console');
+      assert.equal((await request(sock, 'PUT', '/boot-source', { kernel_image_path: guest('spin.bin') })).status, 400);
+      assert.equal((await request(sock, 'PATCH', '/vm', { state: 'Paused' })).status, 204);
+      assert.equal((await request(sock, 'PATCH', '/vm', { state: 'Resumed' })).status, 204);
+      child.kill('SIGTERM');
+      assert.equal(await exited, 130);
     } finally {
       child.kill('SIGKILL');
       rmSync(dir, { recursive: true, force: true });

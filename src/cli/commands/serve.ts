@@ -1,39 +1,54 @@
-/** `nodevisor serve --api-sock PATH`: a Firecracker-compatible REST API on a unix socket. */
+/**
+ * `nodevisor serve --api-sock PATH`: a Firecracker-compatible REST API on a unix socket. With
+ * `--config-file FILE` (Firecracker's option) the microVM is configured from that file and started at
+ * once; `--no-api` then serves no socket at all.
+ */
 import { readFileSync } from 'node:fs';
-import path from 'node:path';
-import { packageRoot } from '../../package-root.js';
 import type { Argv, CommandModule } from 'yargs';
 import { createLogger, LOG_LEVELS, type LogLevel } from '../../log.js';
+import { packageVersion } from '../../package-root.js';
+import { describeError, VmmError } from '../../errors.js';
 import { describeStop, exitStatus } from '../../vmm/stop.js';
 
 interface ServeArgs {
-  'api-sock': string;
+  'api-sock'?: string;
+  'config-file'?: string;
+  api: boolean;
   id: string;
   'log-level': LogLevel;
 }
-
-const version = (): string => {
-  try {
-    return (JSON.parse(readFileSync(path.join(packageRoot(import.meta.url), 'package.json'), 'utf8')) as { version: string }).version;
-  } catch {
-    return 'unknown';
-  }
-};
 
 export const serveCommand: CommandModule<object, ServeArgs> = {
   command: 'serve',
   describe: 'Serve the Firecracker API on a unix socket; exits when the guest stops',
   builder: (y: Argv) =>
     y
-      .option('api-sock', { type: 'string', demandOption: true, describe: 'path of the unix socket to create' })
+      .option('api-sock', { type: 'string', describe: 'path of the unix socket to create' })
+      .option('config-file', { type: 'string', describe: 'a Firecracker configuration file (JSON): configure the microVM from it and start it' })
+      // yargs reads --no-api as api=false.
+      .option('api', { type: 'boolean', default: true, describe: 'serve the API (--no-api: serve none; needs --config-file)' })
       .option('id', { type: 'string', default: 'anonymous-instance', describe: 'instance id reported by GET /' })
       .option('log-level', { choices: LOG_LEVELS, default: 'warn' as LogLevel }) as Argv<ServeArgs>,
   handler: async (argv) => {
+    const socket = argv['api-sock'];
+    const configFile = argv['config-file'];
+    if (!argv.api && configFile === undefined) throw new VmmError('BAD_CONFIG', '--no-api needs --config-file (or nothing would ever start the microVM)');
+    if (!argv.api && socket !== undefined) throw new VmmError('BAD_CONFIG', '--no-api and --api-sock exclude each other');
+    if (!!argv.api && socket === undefined) throw new VmmError('BAD_CONFIG', 'missing --api-sock PATH (or --no-api with --config-file)');
+    const config = configFile === undefined ? undefined : readConfigFile(configFile);
     // Loaded here, not at start-up: fastify alone costs ~100 ms that `run` must not pay.
     const { ApiServer } = await import('../../api/server.js');
     const log = createLogger(argv['log-level']);
-    const server = new ApiServer({ id: argv.id, version: version(), log, machineDefaults: { logLevel: argv['log-level'] } });
-    await server.listen(argv['api-sock']);
+    const server = new ApiServer({ id: argv.id, version: packageVersion(import.meta.url), log, machineDefaults: { logLevel: argv['log-level'] } });
+    if (config !== undefined) {
+      try {
+        await server.bootFrom(config);
+      } catch (e) {
+        await server.close();
+        throw new VmmError(e instanceof VmmError ? e.code : 'BAD_CONFIG', `--config-file ${configFile}: ${describeError(e)}`);
+      }
+    }
+    if (socket !== undefined) await server.listen(socket);
     const shutdown = () => void server.close().then(() => process.exit(130));
     process.once('SIGINT', shutdown);
     process.once('SIGTERM', shutdown);
@@ -46,3 +61,17 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
     process.exitCode = status;
   },
 };
+
+function readConfigFile(file: string): unknown {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new VmmError('BAD_CONFIG', `--config-file ${file}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : describeError(e)}`);
+  }
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new VmmError('BAD_CONFIG', `--config-file ${file}: not valid JSON (${(e as Error).message})`);
+  }
+}
