@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { execFileSync } from 'node:child_process';
 import { P9Server, P9_MAX_MSIZE } from '../../dist/devices/virtio/p9/server.js';
 import { Reader, Writer, ProtocolError, MSG } from '../../dist/devices/virtio/p9/protocol.js';
 import { P9Client, Msg, E, O, QT, NOTAG, T, ecodeOf, header } from '../helpers/p9-client.mjs';
@@ -619,5 +620,83 @@ describe('9P server: fid table', () => {
   it('NOFID is never a valid new fid', () => {
     const { c } = session();
     errno(c.walk(ROOT, 0xffffffff, []), E.EINVAL);
+  });
+});
+
+describe('9P server: hardening (audit findings)', () => {
+  it('a file opened for writing or truncated loses its set-id bits (the VMM, as root, would keep them)', () => {
+    const { c } = session();
+    for (const [name, open] of [['by-open', (fid) => ok(c.lopen(fid, O.WRONLY | O.TRUNC))], ['by-setattr', (fid) => ok(c.setattr(fid, { valid: 0x8, size: 0n }))]]) {
+      const file = sharePath(name);
+      fs.writeFileSync(file, '#!/bin/sh\n');
+      fs.chmodSync(file, 0o6755);
+      ok(c.walk(ROOT, 2, [name]));
+      open(2);
+      assert.equal(fs.statSync(file).mode & 0o7777, 0o755, name);
+      ok(c.clunk(2));
+    }
+    // Opening for reading changes nothing; setgid without group-execute (mandatory locking) stays.
+    const kept = sharePath('kept');
+    fs.writeFileSync(kept, 'x');
+    fs.chmodSync(kept, 0o4755);
+    ok(c.walk(ROOT, 3, ['kept']));
+    ok(c.lopen(3, O.RDONLY));
+    assert.equal(fs.statSync(kept).mode & 0o7777, 0o4755);
+    const lock = sharePath('lock');
+    fs.writeFileSync(lock, 'x');
+    fs.chmodSync(lock, 0o2644);
+    ok(c.walk(ROOT, 4, ['lock']));
+    ok(c.lopen(4, O.WRONLY));
+    assert.equal(fs.statSync(lock).mode & 0o7777, 0o2644);
+  });
+
+  it('Tlcreate of an existing FIFO or directory is refused without opening it', () => {
+    const { c } = session();
+    execFileSync('mkfifo', [sharePath('pipe')]);
+    // Opened write-only without a reader, a FIFO fails with ENXIO: EOPNOTSUPP shows it was not opened.
+    ok(c.walk(ROOT, 2, []));
+    errno(c.lcreate(2, 'pipe', O.WRONLY), E.EOPNOTSUPP);
+    errno(c.lcreate(2, 'sub', O.RDONLY), E.EISDIR);
+    ok(c.lcreate(2, 'hello.txt', O.RDWR)); // an existing regular file opens, as before
+  });
+
+  it('times before 1970 survive both ways (Node takes a negative number of seconds for "now")', () => {
+    const { c } = session();
+    ok(c.walk(ROOT, 2, ['hello.txt']));
+    const moon = -14182940n; // 1969-07-20T20:17:40Z
+    ok(c.setattr(2, { valid: 0x20 | 0x100, mtime: [BigInt.asUintN(64, moon), 0n] }));
+    assert.equal(fs.statSync(sharePath('hello.txt')).mtimeMs, Number(moon) * 1000);
+    fs.utimesSync(sharePath('hello.txt'), new Date(-1750), new Date(-1750)); // -1.75 s
+    const { mtime } = ok(c.getattr(2));
+    assert.deepEqual(mtime, [BigInt.asUintN(64, -2n), 250_000_000n]); // sec rounds down; 0 <= nsec < 1e9
+  });
+
+  it('a request whose success reply would not fit is refused before it changes anything', () => {
+    const { server, c } = session();
+    // Twalk to a new fid with room for an Rlerror only: EMSGSIZE, and the fid is not created.
+    const walk = new Msg(T.walk, 9).u32(ROOT).u32(7).u16(1).str('sub').done();
+    assert.equal(ecodeOf(server.handle(walk, 12)), E.EMSGSIZE);
+    ok(c.walk(ROOT, 7, ['sub']));
+    const create = new Msg(T.lcreate, 10).u32(7).str('new').u32(O.RDWR).u32(0o644).u32(0).done();
+    assert.equal(ecodeOf(server.handle(create, 12)), E.EMSGSIZE);
+    assert.equal(fs.existsSync(sharePath('sub', 'new')), false);
+  });
+
+  it('directory listings held at once are bounded (ENOMEM past it); a listing read to its end is let go', () => {
+    for (let i = 0; i < 100; i++) fs.writeFileSync(sharePath('sub', `f${i}`), '');
+    const { c } = session({ maxListedEntries: 250 }); // a listing of sub is 103 entries with . and ..
+    for (const fid of [2, 3, 4]) {
+      ok(c.walk(ROOT, fid, ['sub']));
+      ok(c.lopen(fid, O.RDONLY));
+    }
+    ok(c.readdir(2, 0n, 512));
+    ok(c.readdir(3, 0n, 512));
+    errno(c.readdir(4, 0n, 512), E.ENOMEM);
+    ok(c.clunk(2));
+    ok(c.readdir(4, 0n, 512));
+    assert.equal(ok(c.readdirAll(3)).entries.length, 103); // to its end: its listing is let go
+    ok(c.walk(ROOT, 5, ['sub']));
+    ok(c.lopen(5, O.RDONLY));
+    ok(c.readdir(5, 0n, 512));
   });
 });

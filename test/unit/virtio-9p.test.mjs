@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { VirtioNinep, P9_MAX_TAG_LEN } from '../../dist/devices/virtio/p9/device.js';
+import { VirtioNinep, P9_MAX_TAG_LEN, P9_NOTIFY_BUDGET } from '../../dist/devices/virtio/p9/device.js';
 import { SplitQueue } from '../../dist/devices/virtio/queue.js';
 import { VIRTIO_ID } from '../../dist/devices/virtio/constants.js';
 import { fakeMemory } from '../helpers/fake-memory.mjs';
@@ -242,5 +242,40 @@ describe('virtio-9p device model', () => {
     const fresh = new VirtioNinep({ root: share, tag: 't' });
     fresh.notify(0);
     fresh.close();
+  });
+});
+
+describe('virtio-9p: a guest cannot hold the main thread or flood the log', () => {
+  function bigRig() {
+    const mem = fakeMemory(1 << 20);
+    const d = new DriverQueue(mem, 0x1000, 128);
+    const q = new SplitQueue(mem, d.config, { indirect: false, eventIdx: false });
+    const warn = [];
+    const dev = new VirtioNinep({ root: share, tag: 't' });
+    dev.activate({ mem, negotiated: (1n << 32n) | 1n, queue: () => q, usedAdded() {}, configChanged() {}, fail(e) { throw e; }, live: true, log: { warn: (o, m) => warn.push(m), info() {}, debug() {} } });
+    return { mem, d, dev, warn };
+  }
+
+  it(`serves at most ${P9_NOTIFY_BUDGET} requests per notification and the rest on the next event-loop turns`, async () => {
+    const { mem, d, dev } = bigRig();
+    const req = new Msg(T.clunk, 1).u32(5).done(); // before Tversion: a quick Rlerror
+    mem.write(REQ, req);
+    for (let i = 0; i < 100; i++) d.addChain([{ addr: REQ, len: req.length }, { addr: REPLY + 64 * i, len: 64, write: true }]);
+    dev.notify(0);
+    assert.equal(d.usedIdx(), P9_NOTIFY_BUDGET);
+    for (let turn = 0; turn < 10 && d.usedIdx() < 100; turn++) await new Promise((r) => setImmediate(r));
+    assert.equal(d.usedIdx(), 100, 'the rest were served without another notification');
+    dev.reset();
+  });
+
+  it('chains without room for a reply are logged once per activation, not once each', () => {
+    const { mem, d, dev, warn } = bigRig();
+    mem.write(REQ, new Uint8Array(16));
+    for (let i = 0; i < 20; i++) d.addChain([{ addr: REQ, len: 16 }]);
+    dev.notify(0);
+    assert.equal(d.usedIdx(), 20);
+    assert.equal(warn.length, 1);
+    assert.match(warn[0], /without room for a reply.*further ones are not logged/);
+    dev.reset();
   });
 });

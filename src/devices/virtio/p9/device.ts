@@ -13,7 +13,11 @@
  *    (the server is told the room); any other reply that would not fit becomes Rlerror(EMSGSIZE).
  *  - A chain without room for even an Rlerror (11 bytes) is returned unserved (0 bytes written), so
  *    a request is never carried out without its reply being deliverable.
- * Nothing is ever written beyond the writable buffers.
+ * Nothing is ever written beyond the writable buffers. Each kind of problem is logged once per
+ * activation (a guest must not be able to flood the log), and requests are served for at most
+ * P9_TURN_BUDGET_MS (or P9_NOTIFY_BUDGET requests) at a time, the rest on the next event-loop turn: a
+ * guest that keeps its queue full must not keep the main thread (console, API, timers, other
+ * devices) from running.
  */
 import { VmmError } from '../../../errors.js';
 import { VIRTIO_ID, bit } from '../constants.js';
@@ -26,6 +30,10 @@ import { P9Server } from './server.js';
 /** Feature bit: the configuration space carries a mount tag. */
 export const VIRTIO_9P_MOUNT_TAG = 0;
 export const P9_QUEUE_SIZE = 128;
+/** Requests served per event-loop turn (each is synchronous file-system work on the main thread)... */
+export const P9_NOTIFY_BUDGET = 32;
+/** ...and the time they may take, checked after each (one request can list a large directory). */
+export const P9_TURN_BUDGET_MS = 10;
 /** The longest tag accepted (bytes of UTF-8). */
 export const P9_MAX_TAG_LEN = 36;
 /** size[4] type[1] tag[2] ecode[4]: the smallest reply there is. */
@@ -62,6 +70,8 @@ export class VirtioNinep implements VirtioDevice {
   readonly tag: string;
   readonly #tagBytes: Uint8Array;
   #ctx: VirtioDeviceContext | undefined;
+  #continuation: NodeJS.Immediate | undefined;
+  readonly #warned = new Set<string>();
 
   constructor(opts: VirtioNinepOptions) {
     this.#tagBytes = encodeMountTag(opts.tag);
@@ -70,7 +80,7 @@ export class VirtioNinep implements VirtioDevice {
       this.server = new P9Server({
         root: opts.root,
         readOnly: opts.readOnly ?? false,
-        onUnexpected: (e) => this.#ctx?.log.warn({ err: e }, 'virtio-9p: unexpected error, answered EIO'),
+        onUnexpected: (e) => this.#warnOnce('unexpected', { err: e }, 'virtio-9p: unexpected error, answered EIO'),
       });
     } catch (e) {
       throw new VmmError('BAD_CONFIG', `virtio-9p: ${(e as Error).message}`, { cause: e });
@@ -86,6 +96,7 @@ export class VirtioNinep implements VirtioDevice {
 
   activate(ctx: VirtioDeviceContext): void {
     this.#ctx = ctx;
+    this.#warned.clear();
   }
 
   notify(index: number): void {
@@ -94,29 +105,61 @@ export class VirtioNinep implements VirtioDevice {
     const q = ctx.queue(0);
     if (!q) return;
     const before = q.nextUsed;
+    const deadline = performance.now() + P9_TURN_BUDGET_MS;
+    let served = 0;
+    let more = false;
     try {
-      for (let chain = q.pop(); chain; chain = q.pop()) q.pushUsed(chain.head, this.#serve(ctx, chain));
+      for (let chain = q.pop(); chain; ) {
+        q.pushUsed(chain.head, this.#serve(ctx, chain));
+        more = ++served >= P9_NOTIFY_BUDGET || performance.now() > deadline;
+        chain = more ? undefined : q.pop();
+      }
     } finally {
       // Chains completed before a broken one still reach the driver.
       if (q.nextUsed !== before) ctx.usedAdded(0, before);
     }
+    // More may be waiting: serve them on the next turn, without waiting for a notification the
+    // driver will not send for chains it has already made available.
+    if (more && !this.#continuation) {
+      this.#continuation = setImmediate(() => {
+        this.#continuation = undefined;
+        if (ctx !== this.#ctx || !ctx.live) return;
+        try {
+          this.notify(0);
+        } catch (e) {
+          ctx.fail(e instanceof Error ? e : new Error(String(e)));
+        }
+      });
+    }
   }
 
   reset(): void {
-    this.#ctx = undefined;
+    this.#stop();
     this.server.reset(); // a reset guest starts over with Tversion; open host files are closed
   }
 
   close(): void {
-    this.#ctx = undefined;
+    this.#stop();
     this.server.reset();
+  }
+
+  #stop(): void {
+    this.#ctx = undefined;
+    if (this.#continuation) clearImmediate(this.#continuation);
+    this.#continuation = undefined;
+  }
+
+  #warnOnce(key: string, obj: object, msg: string): void {
+    if (this.#warned.has(key)) return;
+    this.#warned.add(key);
+    this.#ctx?.log.warn(obj, `${msg} (further ones are not logged)`);
   }
 
   /** Serves one chain; returns the bytes written to its writable buffers. */
   #serve(ctx: VirtioDeviceContext, chain: DescriptorChain): number {
     const room = chainLength(chain.writable);
     if (room < RLERROR_SIZE) {
-      ctx.log.warn({ head: chain.head, room }, 'virtio-9p: request without room for a reply, returned unserved');
+      this.#warnOnce('no-room', { head: chain.head, room }, 'virtio-9p: request without room for a reply, returned unserved');
       return 0;
     }
     // Copy only what the message's own size field claims (within what the driver supplied), and

@@ -12,8 +12,9 @@
  * Requests are served one at a time and synchronously, so the guest cannot swap a directory for a link
  * between the check and the use; only another host process could, and the host owns the directory.
  *
- * Modes: guest-supplied permission bits lose setuid/setgid, so a guest cannot plant a set-id program
- * in the host directory. Ownership (gid in Tlcreate/Tmkdir/Tsymlink) is left to the host: the files
+ * Modes: guest-supplied permission bits lose setuid/setgid, and a file opened for writing or
+ * truncated loses them too (as the kernel does for a writer without CAP_FSETID, which the VMM, run as
+ * root, has), so a guest cannot plant a set-id program in the host directory. Ownership (gid in Tlcreate/Tmkdir/Tsymlink) is left to the host: the files
  * belong to whoever runs the VMM.
  *
  * Errors are Linux errno values in Rlerror. Anything unexpected becomes EIO (and is reported through
@@ -32,6 +33,11 @@ export const P9_MAX_MSIZE = 512 * 1024;
 export const P9_MIN_MSIZE = 4096;
 /** Fids per session: each may hold a host file descriptor, so the table is what bounds those. */
 export const P9_MAX_FIDS = 4096;
+/**
+ * Directory entries held in listings at once, over all open directories of a session (~300 bytes
+ * each): a guest opening one large directory through many fids must not exhaust the VMM's heap.
+ */
+export const P9_MAX_LISTED_ENTRIES = 1 << 20;
 
 const NAME_MAX = 255;
 const PATH_MAX = 4096;
@@ -52,6 +58,8 @@ export interface P9ServerOptions {
   /** Every modifying operation fails with EROFS and nothing on the host changes. */
   readonly readOnly?: boolean;
   readonly maxFids?: number;
+  /** Directory entries held in listings at once (P9_MAX_LISTED_ENTRIES). */
+  readonly maxListedEntries?: number;
   readonly maxMsize?: number;
   /** Told about errors that are not plain errno failures (bugs), which the guest sees as EIO. */
   readonly onUnexpected?: (error: unknown) => void;
@@ -154,14 +162,52 @@ const MODIFYING: ReadonlySet<Request['op']> = new Set<Request['op']>([
   'lcreate', 'write', 'mkdir', 'unlinkat', 'renameat', 'rename', 'symlink', 'link', 'mknod', 'setattr', 'xattrcreate',
 ]);
 
+/** Seconds and nanoseconds (0 <= nsec < 1e9, also before 1970: seconds round down). */
 function splitNs(ns: bigint): [bigint, bigint] {
-  return [ns / 1_000_000_000n, ns % 1_000_000_000n];
+  const nsec = ((ns % 1_000_000_000n) + 1_000_000_000n) % 1_000_000_000n;
+  return [(ns - nsec) / 1_000_000_000n, nsec];
+}
+
+/**
+ * A time for fs.lutimesSync. Node takes a negative number of seconds for "now", so a time before
+ * 1970 goes as a Date (to the millisecond); later ones as seconds (to the microsecond).
+ */
+function utime(seconds: number): number | Date {
+  return seconds >= 0 ? seconds : new Date(seconds * 1000);
+}
+
+const S_ISUID = 0o4000;
+const S_ISGID = 0o2000;
+const S_IXGRP = 0o010;
+
+/**
+ * Clears the set-id bits of a file about to be written or truncated, as the kernel does for a writer
+ * without CAP_FSETID (setgid only with group-execute: without it, it marks mandatory locking).
+ */
+function killSetId(fd: number, mode: number): void {
+  const bits = (mode & S_ISUID) | ((mode & (S_ISGID | S_IXGRP)) === (S_ISGID | S_IXGRP) ? S_ISGID : 0);
+  if (bits) fs.fchmodSync(fd, mode & 0o7777 & ~bits);
+}
+
+/**
+ * The size of the reply to requests that change state (a new fid, a new file) when they succeed,
+ * checked before they are carried out: a reply swapped for EMSGSIZE afterwards would leave the
+ * guest's view and ours apart. Other replies are either as small as Rlerror or cut to fit.
+ */
+function successReplySize(req: Request): number {
+  switch (req.op) {
+    case 'walk': return HEADER_SIZE + 2 + QID_SIZE * req.names.length;
+    case 'attach': case 'mkdir': case 'symlink': case 'mknod': return HEADER_SIZE + QID_SIZE;
+    case 'lopen': case 'lcreate': return HEADER_SIZE + QID_SIZE + 4;
+    default: return 0;
+  }
 }
 
 export class P9Server {
   readonly root: string;
   readonly readOnly: boolean;
   readonly maxFids: number;
+  readonly maxListedEntries: number;
   readonly maxMsize: number;
   readonly #rootBuf: Buffer;
   readonly #rootDev: bigint;
@@ -169,6 +215,8 @@ export class P9Server {
   readonly #onUnexpected: ((error: unknown) => void) | undefined;
   /** 0 until Tversion: nothing else is served before. */
   #msize = 0;
+  /** Entries in the listings of open directories (P9_MAX_LISTED_ENTRIES). */
+  #listed = 0;
 
   constructor(opts: P9ServerOptions) {
     // Resolve the root once, here: links above or at the root are the host's own choice.
@@ -187,6 +235,7 @@ export class P9Server {
     this.#rootDev = st.dev;
     this.readOnly = opts.readOnly ?? false;
     this.maxFids = opts.maxFids ?? P9_MAX_FIDS;
+    this.maxListedEntries = opts.maxListedEntries ?? P9_MAX_LISTED_ENTRIES;
     this.maxMsize = Math.max(P9_MIN_MSIZE, Math.min(opts.maxMsize ?? P9_MAX_MSIZE, P9_MAX_MSIZE));
     this.#onUnexpected = opts.onUnexpected;
   }
@@ -215,6 +264,7 @@ export class P9Server {
       const header = readHeader(request);
       const req = decodeRequest(request, header);
       const limit = Math.min(this.maxRequest, maxReply);
+      if (successReplySize(req) > limit) return encodeRlerror(tag, ERRNO.EMSGSIZE);
       const reply = this.#dispatch(req, header.tag, limit);
       return reply.byteLength > limit ? encodeRlerror(tag, ERRNO.EMSGSIZE) : reply;
     } catch (e) {
@@ -227,6 +277,7 @@ export class P9Server {
   reset(): void {
     for (const fid of this.#fids.values()) this.#close(fid);
     this.#fids.clear();
+    this.#listed = 0;
     this.#msize = 0;
   }
 
@@ -334,6 +385,7 @@ export class P9Server {
 
   #close(fid: Fid): void {
     if (!fid.open) return;
+    this.#setListing(fid.open, undefined);
     try {
       fs.closeSync(fid.open.fd);
     } catch {
@@ -460,6 +512,7 @@ export class P9Server {
     if (!st.isFile()) fail('EINVAL', 'truncate of a non-regular file');
     if (fid.open && !fid.open.dir) {
       try {
+        killSetId(fid.open.fd, fs.fstatSync(fid.open.fd).mode);
         return fs.ftruncateSync(fid.open.fd, Number(size));
       } catch (e) {
         if (errnoOf(e) !== ERRNO.EBADF && errnoOf(e) !== ERRNO.EINVAL) throw e; // opened read-only: by path below
@@ -468,6 +521,7 @@ export class P9Server {
     // truncate() by path follows links: open without following instead.
     const fd = fs.openSync(host, fs.constants.O_WRONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
     try {
+      killSetId(fd, fs.fstatSync(fd).mode);
       fs.ftruncateSync(fd, Number(size));
     } finally {
       fs.closeSync(fd);
@@ -476,11 +530,11 @@ export class P9Server {
 
   #utimes(host: Buffer, st: Stats, req: Extract<Request, { op: 'setattr' }>): void {
     const now = Date.now() / 1000;
-    const pick = (given: number, set: number, sec: bigint, nsec: bigint, current: bigint): number => {
-      if (!(req.valid & given)) return Number(current) / 1e9; // keep (to the microsecond: lutimes takes a double)
+    const pick = (given: number, set: number, sec: bigint, nsec: bigint, current: bigint): number | Date => {
+      if (!(req.valid & given)) return utime(Number(current) / 1e9); // keep (to the microsecond: lutimes takes a double)
       if (!(req.valid & set)) return now;
       if (nsec >= 1_000_000_000n) fail('EINVAL', `nanoseconds ${nsec}`);
-      return Number(BigInt.asIntN(64, sec)) + Number(nsec) / 1e9;
+      return utime(Number(BigInt.asIntN(64, sec)) + Number(nsec) / 1e9);
     };
     const atime = pick(SETATTR.ATIME, SETATTR.ATIME_SET, req.atimeSec, req.atimeNsec, st.atimeNs);
     const mtime = pick(SETATTR.MTIME, SETATTR.MTIME_SET, req.mtimeSec, req.mtimeNsec, st.mtimeNs);
@@ -511,18 +565,22 @@ export class P9Server {
     if (st.isDirectory() && (req.flags & LINUX_O.ACCMODE) !== LINUX_O.RDONLY) fail('EISDIR', 'directory opened for writing');
     if (!st.isDirectory() && !st.isFile()) fail('EOPNOTSUPP', 'only regular files and directories can be opened');
     const fd = fs.openSync(host, hostOpenFlags(req.flags));
-    const open = this.#adopt(fd);
+    const open = this.#adopt(fd, wantsWrite(req.flags));
     fid.open = open;
     return new Writer(MSG.Rlopen, tag).qid(this.#qid(fs.fstatSync(fd, { bigint: true }))).u32(0).finish(); // iounit 0: msize rules
   }
 
-  /** Keeps a freshly opened descriptor if it is a regular file or directory (checked again: lstat was earlier). */
-  #adopt(fd: number): OpenFile {
-    const st = fs.fstatSync(fd, { bigint: true });
+  /**
+   * Keeps a freshly opened descriptor if it is a regular file or directory (checked again: lstat was
+   * earlier); a file opened to be written loses its set-id bits.
+   */
+  #adopt(fd: number, forWriting: boolean): OpenFile {
+    const st = fs.fstatSync(fd);
     if (!isRegMode(st.mode) && !isDirMode(st.mode)) {
       fs.closeSync(fd);
       fail('EOPNOTSUPP', 'only regular files and directories can be opened');
     }
+    if (forWriting && isRegMode(st.mode)) killSetId(fd, st.mode);
     return { fd, dir: isDirMode(st.mode) };
   }
 
@@ -530,9 +588,18 @@ export class P9Server {
     const fid = this.#fid(req.fid);
     if (fid.open) fail('EINVAL', `fid ${req.fid} is already open`);
     const child = this.#child(req.fid, req.name);
-    const flags = hostOpenFlags(req.flags) | fs.constants.O_CREAT | (req.flags & LINUX_O.EXCL ? fs.constants.O_EXCL : 0);
+    const exclusive = (req.flags & LINUX_O.EXCL) !== 0;
+    if (!exclusive) {
+      // An existing name is opened, not created: never open a FIFO or device node (opening one has
+      // effects of its own), as Tlopen never does.
+      const existing = lstatOrUndefined(child.host);
+      if (existing?.isDirectory()) fail('EISDIR', 'Tlcreate of an existing directory');
+      if (existing?.isSymbolicLink()) fail('ELOOP', 'Tlcreate of an existing symbolic link (never followed)');
+      if (existing && !existing.isFile()) fail('EOPNOTSUPP', 'only regular files can be opened');
+    }
+    const flags = hostOpenFlags(req.flags) | fs.constants.O_CREAT | (exclusive ? fs.constants.O_EXCL : 0);
     const fd = fs.openSync(child.host, flags, req.mode & 0o777); // no set-id bits; sticky means nothing on a file
-    fid.open = this.#adopt(fd);
+    fid.open = this.#adopt(fd, true);
     fid.path = child.path; // the fid now names the new file, opened
     return new Writer(MSG.Rlcreate, tag).qid(this.#qid(fs.fstatSync(fd, { bigint: true }))).u32(0).finish();
   }
@@ -579,9 +646,23 @@ export class P9Server {
     const now = fs.lstatSync(host, { bigint: true });
     const opened = fs.fstatSync(open.fd, { bigint: true });
     if (!now.isDirectory() || now.ino !== opened.ino || now.dev !== opened.dev) fail('ESTALE', 'the open directory is no longer at its path');
-    // The listing is taken at offset 0 (rewinddir) and kept, so offsets stay valid while reading on.
-    if (req.offset === 0n || !open.listing) open.listing = this.#list(host);
-    return this.#direntReply(tag, fid.path, host, open.listing, req.offset, Math.max(0, Math.min(req.count, limit - IO_HEADER_SIZE)));
+    // The listing is taken at offset 0 (rewinddir) and kept, so offsets stay valid while reading on;
+    // it is let go once read to its end (the guest then clunks, or rewinds).
+    if (req.offset === 0n || !open.listing) this.#setListing(open, this.#list(host));
+    const reply = this.#direntReply(tag, fid.path, host, open.listing!, req.offset, Math.max(0, Math.min(req.count, limit - IO_HEADER_SIZE)));
+    if (reply.byteLength === IO_HEADER_SIZE) this.#setListing(open, undefined);
+    return reply;
+  }
+
+  /** Replaces a directory's listing, within the session's budget of listed entries. */
+  #setListing(open: OpenFile, listing: Buffer[] | undefined): void {
+    const held = open.listing?.length ?? 0;
+    const wanted = listing?.length ?? 0;
+    if (this.#listed - held + wanted > this.maxListedEntries) {
+      fail('ENOMEM', `listing ${wanted} entries would hold more than ${this.maxListedEntries} at once (close some directories)`);
+    }
+    this.#listed += wanted - held;
+    open.listing = listing;
   }
 
   /** Rreaddir: entries from index `offset` that fit in `room` bytes; each carries the next entry's index. */
@@ -704,5 +785,14 @@ export class P9Server {
   #getlock(req: Extract<Request, { op: 'getlock' }>, tag: number): Uint8Array {
     this.#fid(req.fid);
     return new Writer(MSG.Rgetlock, tag).u8(LOCK_TYPE_UNLCK).u64(req.start).u64(req.length).u32(req.procId).str(req.clientId).finish();
+  }
+}
+
+function lstatOrUndefined(host: Buffer): fs.Stats | undefined {
+  try {
+    return fs.lstatSync(host);
+  } catch (e) {
+    if (errnoOf(e) === ERRNO.ENOENT) return undefined;
+    throw e;
   }
 }
