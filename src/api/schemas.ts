@@ -70,7 +70,8 @@ export const driveSchema = {
   required: ['drive_id', 'path_on_host', 'is_root_device'],
   additionalProperties: false,
   properties: {
-    drive_id: { type: 'string', minLength: 1 },
+    // As Firecracker: letters, digits and '_' (ids name metrics groups and, cut to 20 bytes, serials).
+    drive_id: { type: 'string', pattern: '^[A-Za-z0-9_]{1,64}$' },
     path_on_host: { type: 'string', minLength: 1 },
     is_root_device: { type: 'boolean' },
     is_read_only: { type: 'boolean' },
@@ -85,7 +86,7 @@ export const networkInterfaceSchema = {
   required: ['iface_id', 'host_dev_name'],
   additionalProperties: false,
   properties: {
-    iface_id: { type: 'string', minLength: 1 },
+    iface_id: { type: 'string', pattern: '^[A-Za-z0-9_]{1,64}$' },
     host_dev_name: { type: 'string', pattern: '^[A-Za-z0-9_.-]{1,15}$' },
     guest_mac: { type: 'string', pattern: '^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$' },
     mtu: { type: 'integer', minimum: 68, maximum: 65535 },

@@ -6,8 +6,10 @@
  * PUT /metrics makes FlushMetrics (and a timer) write device counters to one, PUT /entropy adds
  * virtio-rng. Errors are `{"fault_message": ...}` with status 400; a refused request changes nothing.
  */
-import { existsSync, statSync, chmodSync, unlinkSync } from 'node:fs';
-import Fastify, { type FastifyInstance } from 'fastify';
+import { existsSync, lstatSync, statSync, chmodSync, unlinkSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
 import type { Logger } from 'pino';
 import { createLogger, createLoggerTo, type LogLevel } from '../log.js';
 import { Machine, type MachineConfig } from '../vmm/machine.js';
@@ -23,6 +25,9 @@ export interface NetworkInterface { iface_id: string; host_dev_name: string; gue
 export interface MachineConfiguration { vcpu_count: number; mem_size_mib: number; smt: boolean; track_dirty_pages: boolean; huge_pages: 'None' | 'Transparent' | '2M' }
 type MachineConfigBody = Partial<MachineConfiguration> & { cpu_template?: string };
 export interface LoggerConfig { log_path?: string; level?: string; show_level?: boolean; show_log_origin?: boolean; module?: string }
+
+/** The longest path a unix socket can be bound to (sun_path less its NUL). */
+const UNIX_PATH_MAX = 107;
 
 /** The sections of a Firecracker configuration file that nodevisor takes (FullVmConfiguration). */
 const CONFIG_SECTIONS = ['boot-source', 'drives', 'machine-config', 'network-interfaces', 'logger', 'metrics', 'entropy'];
@@ -73,6 +78,10 @@ export class ApiServer {
     this.#log = opts.log;
     const app = Fastify({
       logger: false,
+      // On close (a signal, the guest's end), requests still being sent must not hold the process.
+      forceCloseConnections: true,
+      // Requests fastify refuses before any route (a bad URL escape) answer like the rest.
+      frameworkErrors: (err, _req, reply) => void (reply as FastifyReply).code(400).send({ fault_message: `invalid request: ${err.message}` }),
       ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
       // One line naming the field: "vcpu_count must be >= 1", "unknown field bogus".
       schemaErrorFormatter: (errors) =>
@@ -119,7 +128,8 @@ export class ApiServer {
       this.#preBoot();
       if (this.#logger) throw fault('the logger is already configured (PUT /logger is accepted once)');
       const b = req.body;
-      const level = FIRECRACKER_LEVELS[(b.level ?? 'Info').toLowerCase()];
+      const name = (b.level ?? 'Info').toLowerCase();
+      const level = Object.hasOwn(FIRECRACKER_LEVELS, name) ? FIRECRACKER_LEVELS[name] : undefined;
       if (!level) throw fault(`level ${b.level}: expected Error, Warning, Info, Debug, Trace or Off`);
       if (b.module !== undefined) throw fault('module: filtering logs by module is not supported');
       // show_level and show_log_origin are accepted and change nothing: lines are JSON (pino) and
@@ -150,9 +160,8 @@ export class ApiServer {
 
     app.put<{ Body: BootSource }>('/boot-source', { schema: { body: bootSourceSchema } }, async (req, reply) => {
       this.#preBoot();
-      for (const [field, path] of [['kernel_image_path', req.body.kernel_image_path], ['initrd_path', req.body.initrd_path]] as const) {
-        if (path === undefined) continue;
-        if (!existsSync(path) || !statSync(path).isFile()) throw fault(`${field} ${path}: no such file`);
+      for (const [field, file] of [['kernel_image_path', req.body.kernel_image_path], ['initrd_path', req.body.initrd_path]] as const) {
+        if (file !== undefined) checkRegularFile(field, file);
       }
       this.#boot = { ...req.body };
       return reply.code(204).send();
@@ -163,7 +172,7 @@ export class ApiServer {
       const d = req.body;
       if (d.drive_id !== req.params.drive_id) throw fault(`drive_id in the body (${d.drive_id}) differs from the path (${req.params.drive_id})`);
       if (d.partuuid !== undefined) throw fault('partuuid: booting from a partition is not supported (the root device is the whole disk)');
-      if (!existsSync(d.path_on_host) || !statSync(d.path_on_host).isFile()) throw fault(`path_on_host ${d.path_on_host}: no such file`);
+      checkRegularFile('path_on_host', d.path_on_host);
       if (d.is_root_device) {
         const other = [...this.#drives.values()].find((x) => x.is_root_device && x.drive_id !== d.drive_id);
         if (other) throw fault(`drive ${other.drive_id} is already the root device`);
@@ -231,6 +240,7 @@ export class ApiServer {
     if (template !== undefined && template !== 'None') throw fault(`cpu_template ${template}: CPU templates are not supported (only None)`);
     const next = { ...base, ...fields };
     if (next.smt) throw fault('SMT is not supported');
+    if (next.mem_size_mib * 2 ** 20 > os.totalmem()) throw fault(`mem_size_mib ${next.mem_size_mib}: more than this host's ${Math.floor(os.totalmem() / 2 ** 20)} MiB of RAM`);
     this.#machineConfig = next;
   }
 
@@ -322,15 +332,30 @@ export class ApiServer {
 
   /** Listens on a new unix socket readable and writable by its owner only. */
   async listen(socketPath: string): Promise<void> {
-    if (existsSync(socketPath)) throw new VmmError('BAD_CONFIG', `--api-sock ${socketPath}: already exists (remove it, or choose another path)`);
+    const bad = (why: string) => new VmmError('BAD_CONFIG', `--api-sock ${socketPath}: ${why}`);
+    if (socketPath === '') throw new VmmError('BAD_CONFIG', '--api-sock: an empty path');
+    // sun_path holds 107 bytes and a NUL; Node would bind a shortened path instead.
+    if (Buffer.byteLength(socketPath) > UNIX_PATH_MAX) throw bad(`longer than ${UNIX_PATH_MAX} bytes (the limit of a unix socket's path)`);
+    let exists = true;
+    try {
+      lstatSync(socketPath);
+    } catch {
+      exists = false;
+    }
+    if (exists) throw bad('already exists (remove it, or choose another path)');
+    const dir = path.dirname(socketPath);
+    if (!existsSync(dir) || !statSync(dir).isDirectory()) throw bad(`no such directory ${dir}`);
     const old = process.umask(0o177);
     try {
       await this.app.listen({ path: socketPath });
+      this.#socketPath = socketPath;
+      chmodSync(socketPath, 0o600);
+    } catch (e) {
+      await this.app.close();
+      throw bad(describeError(e));
     } finally {
       process.umask(old);
     }
-    chmodSync(socketPath, 0o600);
-    this.#socketPath = socketPath;
   }
 
   async close(): Promise<void> {
@@ -354,4 +379,16 @@ function tryWrite(file: OutputFile, line: string): void {
   } catch {
     file.dropped++;
   }
+}
+
+/** A host file named by an API field: it must exist and be a regular file, with something in it. */
+function checkRegularFile(field: string, file: string): void {
+  let st;
+  try {
+    st = statSync(file);
+  } catch {
+    throw fault(`${field} ${file}: no such file`);
+  }
+  if (!st.isFile()) throw fault(`${field} ${file}: not a regular file`);
+  if (st.size === 0) throw fault(`${field} ${file}: the file is empty`);
 }

@@ -1,5 +1,5 @@
 /** The nodevisor command line: thin yargs commands over the library; errors become one line on stderr. */
-import yargs from 'yargs';
+import yargs, { type MiddlewareFunction } from 'yargs';
 import { runCommand } from './commands/run.js';
 import { doctorCommand } from './commands/doctor.js';
 import { serveCommand } from './commands/serve.js';
@@ -13,7 +13,10 @@ export async function main(args: string[]): Promise<void> {
     skipHelpRendering(y);
     await y
       .scriptName('nodevisor')
-      .parserConfiguration({ 'populate--': true })
+      // A COMMAND's arguments stay as typed ('007', '1e3'), not numbers.
+      .parserConfiguration({ 'populate--': true, 'parse-positional-numbers': false })
+      // (yargs passes middleware its instance too, which its types leave out.)
+      .middleware(refuseRepeatedFlags as unknown as MiddlewareFunction)
       .command(runCommand)
       .command(doctorCommand)
       .command(serveCommand)
@@ -21,7 +24,9 @@ export async function main(args: string[]): Promise<void> {
       .strict()
       .recommendCommands()
       .fail((msg, err) => {
-        throw err ?? new VmmError('BAD_CONFIG', msg);
+        // yargs' own parse errors (YError) are bad input like the rest: one line, status 2.
+        if (err && err.name !== 'YError') throw err;
+        throw new VmmError('BAD_CONFIG', oneLine(msg ?? err?.message ?? 'bad arguments'));
       })
       .help()
       // Given, rather than left to yargs, which lists folders upwards from the main script to find
@@ -33,6 +38,34 @@ export async function main(args: string[]): Promise<void> {
     if (process.env.NODEVISOR_DEBUG) process.stderr.write(`${(e as Error).stack}\n`);
     process.exitCode = e instanceof VmmError && (e.code === 'BAD_CONFIG' || e.code === 'BAD_KERNEL') ? EXIT_STATUS.usage : 1;
   }
+}
+
+/**
+ * A flag that takes one value, given twice: yargs would make an array of the values, which the
+ * command then misreads (`--share-cwd ro --share-cwd rw`). Flags declared repeatable are arrays.
+ */
+function refuseRepeatedFlags(argv: Record<string, unknown>, y: { getOptions(): { array: string[] } }): void {
+  const repeatable = new Set(y.getOptions().array);
+  for (const [key, value] of Object.entries(argv)) {
+    if (key === '_' || key === '--' || /[A-Z]/.test(key)) continue; // positionals; camelCase aliases
+    if (Array.isArray(value) && !repeatable.has(key)) throw new VmmError('BAD_CONFIG', `--${key} given more than once (it takes one value)`);
+  }
+}
+
+/** yargs' own messages as one line, each flag named once (not also as its camelCase alias). */
+function oneLine(msg: string): string {
+  const missing = /^Not enough arguments following: (\S+)$/.exec(msg);
+  if (missing) return `--${missing[1]}: needs a value`;
+  const unknown = /^(Unknown arguments?): (.*)$/s.exec(msg);
+  if (unknown) {
+    const names = unknown[2]!.split(', ');
+    const kebab = new Set(names.filter((n) => n.includes('-')).map((n) => n.replace(/-(\w)/g, (_m, c: string) => c.toUpperCase())));
+    const kept = names.filter((n) => !kebab.has(n));
+    return `${kept.length > 1 ? 'Unknown arguments' : 'Unknown argument'}: ${kept.join(', ')}`;
+  }
+  const choice = /^Invalid values:\s*Argument: (\S+), Given: (.*), Choices: (.*)$/s.exec(msg);
+  if (choice) return `--${choice[1]} ${choice[2]}: expected one of ${choice[3]!.trim()}`;
+  return msg.replace(/\s*\n\s*/g, '; ');
 }
 
 /**

@@ -107,7 +107,7 @@ describe('REST API (Firecracker-compatible)', needsKvm, () => {
   it('ends cleanly on SIGTERM, removing its socket', async () => {
     child.kill('SIGTERM');
     const { code } = await exited;
-    assert.equal(code, 130);
+    assert.equal(code, 143);
     assert.equal(existsSync(sock), false);
   });
 });
@@ -232,7 +232,7 @@ describe('serve --config-file: a Firecracker configuration file boots the microV
       assert.equal((await request(sock, 'PATCH', '/vm', { state: 'Paused' })).status, 204);
       assert.equal((await request(sock, 'PATCH', '/vm', { state: 'Resumed' })).status, 204);
       child.kill('SIGTERM');
-      assert.equal(await exited, 130);
+      assert.equal(await exited, 143);
     } finally {
       child.kill('SIGKILL');
       rmSync(dir, { recursive: true, force: true });

@@ -235,6 +235,12 @@ describe('the command-runner protocol, spoken by the C guest on a virtio-console
     assert.match(r.stderr.toString(), /nv-agent: frobnicate: command not found/);
   });
 
+  it('`run -- COMMAND` passes the arguments as typed: number-like ones are not turned into numbers', async () => {
+    const r = await runCli(['run', '--kernel', ELF, '--mem', '128M', '--cmdline', 'agent', '--share-cwd', 'off', '--log-level', 'error', '--', 'echo', '007', '1e3', '0x10', '1.50', '-0'], { killAfterMs: 60_000 });
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout, '007 1e3 0x10 1.50 -0\n');
+  });
+
   it('`run -- COMMAND` whose stdout nobody reads still ends at --timeout with 124 (output waits, the main thread does not)', async () => {
     // The C guest as the kit's agent, through the CLI; the test never reads the child's stdout, so
     // the pipe fills after 64 KiB and stays full, as behind a CI step that stopped reading.

@@ -11,6 +11,8 @@ import { silentLogger } from '../../dist/log.js';
 const dir = mkdtempSync(path.join(os.tmpdir(), 'nv-api-dev-'));
 const disk = path.join(dir, 'rootfs.img');
 writeFileSync(disk, Buffer.alloc(1 << 20));
+const empty = path.join(dir, 'empty.img');
+writeFileSync(empty, '');
 
 async function put(api, url, body) {
   const r = await api.app.inject({ method: 'PUT', url, payload: body });
@@ -36,6 +38,14 @@ describe('REST API: drives and network interfaces before boot', () => {
       ['/network-interfaces/eth0', { iface_id: 'eth0', host_dev_name: 'much-too-long-tap-name' }, /host_dev_name/],
       ['/network-interfaces/eth0', { iface_id: 'eth0', host_dev_name: 'tap0', guest_mac: '01:00:5e:00:00:01' }, /multicast/],
       ['/network-interfaces/eth0', { iface_id: 'eth0', host_dev_name: 'tap0', mtu: 9000 }, /mtu/],
+      ['/drives/a%2Fb', { drive_id: 'a/b', path_on_host: disk, is_root_device: false }, /drive_id must match pattern/],
+      ['/drives/x', { drive_id: 'x'.repeat(65), path_on_host: disk, is_root_device: false }, /drive_id must match pattern/],
+      ['/network-interfaces/e', { iface_id: 'e\u0001', host_dev_name: 'tap0' }, /iface_id must match pattern/],
+      ['/drives/a', { drive_id: 'a', path_on_host: dir, is_root_device: false }, /path_on_host .*: not a regular file/],
+      ['/drives/a', { drive_id: 'a', path_on_host: empty, is_root_device: false }, /path_on_host .*: the file is empty/],
+      ['/boot-source', { kernel_image_path: '/dev/zero' }, /kernel_image_path \/dev\/zero: not a regular file/],
+      ['/machine-config', { vcpu_count: 1, mem_size_mib: 2 ** 40 }, /mem_size_mib 1099511627776: more than this host's/],
+      ['/logger', { level: '__proto__' }, /level __proto__: expected Error/],
     ];
     for (const [url, body, expected] of cases) {
       const r = await put(api, url, body);
@@ -53,5 +63,14 @@ describe('REST API: drives and network interfaces before boot', () => {
     assert.equal((await put(api, '/network-interfaces/eth0', { iface_id: 'eth0', host_dev_name: 'tap0' })).status, 204);
     const n = await put(api, '/network-interfaces/eth1', { iface_id: 'eth1', host_dev_name: 'tap0' });
     assert.match(n.body.fault_message, /already used by eth0/);
+  });
+});
+
+describe('REST API: requests fastify refuses before any route', () => {
+  it('a bad URL escape is answered with a fault_message too', async () => {
+    const api = new ApiServer({ id: 't', version: '0', log: silentLogger });
+    const r = await api.app.inject({ method: 'GET', url: '/%zz' });
+    assert.equal(r.statusCode, 400);
+    assert.match(JSON.parse(r.body).fault_message, /invalid request/);
   });
 });

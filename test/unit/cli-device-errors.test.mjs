@@ -2,10 +2,12 @@
 // exists (so these run on any host, with or without /dev/kvm).
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { guest, runCli } from '../helpers/kvm.mjs';
+import { cli, guest, runCli } from '../helpers/kvm.mjs';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'nv-flags-'));
 const empty = path.join(dir, 'empty.img');
@@ -22,7 +24,11 @@ describe('device flags: bad input', () => {
     [['--share', `${path.join(dir, 'nope')}:t`], /^nodevisor: virtio-9p: shared directory .*nope: no such directory\n$/],
     [['--share', `${empty}:t`], /^nodevisor: virtio-9p: shared path .*empty\.img is not a directory\n$/],
     [['--share', `${dir}:bad\ttag`], /^nodevisor: virtio-9p: mount tag .* contains a control character\n$/],
-    [['--console', 'vga'], /Invalid values:|console/],
+    [['--console', 'vga'], /^nodevisor: --console "vga": expected one of "serial", "virtio"\n$/],
+    [['--share-cwd', 'ro', '--share-cwd', 'rw'], /^nodevisor: --share-cwd given more than once \(it takes one value\)\n$/],
+    [['--expect', 'a', '--expect', 'b'], /^nodevisor: --expect given more than once/],
+    [['--timeout'], /^nodevisor: --timeout: needs a value\n$/],
+    [['--api-sock', 'x'], /^nodevisor: Unknown argument: api-sock\n$/],
   ];
   for (const [flags, expected] of cases) {
     it(flags.join(' ').replace(dir, 'DIR'), async () => {
@@ -52,6 +58,14 @@ describe('serve: bad --config-file and socket flags', () => {
     [['--no-api', '--config-file', file('nokernel.json', `{"boot-source": {"kernel_image_path": "${path.join(dir, 'vmlinux')}"}}`)], /: boot-source: kernel_image_path .*vmlinux: no such file\n$/],
     [['--no-api', '--config-file', file('baddrive.json', `{"boot-source": {"kernel_image_path": "${guest('hello.bin')}"}, "drives": [{"drive_id": "a", "is_root_device": false, "path_on_host": "${path.join(dir, 'nope.img')}"}]}`)], /: drives\[0\]: path_on_host .*nope\.img: no such file\n$/],
     [['--no-api', '--config-file', file('noid.json', `{"boot-source": {"kernel_image_path": "${guest('hello.bin')}"}, "drives": [{"is_root_device": false}]}`)], /: drives\[0\]: drive_id must be a non-empty string\n$/],
+    [['--api-sock', ''], /^nodevisor: --api-sock: an empty path\n$/],
+    [['--api-sock', path.join(dir, 'x'.repeat(120))], /^nodevisor: --api-sock .*: longer than 107 bytes/],
+    [['--api-sock', path.join(dir, 'missing', 'api.sock')], /^nodevisor: --api-sock .*: no such directory .*missing\n$/],
+    [['--api-sock', 'a.sock', '--api-sock', 'b.sock'], /^nodevisor: --api-sock given more than once/],
+    [['--api-sock'], /^nodevisor: --api-sock: needs a value\n$/],
+    [['--no-api', '--config-file', '/dev/zero'], /^nodevisor: --config-file \/dev\/zero: not a regular file\n$/],
+    [['--no-api', '--config-file', file('huge.json', ' '.repeat((1 << 20) + 10))], /: larger than 1048576 bytes: not a configuration\n$/],
+    [['--no-api', '--config-file', file('proto.json', `{"boot-source": {"kernel_image_path": "${guest('hello.bin')}"}, "logger": {"level": "__proto__"}}`)], /: logger: level __proto__: expected Error, Warning/],
     [['--no-api', '--config-file', file('mc.json', `{"boot-source": {"kernel_image_path": "${guest('hello.bin')}"}, "machine-config": {"vcpu_count": 0, "mem_size_mib": 64}}`)], /: machine-config: invalid request: vcpu_count must be >= 1\n$/],
   ];
   for (const [flags, expected] of cases) {
@@ -60,6 +74,31 @@ describe('serve: bad --config-file and socket flags', () => {
       assert.equal(r.status, 2, r.stderr);
       assert.match(r.stderr, expected);
       assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
+    });
+  }
+});
+
+describe('serve: signals', () => {
+  for (const [signal, status] of [['SIGTERM', 143], ['SIGINT', 130], ['SIGHUP', 129]]) {
+    it(`${signal} ends it at once with ${status}, even while a client is half-way through a request, and removes the socket`, async () => {
+      const sock = path.join(dir, `sig-${signal}.sock`);
+      const child = spawn(process.execPath, [cli, 'serve', '--api-sock', sock], { stdio: 'ignore' });
+      const exited = new Promise((resolve) => child.on('exit', (code) => resolve(code)));
+      try {
+        for (let i = 0; i < 500 && !existsSync(sock); i++) await new Promise((r) => setTimeout(r, 20));
+        const c = net.connect(sock);
+        await new Promise((r) => c.on('connect', r));
+        c.write('PUT /machine-config HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{');
+        await new Promise((r) => setTimeout(r, 100));
+        child.kill(signal);
+        const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+        assert.equal(await exited, status);
+        clearTimeout(timer);
+        assert.equal(existsSync(sock), false);
+        c.destroy();
+      } finally {
+        child.kill('SIGKILL');
+      }
     });
   }
 });

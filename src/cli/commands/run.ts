@@ -68,23 +68,23 @@ export const runCommand: CommandModule<object, RunArgs> = {
   describe: 'Boot a kernel or flat guest image, with the serial console on stdout; with -- COMMAND, run COMMAND in the guest and exit with its status',
   builder: (y: Argv) =>
     y
-      .option('kernel', { type: 'string', describe: 'kernel (bzImage, PVH ELF) or flat real-mode image (default: the guest kit\'s kernel for this host)' })
-      .option('initrd', { type: 'string', describe: 'initrd / initramfs image (bzImage and PVH kernels)' })
-      .option('cmdline', { type: 'string', describe: 'kernel command line (default: console=ttyS0 reboot=k panic=1)' })
-      .option('mem', { type: 'string', default: '128M', describe: 'guest RAM (e.g. 256M, 2G; a bare number is MiB)' })
-      .option('cpus', { type: 'number', default: 1, describe: 'number of vCPUs' })
-      .option('timeout', { type: 'number', describe: 'stop the guest after this many seconds (exit status 124)' })
-      .option('on-reboot', { choices: ['exit', 'restart'] as const, default: 'exit' as const, describe: 'when the guest reboots: end with status 4, or boot it again' })
-      .option('expect', { type: 'string', describe: 'succeed (status 0) as soon as a console line matches this regular expression' })
+      .option('kernel', { requiresArg: true, type: 'string', describe: 'kernel (bzImage, PVH ELF) or flat real-mode image (default: the guest kit\'s kernel for this host)' })
+      .option('initrd', { requiresArg: true, type: 'string', describe: 'initrd / initramfs image (bzImage and PVH kernels)' })
+      .option('cmdline', { requiresArg: true, type: 'string', describe: 'kernel command line (default: console=ttyS0 reboot=k panic=1)' })
+      .option('mem', { requiresArg: true, type: 'string', default: '128M', describe: 'guest RAM (e.g. 256M, 2G; a bare number is MiB)' })
+      .option('cpus', { requiresArg: true, type: 'number', default: 1, describe: 'number of vCPUs' })
+      .option('timeout', { requiresArg: true, type: 'number', describe: 'stop the guest after this many seconds (exit status 124)' })
+      .option('on-reboot', { requiresArg: true, choices: ['exit', 'restart'] as const, default: 'exit' as const, describe: 'when the guest reboots: end with status 4, or boot it again' })
+      .option('expect', { requiresArg: true, type: 'string', describe: 'succeed (status 0) as soon as a console line matches this regular expression' })
       .option('json', { type: 'boolean', default: false, describe: 'one JSON event per line on stdout (started, output, matched, exited) instead of the raw console' })
       .option('rng', { type: 'boolean', default: false, describe: 'add a virtio-rng PCI device fed from the host\'s CSPRNG' })
-      .option('console', { choices: ['serial', 'virtio'] as const, default: 'serial' as const, describe: 'guest console: COM1 (ttyS0) or virtio-console (hvc0)' })
-      .option('disk', { type: 'string', array: true, default: [] as string[], describe: 'add a virtio-blk disk: PATH[,ro][,id=NAME] (repeatable)' })
-      .option('net', { type: 'string', array: true, default: [] as string[], describe: 'add a virtio-net NIC on a tap device: tap=NAME[,mac=MAC] (repeatable)' })
-      .option('share', { type: 'string', array: true, default: [] as string[], describe: 'share a host folder over virtio-9p: HOSTDIR:TAG[,ro] (repeatable)' })
-      .option('share-cwd', { choices: ['ro', 'rw', 'off'] as const, default: 'ro' as const, describe: 'with -- COMMAND: share the current directory as the command\'s working directory (read-only by default)' })
+      .option('console', { requiresArg: true, choices: ['serial', 'virtio'] as const, default: 'serial' as const, describe: 'guest console: COM1 (ttyS0) or virtio-console (hvc0)' })
+      .option('disk', { requiresArg: true, type: 'string', array: true, default: [] as string[], describe: 'add a virtio-blk disk: PATH[,ro][,id=NAME] (repeatable)' })
+      .option('net', { requiresArg: true, type: 'string', array: true, default: [] as string[], describe: 'add a virtio-net NIC on a tap device: tap=NAME[,mac=MAC] (repeatable)' })
+      .option('share', { requiresArg: true, type: 'string', array: true, default: [] as string[], describe: 'share a host folder over virtio-9p: HOSTDIR:TAG[,ro] (repeatable)' })
+      .option('share-cwd', { requiresArg: true, choices: ['ro', 'rw', 'off'] as const, default: 'ro' as const, describe: 'with -- COMMAND: share the current directory as the command\'s working directory (read-only by default)' })
       .option('testdev', { type: 'boolean', default: false, describe: 'add the scratch test device used by the test guests' })
-      .option('log-level', { choices: LOG_LEVELS, default: 'warn' as LogLevel, describe: 'log level (JSON logs on stderr)' }) as Argv<RunArgs>,
+      .option('log-level', { requiresArg: true, choices: LOG_LEVELS, default: 'warn' as LogLevel, describe: 'log level (JSON logs on stderr)' }) as Argv<RunArgs>,
   handler: async (argv) => {
     const memBytes = memFromFlag(argv.mem);
     if (!Number.isInteger(argv.cpus) || argv.cpus < 1 || argv.cpus > 255) throw new VmmError('BAD_CONFIG', `--cpus ${argv.cpus}: must be a whole number from 1 to 255`);
