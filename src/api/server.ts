@@ -82,6 +82,12 @@ export class ApiServer {
       forceCloseConnections: true,
       // Requests fastify refuses before any route (a bad URL escape) answer like the rest.
       frameworkErrors: (err, _req, reply) => void (reply as FastifyReply).code(400).send({ fault_message: `invalid request: ${err.message}` }),
+      // ...and so do requests Node's HTTP parser refuses (two Content-Length headers, a bad header).
+      clientErrorHandler: (err, socket) => {
+        const body = JSON.stringify({ fault_message: `invalid request: ${err.message}` });
+        if (socket.writable) socket.end(`HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+        else socket.destroy();
+      },
       ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
       // One line naming the field: "vcpu_count must be >= 1", "unknown field bogus".
       schemaErrorFormatter: (errors) =>

@@ -3,6 +3,7 @@
  *   --disk PATH[,ro][,id=NAME]      --net tap=NAME[,mac=MAC]      --share HOSTDIR:TAG[,ro]
  * Each parser returns the machine-config entry or throws one line naming the flag and the value.
  */
+import path from 'node:path';
 import { VmmError } from '../errors.js';
 
 export interface DiskSpec { path: string; readOnly?: boolean; id?: string }
@@ -49,6 +50,7 @@ export function parseNet(value: string): NetSpec {
   if (first) {
     const eq = first.indexOf('=');
     if (eq < 0) throw bad('net', value, 'expected tap=NAME[,mac=MAC]');
+    if (all.has(first.slice(0, eq))) throw bad('net', value, `option "${first.slice(0, eq)}" given twice`);
     all.set(first.slice(0, eq), first.slice(eq + 1));
   }
   only('net', value, all, { tap: 'value', mac: 'value' });
@@ -72,4 +74,26 @@ export function parseShare(value: string): ShareSpec {
   if (Buffer.byteLength(tag) > 36) throw bad('share', value, `tag "${tag}" is longer than 36 bytes`);
   if (opts.has('ro') && opts.has('rw')) throw bad('share', value, '"ro" and "rw" together');
   return { hostDir: first.slice(0, colon), tag, ...(opts.has('ro') ? { readOnly: true } : {}) };
+}
+
+/**
+ * What no single flag shows: two NICs on one tap or with one MAC, two disks with one id or one image
+ * written by both, two shares with one tag. Each would be refused later with a less clear message,
+ * or not at all (one image written through two caches).
+ */
+export function checkDeviceSet(disks: readonly DiskSpec[], nets: readonly NetSpec[], shares: readonly ShareSpec[]): void {
+  const twice = <T>(items: readonly T[], key: (t: T) => string | undefined, say: (k: string) => string) => {
+    const seen = new Set<string>();
+    for (const item of items) {
+      const k = key(item);
+      if (k === undefined) continue;
+      if (seen.has(k)) throw new VmmError('BAD_CONFIG', say(k));
+      seen.add(k);
+    }
+  };
+  twice(nets, (n) => n.tap, (k) => `--net: tap ${k} is given twice (one NIC per tap)`);
+  twice(nets, (n) => n.mac, (k) => `--net: mac ${k} is given twice`);
+  twice(disks, (d) => d.id, (k) => `--disk: id ${k} is given twice`);
+  twice(disks, (d) => (d.readOnly ? undefined : path.resolve(d.path)), (k) => `--disk: ${k} is given twice, writable (add ,ro to share it read-only)`);
+  twice(shares, (s) => s.tag, (k) => `--share: tag ${k} is given twice`);
 }

@@ -31,13 +31,19 @@ export class Kvm {
     try {
       fd = n.open(path);
     } catch (e) {
-      if (isErrno(e, 'ENOENT')) throw new VmmError('KVM_UNAVAILABLE', `${path}: no such device — KVM is not available on this host (load kvm_intel or kvm_amd, or enable nested virtualization)`, { cause: e });
+      if (isErrno(e, 'ENOENT')) throw new VmmError('KVM_UNAVAILABLE', `${path}: no such device — KVM is not available on this host (no KVM module has created it: load kvm_intel, kvm_amd or kvm_pvm, or enable nested virtualization)`, { cause: e });
       if (isErrno(e, 'EACCES') || isErrno(e, 'EPERM')) throw new VmmError('KVM_PERMISSION', `${path}: permission denied — add yourself to the kvm group (sudo usermod -aG kvm $USER) and log in again`, { cause: e });
       if (isErrno(e)) throw new VmmError('KVM_UNAVAILABLE', `${path}: ${e.message.replace(/^[^:]*: /, '')}`, { cause: e });
       throw e;
     }
     const kvm = new Kvm(fd, path, n);
-    const version = n.apiVersion(fd);
+    let version: number;
+    try {
+      version = n.apiVersion(fd);
+    } catch (e) {
+      kvm.close();
+      throw new VmmError('KVM_UNAVAILABLE', `${path}: not a KVM device (KVM_GET_API_VERSION: ${isErrno(e) ? e.code : (e as Error).message})`, { cause: e });
+    }
     if (version !== KVM_API_VERSION) {
       kvm.close();
       throw new VmmError('KVM_API_VERSION', `${path}: KVM API version ${version}, expected ${KVM_API_VERSION}`);

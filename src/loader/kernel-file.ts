@@ -6,19 +6,7 @@ export type ImageKind = 'bzimage' | 'elf' | 'flat';
 
 /** Reads `path` whole; `flag` names the option in messages ("--kernel"). */
 export function readImage(path: string, flag = '--kernel'): Uint8Array {
-  let size: number;
-  try {
-    const st = statSync(path);
-    if (st.isDirectory()) throw new VmmError('BAD_KERNEL', `${flag} ${path}: is a directory, not a kernel image`);
-    size = st.size;
-  } catch (e) {
-    if (e instanceof VmmError) throw e;
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') throw new VmmError('BAD_KERNEL', `${flag} ${path}: no such file`);
-    if (code === 'EACCES') throw new VmmError('BAD_KERNEL', `${flag} ${path}: permission denied`);
-    throw new VmmError('BAD_KERNEL', `${flag} ${path}: ${(e as Error).message}`);
-  }
-  if (size === 0) throw new VmmError('BAD_KERNEL', `${flag} ${path}: file is empty`);
+  checkImageFile(path, flag);
   try {
     return readFileSync(path);
   } catch (e) {
@@ -26,6 +14,29 @@ export function readImage(path: string, flag = '--kernel'): Uint8Array {
     if (code === 'EACCES') throw new VmmError('BAD_KERNEL', `${flag} ${path}: permission denied`);
     throw new VmmError('BAD_KERNEL', `${flag} ${path}: cannot read: ${(e as Error).message}`);
   }
+}
+
+/**
+ * Checks that `path` is a regular file with something in it, before anything reads it: a FIFO or a
+ * device (/dev/zero) has no size to check against guest RAM, and reading it may never end.
+ */
+export function checkImageFile(path: string, flag: string): void {
+  // "--kernel PATH", or "NODEVISOR_KERNEL=PATH" for a path from the environment.
+  const what = flag.endsWith('=') ? `${flag}${path}` : `${flag} ${path}`;
+  let size: number;
+  try {
+    const st = statSync(path);
+    if (st.isDirectory()) throw new VmmError('BAD_KERNEL', `${what}: is a directory, not an image`);
+    if (!st.isFile()) throw new VmmError('BAD_KERNEL', `${what}: not a regular file`);
+    size = st.size;
+  } catch (e) {
+    if (e instanceof VmmError) throw e;
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') throw new VmmError('BAD_KERNEL', `${what}: no such file`);
+    if (code === 'EACCES') throw new VmmError('BAD_KERNEL', `${what}: permission denied`);
+    throw new VmmError('BAD_KERNEL', `${what}: ${(e as Error).message}`);
+  }
+  if (size === 0) throw new VmmError('BAD_KERNEL', `${what}: file is empty`);
 }
 
 /** bzImage has "HdrS" at 0x202 (Linux boot protocol); ELF starts with \x7fELF; anything else is flat. */

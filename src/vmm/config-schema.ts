@@ -52,7 +52,7 @@ export const machineConfigSchema = {
         properties: { hostDir: { type: 'string', minLength: 1 }, tag: { type: 'string', minLength: 1, maxLength: 36 }, readOnly: { type: 'boolean' } },
       },
     },
-    timeoutSec: { type: 'number', exclusiveMinimum: 0 },
+    timeoutSec: { type: 'number', exclusiveMinimum: 0, maximum: 2147483 }, // Node's timers: 2^31-1 ms
     consoleFd: { type: 'integer', minimum: 0 },
     consoleInput: { type: 'object' },
     logLevel: { enum: [...LOG_LEVELS] },

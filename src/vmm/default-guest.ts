@@ -10,6 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { packageRoot } from '../package-root.js';
 import { VmmError } from '../errors.js';
+import { checkImageFile } from '../loader/kernel-file.js';
 import type { KvmFlavour } from '../kvm/host.js';
 
 const root = packageRoot(import.meta.url);
@@ -28,7 +29,13 @@ export interface DefaultGuest {
 export function defaultGuest(flavour: KvmFlavour): DefaultGuest {
   if (flavour === 'pvm') {
     const k = process.env.NODEVISOR_KERNEL;
-    if (k) return { kernel: k, cmdline: 'console=ttyS0 reboot=k panic=-1', ...(process.env.NODEVISOR_INITRD ? { initrd: process.env.NODEVISOR_INITRD } : {}) };
+    if (k) {
+      // Named by the environment, not by a flag: say so if they are wrong.
+      const initrd = process.env.NODEVISOR_INITRD;
+      checkImageFile(k, 'NODEVISOR_KERNEL=');
+      if (initrd) checkImageFile(initrd, 'NODEVISOR_INITRD=');
+      return { kernel: k, cmdline: 'console=ttyS0 reboot=k panic=-1', ...(initrd ? { initrd } : {}) };
+    }
     if (!existsSync(DEMO_GUEST)) throw new VmmError('BAD_KERNEL', `the demo guest ${DEMO_GUEST} is not built (npm run guests)`);
     return {
       kernel: DEMO_GUEST,

@@ -6,7 +6,7 @@
 import type { Worker } from 'node:worker_threads';
 import type { Readable } from 'node:stream';
 import { EventEmitter } from 'node:events';
-import { closeSync } from 'node:fs';
+import { closeSync, statSync } from 'node:fs';
 import type { Logger } from 'pino';
 import { Kvm, GuestRam, type Vcpu, type Vm } from '../kvm/kvm.js';
 import { KVM_PIT_SPEAKER_DUMMY } from '../kvm/constants.js';
@@ -24,7 +24,7 @@ import { hostBridge } from '../devices/pci/host-bridge.js';
 import { ACPI_RESET_REG, ACPI_RESET_VALUE, ACPI_S5_SLP_TYP, ACPI_SLEEP_CONTROL, ACPI_SLEEP_STATUS } from '../devices/acpi/power.js';
 import { vcpuCpuid } from '../arch/x86_64/cpuid.js';
 import { applyEntryState } from '../arch/x86_64/vcpu-setup.js';
-import { readImage, detectImageKind } from '../loader/kernel-file.js';
+import { checkImageFile, readImage, detectImageKind } from '../loader/kernel-file.js';
 import { loadFlat } from '../loader/flat.js';
 import { loadBzImage, type LinuxBootInput } from '../loader/bzimage.js';
 import { loadPvh } from '../loader/pvh.js';
@@ -226,6 +226,12 @@ export class Machine extends EventEmitter {
     log = log.child({ machine: ++machineCount });
     const image = readImage(config.kernel);
     const kind = detectImageKind(image);
+    if (config.initrd !== undefined) {
+      // Before reading it: an initrd larger than guest RAM cannot fit, however it is placed.
+      checkImageFile(config.initrd, '--initrd');
+      const size = statSync(config.initrd).size;
+      if (size >= config.memBytes) throw new VmmError('BAD_CONFIG', `--initrd ${config.initrd}: ${mib(size)} MiB does not fit in ${mib(config.memBytes)} MiB of guest RAM`);
+    }
     const initrd = config.initrd !== undefined ? { bytes: readImage(config.initrd, '--initrd'), path: config.initrd } : undefined;
     if (initrd && kind === 'flat') throw new VmmError('BAD_CONFIG', `--initrd ${config.initrd}: a flat image takes no initrd`);
     const cpus = config.cpus ?? 1;
@@ -574,3 +580,5 @@ function openVirtioModels(config: MachineConfig, log: Logger): VirtioDevice[] {
     throw e;
   }
 }
+
+const mib = (bytes: number): string => `${+(bytes / 2 ** 20).toFixed(1)}`;

@@ -3,6 +3,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { ApiServer } from '../../dist/api/server.js';
@@ -72,5 +73,27 @@ describe('REST API: requests fastify refuses before any route', () => {
     const r = await api.app.inject({ method: 'GET', url: '/%zz' });
     assert.equal(r.statusCode, 400);
     assert.match(JSON.parse(r.body).fault_message, /invalid request/);
+  });
+});
+
+describe('REST API: requests Node\'s HTTP parser refuses', () => {
+  it('two Content-Length headers get a 400 with a fault_message, over the real socket', async () => {
+    const api = new ApiServer({ id: 't', version: '0', log: silentLogger });
+    const sock = path.join(dir, 'parse.sock');
+    await api.listen(sock);
+    try {
+      const reply = await new Promise((resolve, reject) => {
+        const c = net.connect(sock);
+        let text = '';
+        c.on('data', (d) => (text += d));
+        c.on('end', () => resolve(text));
+        c.on('error', reject);
+        c.write('PUT /machine-config HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello');
+      });
+      assert.match(reply, /^HTTP\/1\.1 400 /);
+      assert.match(JSON.parse(reply.slice(reply.indexOf('\r\n\r\n') + 4)).fault_message, /Duplicate Content-Length/);
+    } finally {
+      await api.close();
+    }
   });
 });

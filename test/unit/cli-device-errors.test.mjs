@@ -2,8 +2,8 @@
 // exists (so these run on any host, with or without /dev/kvm).
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
-import { spawn } from 'node:child_process';
+import { closeSync, existsSync, mkdtempSync, openSync, truncateSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -12,6 +12,9 @@ import { cli, guest, runCli } from '../helpers/kvm.mjs';
 const dir = mkdtempSync(path.join(os.tmpdir(), 'nv-flags-'));
 const empty = path.join(dir, 'empty.img');
 writeFileSync(empty, '');
+const big = path.join(dir, 'big.img');
+closeSync(openSync(big, 'w'));
+truncateSync(big, 200 << 20); // sparse
 
 describe('device flags: bad input', () => {
   const cases = [
@@ -29,6 +32,18 @@ describe('device flags: bad input', () => {
     [['--expect', 'a', '--expect', 'b'], /^nodevisor: --expect given more than once/],
     [['--timeout'], /^nodevisor: --timeout: needs a value\n$/],
     [['--api-sock', 'x'], /^nodevisor: Unknown argument: api-sock\n$/],
+    [['--timeout', '3000000'], /^nodevisor: --timeout "3000000": must be a positive number of seconds, at most 2147483/],
+    [['--cpus', 'abc'], /^nodevisor: --cpus "abc": must be a whole number from 1 to 254\n$/],
+    [['--net', 'tap=a,tap=b'], /^nodevisor: --net tap=a,tap=b: option "tap" given twice\n$/],
+    [['--net', 'tap=nvdup0', '--net', 'tap=nvdup0'], /^nodevisor: --net: tap nvdup0 is given twice/],
+    [['--net', 'tap=nvdup1,mac=02:00:00:00:00:01', '--net', 'tap=nvdup2,mac=02:00:00:00:00:01'], /^nodevisor: --net: mac 02:00:00:00:00:01 is given twice/],
+    [['--disk', `${big},id=a`, '--disk', `${big},ro,id=a`], /^nodevisor: --disk: id a is given twice/],
+    [['--disk', big, '--disk', big], /^nodevisor: --disk: .*big\.img is given twice, writable/],
+    [['--share', `${dir}:t`, '--share', `${dir}:t`], /^nodevisor: --share: tag t is given twice\n$/],
+    [['--share', `${dir}:a b`, '--', 'true'], /^nodevisor: --share .*: with -- COMMAND a tag is letters, digits/],
+    [['--share', `${dir}:..`, '--', 'true'], /^nodevisor: --share .*: with -- COMMAND a tag is letters, digits/],
+    [['--', ''], /^nodevisor: -- COMMAND: the command name is empty\n$/],
+    [['--initrd', big], /^nodevisor: --initrd .*big\.img: 200 MiB does not fit in 128 MiB of guest RAM\n$/],
   ];
   for (const [flags, expected] of cases) {
     it(flags.join(' ').replace(dir, 'DIR'), async () => {
@@ -101,4 +116,14 @@ describe('serve: signals', () => {
       }
     });
   }
+});
+
+describe('run: images that are not regular files', () => {
+  it('a FIFO as --kernel is refused before anything reads it', async () => {
+    const fifo = path.join(dir, 'kernel.fifo');
+    execFileSync('mkfifo', [fifo]);
+    const r = await runCli(['run', '--kernel', fifo], { killAfterMs: 20_000 });
+    assert.equal(r.status, 2, r.stderr);
+    assert.match(r.stderr, /^nodevisor: --kernel .*kernel\.fifo: not a regular file\n$/);
+  });
 });

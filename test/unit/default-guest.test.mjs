@@ -12,9 +12,12 @@ describe('default guest of `nodevisor run`', () => {
       assert.equal(demo.kernel, DEMO_GUEST);
       assert.equal(demo.cmdline, 'demo');
       assert.match(demo.note, /Linux needs a PVM-enabled kernel here \(set NODEVISOR_KERNEL\)/);
-      process.env.NODEVISOR_KERNEL = '/some/pvm-kernel';
-      assert.equal(defaultGuest('pvm').kernel, '/some/pvm-kernel');
+      process.env.NODEVISOR_KERNEL = DEMO_GUEST; // any existing image stands for a PVM-enabled kernel
+      assert.equal(defaultGuest('pvm').kernel, DEMO_GUEST);
       assert.equal(defaultGuest('pvm').note, undefined);
+      // A wrong path is named as the environment variable it came from, not as a flag.
+      process.env.NODEVISOR_KERNEL = '/some/pvm-kernel';
+      assert.throws(() => defaultGuest('pvm'), (e) => e.code === 'BAD_KERNEL' && e.message === 'NODEVISOR_KERNEL=/some/pvm-kernel: no such file');
     } finally {
       if (saved === undefined) delete process.env.NODEVISOR_KERNEL;
       else process.env.NODEVISOR_KERNEL = saved;

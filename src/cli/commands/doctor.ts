@@ -1,7 +1,6 @@
 /** `nodevisor doctor`: what this host's KVM is and whether nodevisor can use it. */
 import type { CommandModule } from 'yargs';
 import { Kvm, REQUIRED_CAPS } from '../../kvm/kvm.js';
-import { KVM_CAP } from '../../kvm/constants.js';
 import { detectFlavour, FLAVOUR_DESCRIPTION, PVM_WARNING } from '../../kvm/host.js';
 import { addonPath } from '../../native/binding.js';
 
@@ -13,7 +12,14 @@ export const doctorCommand: CommandModule = {
     const lines: string[] = [];
     lines.push(`addon:       ${addonPath()}`);
     lines.push(`flavour:     ${flavour} — ${FLAVOUR_DESCRIPTION[flavour]}`);
-    const kvm = Kvm.open();
+    let kvm: Kvm;
+    try {
+      kvm = Kvm.open();
+    } catch (e) {
+      // What is known so far still helps: which addon, which module; then the one-line error.
+      process.stdout.write(lines.join('\n') + '\n');
+      throw e;
+    }
     try {
       lines.push(`/dev/kvm:    API version 12, vCPU mmap size ${kvm.vcpuMmapSize} bytes`);
       let missing = 0;
@@ -24,7 +30,6 @@ export const doctorCommand: CommandModule = {
       }
       lines.push(`  KVM_CAP_${'MAX_VCPUS'.padEnd(22)} ${kvm.checkExtension('MAX_VCPUS')}`);
       lines.push(`  KVM_CAP_${'NR_MEMSLOTS'.padEnd(22)} ${kvm.checkExtension('NR_MEMSLOTS')}`);
-      void KVM_CAP;
       if (flavour === 'pvm') lines.push(`warning:     ${PVM_WARNING}`);
       lines.push(missing === 0 ? 'result:      ok — nodevisor can run guests on this host' : `result:      ${missing} required capabilities missing`);
       process.stdout.write(lines.join('\n') + '\n');

@@ -64,6 +64,11 @@ export async function runCommandInGuest(o: RunCommandOptions): Promise<RunComman
   const shares = [...(o.config.shares ?? [])];
   if (o.shareCwd !== 'off') shares.push({ hostDir: process.cwd(), tag: CWD_TAG, readOnly: o.shareCwd === 'ro' });
   if (shares.filter((s) => s.tag === CWD_TAG).length > 1) throw new VmmError('BAD_CONFIG', `--share: the tag ${CWD_TAG} is reserved for the current directory`);
+  // The tags travel on the kernel command line and name folders under /mnt: a space would add a
+  // kernel parameter, a '/' or '..' would mount somewhere else.
+  for (const s of o.config.shares ?? []) {
+    if (!/^[A-Za-z0-9_.-]+$/.test(s.tag) || s.tag === '.' || s.tag === '..') throw new VmmError('BAD_CONFIG', `--share ${s.hostDir}:${s.tag}: with -- COMMAND a tag is letters, digits, _ . - (it becomes /mnt/TAG)`);
+  }
   // The kit's init finds the agent's virtio-serial port by its name.
   const cmdline = agentCmdline(o.config.cmdline ?? DEFAULT_CMDLINE, { agentPort: AGENT_PORT_NAME, cwd: o.shareCwd !== 'off', shares: (o.config.shares ?? []).map((s) => s.tag) });
   const config: MachineConfig = { ...o.config, cmdline, shares, agent: true, consoleFd: undefined, consoleInput: undefined, timeoutSec: o.timeoutSec };

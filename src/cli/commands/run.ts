@@ -2,6 +2,7 @@
 import os from 'node:os';
 import type { Argv, CommandModule } from 'yargs';
 import { Machine } from '../../vmm/machine.js';
+import { Kvm } from '../../kvm/kvm.js';
 import { describeStop, exitStatus, type StopReason } from '../../vmm/stop.js';
 import { detectFlavour, PVM_WARNING } from '../../kvm/host.js';
 import { defaultGuest } from '../../vmm/default-guest.js';
@@ -9,7 +10,7 @@ import { createLogger, LOG_LEVELS, type LogLevel } from '../../log.js';
 import { VmmError } from '../../errors.js';
 import { MIN_MEM } from '../../arch/x86_64/layout.js';
 import { formatSize, parseSize } from '../size.js';
-import { parseDisk, parseNet, parseShare } from '../device-flags.js';
+import { checkDeviceSet, parseDisk, parseNet, parseShare } from '../device-flags.js';
 import { runCommandInGuest } from './run-command.js';
 
 interface RunArgs {
@@ -31,6 +32,21 @@ interface RunArgs {
   'log-level': LogLevel;
   'share-cwd': 'ro' | 'rw' | 'off';
   '--'?: (string | number)[];
+}
+
+/** vCPUs: the IOAPIC takes APIC ids 0..254 for the CPUs and the next one for itself. */
+const MAX_CPUS = 254;
+/** Node's timers hold at most 2^31-1 ms; a longer one fires at once. */
+export const MAX_TIMEOUT_SEC = Math.floor((2 ** 31 - 1) / 1000);
+
+/** A numeric flag as the user typed it ("abc", not NaN), for messages. */
+function rawFlag(name: string, parsed: number): string {
+  const args = process.argv;
+  for (let i = args.length - 1; i >= 0; i--) {
+    if (args[i] === `--${name}` && i + 1 < args.length) return JSON.stringify(args[i + 1]);
+    if (args[i]!.startsWith(`--${name}=`)) return JSON.stringify(args[i]!.slice(name.length + 3));
+  }
+  return String(parsed);
 }
 
 /** Validates --mem: a size, at least MIN_MEM, at most the host's RAM. */
@@ -87,12 +103,17 @@ export const runCommand: CommandModule<object, RunArgs> = {
       .option('log-level', { requiresArg: true, choices: LOG_LEVELS, default: 'warn' as LogLevel, describe: 'log level (JSON logs on stderr)' }) as Argv<RunArgs>,
   handler: async (argv) => {
     const memBytes = memFromFlag(argv.mem);
-    if (!Number.isInteger(argv.cpus) || argv.cpus < 1 || argv.cpus > 255) throw new VmmError('BAD_CONFIG', `--cpus ${argv.cpus}: must be a whole number from 1 to 255`);
-    if (argv.timeout !== undefined && !(argv.timeout > 0)) throw new VmmError('BAD_CONFIG', `--timeout ${argv.timeout}: must be a positive number of seconds`);
+    if (!Number.isInteger(argv.cpus) || argv.cpus < 1 || argv.cpus > MAX_CPUS) throw new VmmError('BAD_CONFIG', `--cpus ${rawFlag('cpus', argv.cpus)}: must be a whole number from 1 to ${MAX_CPUS}`);
+    if (argv.timeout !== undefined && !(argv.timeout > 0 && argv.timeout <= MAX_TIMEOUT_SEC)) {
+      throw new VmmError('BAD_CONFIG', `--timeout ${rawFlag('timeout', argv.timeout)}: must be a positive number of seconds, at most ${MAX_TIMEOUT_SEC} (24 days)`);
+    }
     const log = createLogger(argv['log-level']);
     let { kernel, initrd, cmdline } = argv;
     const command = (argv['--'] ?? []).map(String);
+    if (command.length && command[0] === '') throw new VmmError('BAD_CONFIG', '-- COMMAND: the command name is empty');
     if (kernel === undefined) {
+      // Which guest to boot depends on the kind of KVM: first make sure there is one at all.
+      Kvm.open().close();
       const flavour = detectFlavour();
       if (command.length && flavour === 'pvm' && !process.env.NODEVISOR_KERNEL) {
         throw new VmmError('BAD_CONFIG', `running a command needs Linux, and this host's /dev/kvm is PVM: set NODEVISOR_KERNEL to a PVM-enabled kernel, or give --kernel`);
@@ -114,8 +135,10 @@ export const runCommand: CommandModule<object, RunArgs> = {
     // The console goes straight from the vCPU threads to stdout unless we have to read it here.
     const watch = expect !== undefined || argv.json;
     const emit = (event: object) => process.stdout.write(`${JSON.stringify(event)}\n`);
+    const [disks, nets, shares] = [argv.disk.map(parseDisk), argv.net.map(parseNet), argv.share.map(parseShare)];
+    checkDeviceSet(disks, nets, shares);
     const config = { kernel, initrd, cmdline, memBytes, cpus: argv.cpus, testdev: argv.testdev, rng: argv.rng, timeoutSec: argv.timeout, logLevel: argv['log-level'], consoleInput: process.stdin, consoleFd: watch ? undefined : 1,
-      console: argv.console, disks: argv.disk.map(parseDisk), nets: argv.net.map(parseNet), shares: argv.share.map(parseShare) };
+      console: argv.console, disks, nets, shares };
     if (command.length) {
       if (expect) throw new VmmError('BAD_CONFIG', '--expect and -- COMMAND: choose one (the command\'s exit status is the result)');
       // runCommandInGuest takes the console and stdin over itself (stdin belongs to the command).
