@@ -226,7 +226,8 @@ describe('serve --config-file: a Firecracker configuration file boots the microV
     const exited = new Promise((resolve) => child.on('exit', (code) => resolve(code)));
     try {
       assert.ok(await waitFor(() => existsSync(sock)));
-      assert.equal((await request(sock, 'GET', '/')).body.state, 'Running');
+      // The socket is bound before the file's microVM is built: it answers Running once it is.
+      assert.ok(await waitFor(async () => (await request(sock, 'GET', '/')).body.state === 'Running'), 'GET / says Running');
       assert.ok(await waitFor(() => /spinning/.test(stdout)), 'guest output on the serial console');
       assert.equal((await request(sock, 'PUT', '/boot-source', { kernel_image_path: guest('spin.bin') })).status, 400);
       assert.equal((await request(sock, 'PATCH', '/vm', { state: 'Paused' })).status, 204);

@@ -1,6 +1,6 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { VirtioConsole, CONSOLE_CONFIG, CONSOLE_INPUT_LIMIT, CONSOLE_INPUT_HIGH_WATER, CONSOLE_TX_CHAIN_MAX, CONSOLE_FINISH_MAX, CONSOLE_CONTROL as E, VIRTIO_CONSOLE_F } from '../../dist/devices/virtio/console.js';
+import { VirtioConsole, CONSOLE_CONFIG, CONSOLE_CONTROL_BACKLOG, CONSOLE_TURN_BUDGET, CONSOLE_INPUT_LIMIT, CONSOLE_INPUT_HIGH_WATER, CONSOLE_TX_CHAIN_MAX, CONSOLE_FINISH_MAX, CONSOLE_CONTROL as E, VIRTIO_CONSOLE_F } from '../../dist/devices/virtio/console.js';
 import { SplitQueue, VirtqError } from '../../dist/devices/virtio/queue.js';
 import { fakeMemory } from '../helpers/fake-memory.mjs';
 import { DriverQueue } from '../helpers/driver-queue.mjs';
@@ -202,6 +202,17 @@ describe('virtio-console model', () => {
       return { mem, drivers, con, ctx, out, send, received, postControlBuffers };
     }
 
+    it('control replies waiting for the driver are capped: repeating DEVICE_READY cannot grow them without bound', () => {
+      const { con, ctx, send, received, postControlBuffers } = multiport();
+      for (let i = 0; i < 3 * CONSOLE_CONTROL_BACKLOG; i++) send(0, E.DEVICE_READY, 1);
+      postControlBuffers(16);
+      postControlBuffers(16);
+      postControlBuffers(16);
+      assert.equal(received().length, CONSOLE_CONTROL_BACKLOG);
+      assert.equal(ctx.logs.filter(([, m]) => /control messages wait for the driver/.test(m)).length, 1, 'logged once');
+      void con;
+    });
+
     it('offers MULTIPORT and four queues only when named', () => {
       assert.equal(new VirtioConsole({ output() {} }).features & (1n << BigInt(VIRTIO_CONSOLE_F.MULTIPORT)), 0n);
       assert.deepEqual(new VirtioConsole({ output() {} }).queueMaxSizes.length, 2);
@@ -250,5 +261,48 @@ describe('virtio-console model', () => {
       con.notify(3);
       assert.equal(Buffer.concat(out).toString(), 'hi');
     });
+  });
+});
+
+describe('virtio-console: broken chains met by work the host started, and per-turn budgets', () => {
+  it('a device-readable receive buffer met when the host types fails the device instead of throwing into the input stream', () => {
+    const { rx, con, ctx } = setup();
+    rx.addChain([{ addr: 0x20000, len: 16 }]); // readable: not a receive buffer
+    con.notify(0); // no input yet: not looked at
+    assert.doesNotThrow(() => con.write(Buffer.from('ls\n')));
+    assert.equal(ctx.failures.length, 1);
+    assert.match(ctx.failures[0].message, /receive buffer 0 is device-readable/);
+    assert.doesNotThrow(() => con.write(Buffer.from('more')), 'a failed device ignores input until reset');
+  });
+
+  it('a broken transmit chain met when the sink drains fails the device instead of throwing into the drain callback', () => {
+    let room = true;
+    const { mem, tx, con, ctx } = setup({ accept: () => room });
+    room = false;
+    mem.write(0x10000, Buffer.from('x'));
+    tx.addChain([{ addr: 0x10000, len: 1 }]);
+    con.notify(1); // the sink is full: paused
+    tx.addChain([{ addr: 0x11000, len: 1, write: true }]); // device-writable: broken
+    room = true;
+    assert.doesNotThrow(() => con.resume());
+    assert.equal(ctx.failures.length, 1);
+    assert.match(ctx.failures[0].message, /transmit buffer 1 is device-writable/);
+  });
+
+  it(`takes at most ${CONSOLE_TURN_BUDGET} transmit chains per event-loop turn, the rest on the next turns`, async () => {
+    const mem = fakeMemory(1 << 20);
+    const rx = new DriverQueue(mem, 0x1000, 256);
+    const tx = new DriverQueue(mem, 0x4000, 256);
+    const queues = [new SplitQueue(mem, rx.config, { indirect: false, eventIdx: false }), new SplitQueue(mem, tx.config, { indirect: false, eventIdx: false })];
+    const con = new VirtioConsole({ output: () => true });
+    con.activate(fakeContext(mem, queues));
+    mem.write(0x10000, Buffer.from('y'));
+    for (let i = 0; i < 200; i++) tx.addChain([{ addr: 0x10000, len: 1 }]);
+    con.notify(1);
+    assert.equal(tx.usedIdx(), CONSOLE_TURN_BUDGET);
+    for (let turn = 0; turn < 10 && tx.usedIdx() < 200; turn++) await new Promise((r) => setImmediate(r));
+    assert.equal(tx.usedIdx(), 200);
+    assert.equal(con.bytesOut, 200);
+    con.reset();
   });
 });

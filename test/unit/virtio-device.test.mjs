@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { CommonConfig } from '../../dist/devices/virtio/common-config.js';
 import { COMMON_CFG as C, VIRTIO_STATUS as S, VIRTIO_F } from '../../dist/devices/virtio/constants.js';
 import { SplitQueue, VirtqError } from '../../dist/devices/virtio/queue.js';
-import { VirtioRng, RNG_MAX_REQUEST } from '../../dist/devices/virtio/rng.js';
+import { VirtioRng, RNG_MAX_REQUEST, RNG_TURN_BUDGET } from '../../dist/devices/virtio/rng.js';
 import { fakeMemory } from '../helpers/fake-memory.mjs';
 import { DriverQueue } from '../helpers/driver-queue.mjs';
 import { fakeContext } from '../helpers/fake-context.mjs';
@@ -85,6 +85,16 @@ describe('virtio PCI common configuration', () => {
     assert.equal(cfg.read(C.device_status, 1), 0);
     assert.deepEqual(events.at(-1), ['reset']);
     assert.equal(cfg.read(C.config_generation, 1), 1);
+  });
+
+  it('a guest repeating a refused queue_enable logs one line until it resets the device', () => {
+    const lines = [];
+    const { cfg } = common({ refuse: true, log: (m) => lines.push(m) });
+    for (let i = 0; i < 100; i++) cfg.write(C.queue_enable, 2, 1);
+    assert.equal(lines.length, 1);
+    cfg.write(C.device_status, 1, 0);
+    cfg.write(C.queue_enable, 2, 1);
+    assert.equal(lines.length, 2, 'logged again after a reset');
   });
 
   it('DRIVER_OK needs FEATURES_OK, then tells the device once', () => {
@@ -172,5 +182,22 @@ describe('virtio-rng model', () => {
     d.addChain([{ addr: 0x10000, len: 64, write: true }]);
     rng.notify(0);
     assert.ok(mem.read(0x10000, 64).some((b) => b !== 0), 'random bytes, not zeros');
+  });
+});
+
+describe('virtio-rng: per-turn budget', () => {
+  it(`serves at most ${RNG_TURN_BUDGET} requests per notification, the rest on the next event-loop turns`, async () => {
+    const mem = fakeMemory(1 << 20);
+    const d = new DriverQueue(mem, 0x1000, 256);
+    const q = new SplitQueue(mem, d.config, { indirect: false, eventIdx: false });
+    const rng = new VirtioRng();
+    rng.activate(fakeContext(mem, [q]));
+    for (let i = 0; i < 200; i++) d.addChain([{ addr: 0x10000 + 16 * i, len: 16, write: true }]);
+    rng.notify(0);
+    assert.equal(d.usedIdx(), RNG_TURN_BUDGET);
+    for (let turn = 0; turn < 10 && d.usedIdx() < 200; turn++) await new Promise((r) => setImmediate(r));
+    assert.equal(d.usedIdx(), 200);
+    assert.equal(rng.served, 200 * 16);
+    rng.reset();
   });
 });

@@ -135,6 +135,16 @@ describe('SplitQueue', () => {
       s.d.publish(0);
       assert.throws(() => s.q.pop(), code('INDIRECT_TABLE'), `len ${len}`);
     }
+    // A table longer than the queue (§2.7.5.3.1): one notification could otherwise walk 256 x 32768 descriptors.
+    const long = setup();
+    long.d.writeDesc(0, table, 16 * (long.q.cfg.size + 1), VIRTQ_DESC_F_INDIRECT, 0);
+    long.d.publish(0);
+    assert.throws(() => long.q.pop(), code('INDIRECT_TABLE'));
+    const full = setup();
+    for (let i = 0; i < full.q.cfg.size; i++) full.d.writeDesc(i, 0x10000 + 64 * i, 8, i + 1 < full.q.cfg.size ? VIRTQ_DESC_F_NEXT : 0, i + 1, table);
+    full.d.writeDesc(0, table, 16 * full.q.cfg.size, VIRTQ_DESC_F_INDIRECT, 0);
+    full.d.publish(0);
+    assert.equal(full.q.pop().readable.length, full.q.cfg.size, 'a table of exactly the queue size is fine');
     const loop = setup();
     loop.d.writeDesc(0, 0x10000, 8, VIRTQ_DESC_F_NEXT, 1, table);
     loop.d.writeDesc(1, 0x10000, 8, VIRTQ_DESC_F_NEXT, 0, table);

@@ -112,8 +112,10 @@ export class CommonConfig {
 
   /** Marks the device broken (virtio §2.1.2): the driver must reset it. */
   needsReset(why: string): void {
-    this.deps.log?.(`virtio: device needs reset: ${why}`);
-    Atomics.or(this.#w, W.STATUS, VIRTIO_STATUS.DEVICE_NEEDS_RESET);
+    // Logged once until the driver resets the device: a guest repeating the same mistake (a
+    // queue_enable write per loop) must not write a log line each time.
+    const before = Atomics.or(this.#w, W.STATUS, VIRTIO_STATUS.DEVICE_NEEDS_RESET);
+    if (!(before & VIRTIO_STATUS.DEVICE_NEEDS_RESET)) this.deps.log?.(`virtio: device needs reset: ${why}`);
   }
 
   #driverFeatures(): bigint {

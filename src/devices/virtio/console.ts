@@ -14,7 +14,7 @@
  */
 import { VirtqError } from './queue.js';
 import { VIRTIO_ID, bit } from './constants.js';
-import type { VirtioDevice, VirtioDeviceContext } from './device.js';
+import { isGuestFault, type VirtioDevice, type VirtioDeviceContext } from './device.js';
 import { chainLength, gatherBytes, scatterBytes } from './chain-bytes.js';
 
 /** struct virtio_console_config offsets. */
@@ -47,6 +47,15 @@ export const CONSOLE_INPUT_HIGH_WATER = 256 * 1024;
 export const CONSOLE_TX_CHAIN_MAX = 1 << 20;
 /** What finish() takes at most, past the sink's backpressure (Linux queues at most 256 x 32 KiB). */
 export const CONSOLE_FINISH_MAX = 16 << 20;
+/**
+ * Chains taken from the transmit or control-transmit queue per event-loop turn, the rest on the next:
+ * a guest refilling its ring as fast as we empty it must not keep the main thread to itself.
+ */
+export const CONSOLE_TURN_BUDGET = 64;
+/** ...and bytes copied out of the transmit queue per turn (a chain may hold up to CONSOLE_TX_CHAIN_MAX). */
+export const CONSOLE_TURN_BYTES = 1 << 20;
+/** Control messages waiting for the driver's control receive buffers; more are dropped. */
+export const CONSOLE_CONTROL_BACKLOG = 16;
 
 export interface VirtioConsoleOptions {
   /** Guest output. Return false to ask the guest to wait (call resume() when ready for more). */
@@ -80,6 +89,8 @@ export class VirtioConsole implements VirtioDevice {
   #multiport = false;
   /** Host → guest control messages waiting for control receive buffers. */
   #controlOut: Uint8Array[] = [];
+  #continuation: NodeJS.Immediate | undefined;
+  readonly #warned = new Set<string>();
   /** Whether the guest has the port open (PORT_OPEN from the guest; MULTIPORT only). */
   guestOpen = false;
 
@@ -107,10 +118,13 @@ export class VirtioConsole implements VirtioDevice {
   activate(ctx: VirtioDeviceContext): void {
     this.#ctx = ctx;
     this.#multiport = (ctx.negotiated & bit(VIRTIO_CONSOLE_F.MULTIPORT)) !== 0n;
+    this.#warned.clear();
   }
 
   reset(): void {
     this.#ctx = undefined;
+    if (this.#continuation) clearImmediate(this.#continuation);
+    this.#continuation = undefined;
     this.#paused = false;
     this.#multiport = false;
     this.#controlOut = [];
@@ -122,6 +136,42 @@ export class VirtioConsole implements VirtioDevice {
     else if (index === TRANSMITQ) this.#transmit();
     else if (this.#multiport && index === CONTROL_TRANSMITQ) this.#controlReceive();
     else if (this.#multiport && index === CONTROL_RECEIVEQ) this.#controlSend();
+  }
+
+  /**
+   * Runs work the host started (input typed, the sink drained, a continuation): a broken chain it
+   * meets fails the device, as one met in notify() does through the transport, instead of
+   * throwing into the stream or timer that called.
+   */
+  #hostInitiated(fn: () => void): void {
+    const ctx = this.#ctx;
+    try {
+      fn();
+    } catch (e) {
+      if (!ctx || ctx !== this.#ctx || !isGuestFault(e)) throw e;
+      this.#ctx = undefined; // nothing more until the driver resets the device
+      ctx.fail(e as Error);
+    }
+  }
+
+  /** Finishes, on the next event-loop turn, work a budget cut short. */
+  #continueLater(): void {
+    if (this.#continuation) return;
+    const ctx = this.#ctx;
+    this.#continuation = setImmediate(() => {
+      this.#continuation = undefined;
+      if (ctx !== this.#ctx || !ctx?.live) return;
+      this.#hostInitiated(() => {
+        this.#transmit();
+        if (this.#multiport) this.#controlReceive();
+      });
+    });
+  }
+
+  #warnOnce(ctx: VirtioDeviceContext, key: string, msg: string): void {
+    if (this.#warned.has(key)) return;
+    this.#warned.add(key);
+    ctx.log.warn({}, `${msg} (further ones are not logged)`);
   }
 
   /**
@@ -137,7 +187,7 @@ export class VirtioConsole implements VirtioDevice {
       if (take.length > 0) {
         this.#pending.push(Uint8Array.from(take));
         this.#pendingBytes += take.length;
-        this.#deliver();
+        this.#hostInitiated(() => this.#deliver());
       }
     }
     if (this.#pendingBytes <= CONSOLE_INPUT_HIGH_WATER) return true;
@@ -160,7 +210,7 @@ export class VirtioConsole implements VirtioDevice {
   /** The output sink has drained: take the guest's held transmit buffers again. */
   resume(): void {
     this.#paused = false;
-    this.#transmit();
+    this.#hostInitiated(() => this.#transmit());
   }
 
   #deliver(): void {
@@ -219,8 +269,13 @@ export class VirtioConsole implements VirtioDevice {
     if (!ctx || !q) return;
     const before = q.nextUsed;
     let used = 0;
+    let copied = 0;
     const finishing = budget > 0;
     while (finishing || !this.#paused) {
+      if (!finishing && (used === CONSOLE_TURN_BUDGET || copied >= CONSOLE_TURN_BYTES)) {
+        this.#continueLater();
+        break;
+      }
       const c = q.pop();
       if (!c) break;
       if (c.writable.length > 0) throw new VirtqError('WRITE_BEFORE_READ', `virtio-console transmit buffer ${c.head} is device-writable`);
@@ -238,6 +293,7 @@ export class VirtioConsole implements VirtioDevice {
         // A copy: the guest may reuse the buffer as soon as it is returned.
         const bytes = ctx.mem.read(b.addr, b.len, 'virtio-console transmit buffer');
         this.bytesOut += bytes.length;
+        copied += bytes.length;
         if (this.opts.output(bytes) === false) this.#paused = true;
       }
       q.pushUsed(c.head, 0);
@@ -253,7 +309,7 @@ export class VirtioConsole implements VirtioDevice {
     if (!ctx || !q) return;
     const before = q.nextUsed;
     let used = 0;
-    for (let c = q.pop(); c; c = q.pop()) {
+    for (let c = q.pop(); c; c = used < CONSOLE_TURN_BUDGET ? q.pop() : undefined) {
       if (c.writable.length > 0) throw new VirtqError('WRITE_BEFORE_READ', `virtio-console control message ${c.head} is device-writable`);
       const len = chainLength(c.readable);
       if (len < CONSOLE_CONTROL_SIZE || len > CONTROL_MESSAGE_MAX) throw new VirtqError('BAD_REQUEST', `virtio-console control message ${c.head} is ${len} bytes`);
@@ -264,6 +320,7 @@ export class VirtioConsole implements VirtioDevice {
       used++;
     }
     if (used > 0) ctx.usedAdded(CONTROL_TRANSMITQ, before);
+    if (used === CONSOLE_TURN_BUDGET) this.#continueLater();
     this.#controlSend();
   }
 
@@ -271,19 +328,19 @@ export class VirtioConsole implements VirtioDevice {
     const E = CONSOLE_CONTROL;
     switch (event) {
       case E.DEVICE_READY:
-        if (value === 1) this.#queueControl(0, E.DEVICE_ADD, 0);
-        else ctx.log.warn({}, 'virtio-console: the driver could not set the device up (DEVICE_READY 0)');
+        if (value === 1) this.#queueControl(ctx, 0, E.DEVICE_ADD, 0);
+        else this.#warnOnce(ctx, 'device-ready', 'virtio-console: the driver could not set the device up (DEVICE_READY 0)');
         return;
       case E.PORT_READY:
         if (id !== 0) throw new VirtqError('BAD_REQUEST', `virtio-console: PORT_READY for port ${id}, which does not exist`);
         if (value !== 1) {
-          ctx.log.warn({}, 'virtio-console: the driver could not add port 0 (PORT_READY 0)');
+          this.#warnOnce(ctx, 'port-ready', 'virtio-console: the driver could not add port 0 (PORT_READY 0)');
           return;
         }
         // The host end is connected before the name is out: whoever waits for the name may open
         // the port at once and find it connected (Linux reads end-of-file from an unconnected port).
-        this.#queueControl(0, E.PORT_OPEN, 1);
-        this.#queueControl(0, E.PORT_NAME, 0, new TextEncoder().encode(this.opts.portName ?? ''));
+        this.#queueControl(ctx, 0, E.PORT_OPEN, 1);
+        this.#queueControl(ctx, 0, E.PORT_NAME, 0, new TextEncoder().encode(this.opts.portName ?? ''));
         return;
       case E.PORT_OPEN:
         if (id !== 0) throw new VirtqError('BAD_REQUEST', `virtio-console: PORT_OPEN for port ${id}, which does not exist`);
@@ -295,7 +352,13 @@ export class VirtioConsole implements VirtioDevice {
     }
   }
 
-  #queueControl(id: number, event: number, value: number, payload?: Uint8Array): void {
+  #queueControl(ctx: VirtioDeviceContext, id: number, event: number, value: number, payload?: Uint8Array): void {
+    // Linux sends DEVICE_READY and PORT_READY once; a driver repeating them without taking the
+    // answers must not grow this queue without bound.
+    if (this.#controlOut.length >= CONSOLE_CONTROL_BACKLOG) {
+      this.#warnOnce(ctx, 'control-backlog', `virtio-console: more than ${CONSOLE_CONTROL_BACKLOG} control messages wait for the driver; dropped`);
+      return;
+    }
     const msg = new Uint8Array(CONSOLE_CONTROL_SIZE + (payload?.length ?? 0));
     const v = new DataView(msg.buffer);
     v.setUint32(0, id, true);

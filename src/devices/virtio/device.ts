@@ -6,10 +6,16 @@
  *
  * Errors: a model throws VirtqError (or a GUEST_MEMORY VmmError) from notify() for a request that
  * breaks the rules; the transport then marks the device DEVICE_NEEDS_RESET and stops serving it.
- * Work that completes later (asynchronous file I/O) reports such errors through ctx.fail().
+ * Work that completes later (asynchronous file I/O) or that the host starts (console input, a
+ * continuation on a later event-loop turn) reports such errors through ctx.fail() (isGuestFault).
  */
 import type { GuestMemory } from '../../memory/guest-memory.js';
-import type { SplitQueue } from './queue.js';
+import { VirtqError, type SplitQueue } from './queue.js';
+
+/** Whether `e` is the guest's fault (a broken request), not ours: such errors fail the device. */
+export function isGuestFault(e: unknown): boolean {
+  return e instanceof VirtqError || (e as { code?: string } | null)?.code === 'GUEST_MEMORY';
+}
 
 export interface VirtioDeviceContext {
   readonly mem: GuestMemory;

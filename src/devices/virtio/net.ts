@@ -325,10 +325,14 @@ export class VirtioNet implements VirtioDevice {
         return true;
       }
       let chain: DescriptorChain | undefined;
+      let tiny = 0;
       while ((chain = q.pop()) && receiveRoom(chain) < NET_HDR_LEN) {
         // §5.1.6.3.1: every buffer holds at least a header. This one goes back empty (a length error).
         q.pushUsed(chain.head, 0);
         this.#warnOnce(ctx, 'rx:tiny', `virtio-net: returned a ${receiveRoom(chain)}-byte receive buffer unused: smaller than the ${NET_HDR_LEN}-byte header`);
+        // A guest refilling the ring with such buffers as fast as they come back must not keep
+        // this loop going: after a ring's worth, wait for its next notification.
+        if (++tiny === q.cfg.size) return false;
       }
       if (!chain) return false;
       this.#rxHeld.push(chain);

@@ -16,7 +16,7 @@ import { native } from '../../native/binding.js';
 import { CommonConfig } from './common-config.js';
 import { VIRTIO_F, VIRTIO_MSI_NO_VECTOR, VIRTIO_STATUS, bit } from './constants.js';
 import { SplitQueue, VirtqError } from './queue.js';
-import type { VirtioDevice, VirtioDeviceContext } from './device.js';
+import { isGuestFault, type VirtioDevice, type VirtioDeviceContext } from './device.js';
 import { BAR0, NOTIFY_MULTIPLIER, VirtioPciInterrupts, transportState, virtioPciConfig, type VirtioPciFunctionSpec } from './pci-transport.js';
 import type { PciConfigSpace } from '../pci/config-space.js';
 
@@ -36,6 +36,9 @@ interface Activation extends VirtioDeviceContext {
   readonly queues: (SplitQueue | undefined)[];
 }
 
+/** Device failures logged per device; later ones only put it into NEEDS_RESET. */
+const FAILURES_LOGGED = 8;
+
 export class VirtioPciDevice {
   readonly config: PciConfigSpace;
   readonly common: CommonConfig;
@@ -48,6 +51,7 @@ export class VirtioPciDevice {
   #epoch = 0;
   #active: Activation | undefined;
   #failed = false;
+  #failures = 0;
   /** Notifications that reached the model (counted for tests and benchmarks). */
   notifications = 0;
   /** Interrupts delivered. */
@@ -192,13 +196,18 @@ export class VirtioPciDevice {
     try {
       fn();
     } catch (e) {
-      if (!(e instanceof VirtqError) && (e as { code?: string }).code !== 'GUEST_MEMORY') throw e;
+      if (!isGuestFault(e)) throw e;
       if (this.#active === act) this.#fail((e as Error).message);
     }
   }
 
   #fail(why: string): void {
-    this.deps.log.warn({ device: this.model.kind }, `virtio-${this.model.kind}: ${why}: device needs reset`);
+    // A guest that resets and breaks the device in a loop gets a few lines, not one per cycle.
+    this.#failures++;
+    if (this.#failures <= FAILURES_LOGGED) {
+      const more = this.#failures === FAILURES_LOGGED ? ' (further failures of this device are not logged)' : '';
+      this.deps.log.warn({ device: this.model.kind }, `virtio-${this.model.kind}: ${why}: device needs reset${more}`);
+    }
     this.#failed = true;
     this.common.needsReset(why);
     this.#deactivate();

@@ -131,7 +131,9 @@ export class SplitQueue {
         if (!this.features.indirect) throw new VirtqError('INDIRECT_NOT_NEGOTIATED', `descriptor ${index} is indirect but VIRTIO_F_INDIRECT_DESC was not negotiated`);
         if (indirect) throw new VirtqError('NESTED_INDIRECT', `indirect descriptor inside an indirect table`);
         if (flags & VIRTQ_DESC_F_NEXT) throw new VirtqError('INDIRECT_TABLE', `indirect descriptor ${index} also has NEXT set`);
-        if (len === 0 || len % DESC_SIZE !== 0 || len / DESC_SIZE > VIRTQ_MAX_SIZE) throw new VirtqError('INDIRECT_TABLE', `indirect table length ${len} is not a positive multiple of 16 up to ${VIRTQ_MAX_SIZE} entries`);
+        // At most the queue's size (§2.7.5.3.1: no chain longer than the queue): a guest pointing
+        // every head at one table of 32768 entries would make each notification cost seconds.
+        if (len === 0 || len % DESC_SIZE !== 0 || len / DESC_SIZE > size) throw new VirtqError('INDIRECT_TABLE', `indirect table length ${len} is not a positive multiple of 16 up to the queue size (${size} entries)`);
         if (!this.mem.contains(addr, len)) throw new VirtqError('DESC_RANGE', `indirect table [${hex(addr)}, +${hex(len)}) is outside guest RAM`);
         indirect = true;
         table = this.mem.view(addr, len, 'indirect descriptor table');

@@ -6,10 +6,12 @@
 import { lazyCrypto } from '../../lazy-builtins.js';
 import { VirtqError } from './queue.js';
 import { VIRTIO_ID } from './constants.js';
-import type { VirtioDevice, VirtioDeviceContext } from './device.js';
+import { isGuestFault, type VirtioDevice, type VirtioDeviceContext } from './device.js';
 
 /** At most this many bytes per request, so one notification cannot keep the engine busy for long. */
 export const RNG_MAX_REQUEST = 64 * 1024;
+/** Requests served per event-loop turn. */
+export const RNG_TURN_BUDGET = 64;
 
 export class VirtioRng implements VirtioDevice {
   readonly kind = 'rng';
@@ -20,6 +22,7 @@ export class VirtioRng implements VirtioDevice {
   /** Bytes handed to the guest so far. */
   served = 0;
   #ctx: VirtioDeviceContext | undefined;
+  #continuation: NodeJS.Immediate | undefined;
 
   constructor(private readonly fill: (b: Uint8Array) => void = (b) => void lazyCrypto().randomFillSync(b)) {}
 
@@ -29,16 +32,22 @@ export class VirtioRng implements VirtioDevice {
 
   reset(): void {
     this.#ctx = undefined;
+    if (this.#continuation) clearImmediate(this.#continuation);
+    this.#continuation = undefined;
   }
 
-  /** Serves every available request; interrupts the driver once if it asked to be told. Returns the chain count. */
+  /**
+   * Serves up to RNG_TURN_BUDGET available requests (the rest on the next event-loop turn: a guest
+   * refilling the ring as fast as we empty it must not hold the main thread); interrupts the driver
+   * once if it asked to be told. Returns the chain count.
+   */
   notify(_index: number): number {
     const ctx = this.#ctx;
     const q = ctx?.queue(0);
     if (!ctx || !q) return 0;
     const before = q.nextUsed;
     let chains = 0;
-    for (let c = q.pop(); c; c = q.pop()) {
+    for (let c = q.pop(); c; c = chains < RNG_TURN_BUDGET ? q.pop() : undefined) {
       if (c.readable.length > 0) throw new VirtqError('WRITE_BEFORE_READ', `virtio-rng request ${c.head} has a device-readable buffer`);
       let budget = RNG_MAX_REQUEST;
       let written = 0;
@@ -54,6 +63,18 @@ export class VirtioRng implements VirtioDevice {
       chains++;
     }
     if (chains > 0) ctx.usedAdded(0, before);
+    if (chains === RNG_TURN_BUDGET && !this.#continuation) {
+      this.#continuation = setImmediate(() => {
+        this.#continuation = undefined;
+        if (ctx !== this.#ctx || !ctx.live) return;
+        try {
+          this.notify(0);
+        } catch (e) {
+          if (!isGuestFault(e)) throw e;
+          ctx.fail(e as Error);
+        }
+      });
+    }
     return chains;
   }
 }

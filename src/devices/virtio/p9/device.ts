@@ -21,7 +21,7 @@
  */
 import { VmmError } from '../../../errors.js';
 import { VIRTIO_ID, bit } from '../constants.js';
-import type { VirtioDevice, VirtioDeviceContext } from '../device.js';
+import { isGuestFault, type VirtioDevice, type VirtioDeviceContext } from '../device.js';
 import type { DescriptorChain } from '../queue.js';
 import { chainLength, gatherBytes, scatterBytes } from '../chain-bytes.js';
 import { ERRNO, HEADER_SIZE, encodeRlerror, peekTag } from './protocol.js';
@@ -127,7 +127,8 @@ export class VirtioNinep implements VirtioDevice {
         try {
           this.notify(0);
         } catch (e) {
-          ctx.fail(e instanceof Error ? e : new Error(String(e)));
+          if (!isGuestFault(e)) throw e;
+          ctx.fail(e as Error);
         }
       });
     }
