@@ -87,6 +87,19 @@ describe('virtio PCI common configuration', () => {
     assert.equal(cfg.read(C.config_generation, 1), 1);
   });
 
+  it('an MSI-X vector beyond the table reads back as NO_VECTOR, so the driver knows it was not mapped', () => {
+    const { cfg } = common({ msixVectors: 3 });
+    cfg.write(C.queue_select, 2, 0);
+    cfg.write(C.queue_msix_vector, 2, 2);
+    assert.equal(cfg.read(C.queue_msix_vector, 2), 2);
+    cfg.write(C.queue_msix_vector, 2, 3);
+    assert.equal(cfg.read(C.queue_msix_vector, 2), 0xffff);
+    cfg.write(C.config_msix_vector, 2, 0x1234);
+    assert.equal(cfg.read(C.config_msix_vector, 2), 0xffff);
+    cfg.write(C.config_msix_vector, 2, 0);
+    assert.equal(cfg.read(C.config_msix_vector, 2), 0);
+  });
+
   it('a guest repeating a refused queue_enable logs one line until it resets the device', () => {
     const lines = [];
     const { cfg } = common({ refuse: true, log: (m) => lines.push(m) });

@@ -34,6 +34,8 @@ export interface CommonConfigDeps {
   /** DRIVER_OK was set: the device may start using its queues. */
   readonly onDriverOk: (negotiated: bigint) => void;
   readonly log?: (msg: string) => void;
+  /** Entries in the MSI-X table: a vector beyond it reads back as NO_VECTOR (§4.1.5.1.2). */
+  readonly msixVectors?: number;
 }
 
 // Shared words: 0 lock; then the registers; then 8 words per queue.
@@ -118,6 +120,12 @@ export class CommonConfig {
     if (!(before & VIRTIO_STATUS.DEVICE_NEEDS_RESET)) this.deps.log?.(`virtio: device needs reset: ${why}`);
   }
 
+  /** A vector the driver asks for, or NO_VECTOR if the table has no such entry (the driver reads it back). */
+  #vector(value: number): number {
+    const v = value & 0xffff;
+    return this.deps.msixVectors === undefined || v < this.deps.msixVectors ? v : VIRTIO_MSI_NO_VECTOR;
+  }
+
   #driverFeatures(): bigint {
     return (BigInt(this.#w[W.DRV_HI]! >>> 0) << 32n) | BigInt(this.#w[W.DRV_LO]! >>> 0);
   }
@@ -193,14 +201,14 @@ export class CommonConfig {
         // Frozen once FEATURES_OK is set; only the two defined halves exist.
         if (is(4) && !(w[W.STATUS]! & VIRTIO_STATUS.FEATURES_OK) && (w[W.DRV_SEL] === 0 || w[W.DRV_SEL] === 1)) w[w[W.DRV_SEL] === 0 ? W.DRV_LO : W.DRV_HI] = value | 0;
         return undefined;
-      case C.config_msix_vector: if (is(2)) w[W.CFG_VEC] = value & 0xffff; return undefined;
+      case C.config_msix_vector: if (is(2)) w[W.CFG_VEC] = this.#vector(value); return undefined;
       case C.device_status: return is(1) ? this.#writeStatus(value & 0xff) : undefined;
       case C.queue_select: if (is(2)) w[W.QSEL] = value & 0xffff; return undefined;
       case C.queue_size:
         // A power of two up to the maximum; anything else is ignored (the queue keeps its size).
         if (is(2) && q >= 0 && !live && !w[q + QW.ENABLED] && value > 0 && value <= w[q + QW.MAX]! && (value & (value - 1)) === 0) w[q + QW.SIZE] = value;
         return undefined;
-      case C.queue_msix_vector: if (is(2) && q >= 0) w[q + QW.VEC] = value & 0xffff; return undefined;
+      case C.queue_msix_vector: if (is(2) && q >= 0) w[q + QW.VEC] = this.#vector(value); return undefined;
       case C.queue_enable: {
         if (!is(2) || q < 0 || w[q + QW.ENABLED] || value !== 1 || live) return undefined;
         const index = w[W.QSEL]!;

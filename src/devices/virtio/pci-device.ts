@@ -64,7 +64,7 @@ export class VirtioPciDevice {
     this.config = config;
     const features = model.features | TRANSPORT_FEATURES;
     // The main thread's view of the registers never sees their writes (those happen on vCPU threads).
-    this.common = new CommonConfig({ features, queueMaxSizes: model.queueMaxSizes, onQueueEnable: () => undefined, onReset() {}, onDriverOk() {} });
+    this.common = new CommonConfig({ features, queueMaxSizes: model.queueMaxSizes, onQueueEnable: () => undefined, onReset() {}, onDriverOk() {}, msixVectors });
     const transport = transportState(msixVectors);
     this.#msiHandles = Array.from({ length: msixVectors }, () => deps.msi.allocate());
     this.#irq = new VirtioPciInterrupts(config, msixCap, transport, msixVectors, (vector, lo, hi, data) => deps.msi.fire(this.#msiHandles[vector]!, lo, hi, data));

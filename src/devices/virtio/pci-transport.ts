@@ -123,6 +123,7 @@ export function virtioPciBar(spec: VirtioPciFunctionSpec, mem: GuestMemory, log:
       onReset: () => signal(spec.controlFd),
       onDriverOk: () => signal(spec.controlFd),
       log,
+      msixVectors: spec.msixVectors,
     },
     spec.common,
   );
