@@ -26,6 +26,9 @@ export interface MachineConfiguration { vcpu_count: number; mem_size_mib: number
 type MachineConfigBody = Partial<MachineConfiguration> & { cpu_template?: string };
 export interface LoggerConfig { log_path?: string; level?: string; show_level?: boolean; show_log_origin?: boolean; module?: string }
 
+/** Firecracker's machine before any PUT /machine-config: one vCPU, 128 MiB. */
+const DEFAULT_MACHINE_CONFIG: MachineConfiguration = { vcpu_count: 1, mem_size_mib: 128, smt: false, track_dirty_pages: false, huge_pages: 'None' };
+
 /** The longest path a unix socket can be bound to (sun_path less its NUL). */
 const UNIX_PATH_MAX = 107;
 
@@ -54,7 +57,7 @@ export interface ApiServerOptions {
 export class ApiServer {
   readonly app: FastifyInstance;
   #boot: BootSource | undefined;
-  #machineConfig: MachineConfiguration = { vcpu_count: 1, mem_size_mib: 128, smt: false, track_dirty_pages: false, huge_pages: 'None' };
+  #machineConfig: MachineConfiguration = { ...DEFAULT_MACHINE_CONFIG };
   #machine: Machine | undefined;
   /** Where logs go: the one given, until PUT /logger replaces it (for machines started after). */
   #log: Logger;
@@ -110,7 +113,7 @@ export class ApiServer {
     app.get('/machine-config', async () => this.#machineConfig);
     // PUT sets every field (those left out take their defaults); PATCH changes only those given.
     app.put<{ Body: MachineConfigBody }>('/machine-config', { schema: { body: machineConfigSchema } }, async (req, reply) => {
-      this.#setMachineConfig({ smt: false, track_dirty_pages: false, huge_pages: 'None', vcpu_count: 1, mem_size_mib: 128 }, req.body);
+      this.#setMachineConfig(DEFAULT_MACHINE_CONFIG, req.body);
       return reply.code(204).send();
     });
     app.patch<{ Body: MachineConfigBody }>('/machine-config', { schema: { body: machineConfigPatchSchema } }, async (req, reply) => {
