@@ -256,14 +256,16 @@ describe('virtio-9p: a guest cannot hold the main thread or flood the log', () =
     return { mem, d, dev, warn };
   }
 
-  it(`serves at most ${P9_NOTIFY_BUDGET} requests per notification and the rest on the next event-loop turns`, async () => {
+  it(`serves at most ${P9_NOTIFY_BUDGET} requests (or 10 ms) per notification and the rest on the next event-loop turns`, async () => {
     const { mem, d, dev } = bigRig();
     const req = new Msg(T.clunk, 1).u32(5).done(); // before Tversion: a quick Rlerror
     mem.write(REQ, req);
     for (let i = 0; i < 100; i++) d.addChain([{ addr: REQ, len: req.length }, { addr: REPLY + 64 * i, len: 64, write: true }]);
     dev.notify(0);
-    assert.equal(d.usedIdx(), P9_NOTIFY_BUDGET);
-    for (let turn = 0; turn < 10 && d.usedIdx() < 100; turn++) await new Promise((r) => setImmediate(r));
+    // At most the budget; fewer if P9_TURN_BUDGET_MS ran out first (a slow, emulated host).
+    const first = d.usedIdx();
+    assert.ok(first >= 1 && first <= P9_NOTIFY_BUDGET, `${first} served at once`);
+    for (let turn = 0; turn < 200 && d.usedIdx() < 100; turn++) await new Promise((r) => setImmediate(r));
     assert.equal(d.usedIdx(), 100, 'the rest were served without another notification');
     dev.reset();
   });
