@@ -14,7 +14,7 @@
  */
 import { VirtqError } from './queue.js';
 import { VIRTIO_ID, bit } from './constants.js';
-import { isGuestFault, type VirtioDevice, type VirtioDeviceContext } from './device.js';
+import { isGuestFault, onNextTurn, type VirtioDevice, type VirtioDeviceContext } from './device.js';
 import { chainLength, gatherBytes, scatterBytes } from './chain-bytes.js';
 
 /** struct virtio_console_config offsets. */
@@ -156,15 +156,12 @@ export class VirtioConsole implements VirtioDevice {
 
   /** Finishes, on the next event-loop turn, work a budget cut short. */
   #continueLater(): void {
-    if (this.#continuation) return;
     const ctx = this.#ctx;
-    this.#continuation = setImmediate(() => {
+    if (!ctx) return;
+    this.#continuation ??= onNextTurn(ctx, () => {
       this.#continuation = undefined;
-      if (ctx !== this.#ctx || !ctx?.live) return;
-      this.#hostInitiated(() => {
-        this.#transmit();
-        if (this.#multiport) this.#controlReceive();
-      });
+      this.#transmit();
+      if (this.#multiport) this.#controlReceive();
     });
   }
 

@@ -17,6 +17,23 @@ export function isGuestFault(e: unknown): boolean {
   return e instanceof VirtqError || (e as { code?: string } | null)?.code === 'GUEST_MEMORY';
 }
 
+/**
+ * Runs `fn` on the next event-loop turn if the activation `ctx` is still live: how a model finishes
+ * work a per-turn budget cut short. A guest fault `fn` meets fails the device, as it would have in
+ * notify(); anything else is our bug and is thrown.
+ */
+export function onNextTurn(ctx: VirtioDeviceContext, fn: () => void): NodeJS.Immediate {
+  return setImmediate(() => {
+    if (!ctx.live) return;
+    try {
+      fn();
+    } catch (e) {
+      if (!isGuestFault(e)) throw e;
+      ctx.fail(e as Error);
+    }
+  });
+}
+
 export interface VirtioDeviceContext {
   readonly mem: GuestMemory;
   /** Features both sides agreed on (VIRTIO_F_VERSION_1 included). */

@@ -6,7 +6,7 @@
 import { lazyCrypto } from '../../lazy-builtins.js';
 import { VirtqError } from './queue.js';
 import { VIRTIO_ID } from './constants.js';
-import { isGuestFault, type VirtioDevice, type VirtioDeviceContext } from './device.js';
+import { onNextTurn, type VirtioDevice, type VirtioDeviceContext } from './device.js';
 
 /** At most this many bytes per request, so one notification cannot keep the engine busy for long. */
 export const RNG_MAX_REQUEST = 64 * 1024;
@@ -63,16 +63,10 @@ export class VirtioRng implements VirtioDevice {
       chains++;
     }
     if (chains > 0) ctx.usedAdded(0, before);
-    if (chains === RNG_TURN_BUDGET && !this.#continuation) {
-      this.#continuation = setImmediate(() => {
+    if (chains === RNG_TURN_BUDGET) {
+      this.#continuation ??= onNextTurn(ctx, () => {
         this.#continuation = undefined;
-        if (ctx !== this.#ctx || !ctx.live) return;
-        try {
-          this.notify(0);
-        } catch (e) {
-          if (!isGuestFault(e)) throw e;
-          ctx.fail(e as Error);
-        }
+        this.notify(0);
       });
     }
     return chains;

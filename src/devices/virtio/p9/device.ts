@@ -21,7 +21,7 @@
  */
 import { VmmError } from '../../../errors.js';
 import { VIRTIO_ID, bit } from '../constants.js';
-import { isGuestFault, type VirtioDevice, type VirtioDeviceContext } from '../device.js';
+import { onNextTurn, type VirtioDevice, type VirtioDeviceContext } from '../device.js';
 import type { DescriptorChain } from '../queue.js';
 import { chainLength, gatherBytes, scatterBytes } from '../chain-bytes.js';
 import { ERRNO, HEADER_SIZE, encodeRlerror, peekTag } from './protocol.js';
@@ -120,16 +120,10 @@ export class VirtioNinep implements VirtioDevice {
     }
     // More may be waiting: serve them on the next turn, without waiting for a notification the
     // driver will not send for chains it has already made available.
-    if (more && !this.#continuation) {
-      this.#continuation = setImmediate(() => {
+    if (more) {
+      this.#continuation ??= onNextTurn(ctx, () => {
         this.#continuation = undefined;
-        if (ctx !== this.#ctx || !ctx.live) return;
-        try {
-          this.notify(0);
-        } catch (e) {
-          if (!isGuestFault(e)) throw e;
-          ctx.fail(e as Error);
-        }
+        this.notify(0);
       });
     }
   }
