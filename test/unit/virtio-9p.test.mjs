@@ -42,7 +42,8 @@ function rig(opts = {}) {
     live: true,
     log: { warn: (obj, msg) => events.warn.push([obj, msg]), info() {}, debug() {} },
   };
-  const dev = new VirtioNinep({ root: share, tag: 'hostshare', ...opts });
+  // No time limit per turn here: these tests count batches, which a slow (emulated) host must not change.
+  const dev = new VirtioNinep({ root: share, tag: 'hostshare', turnBudgetMs: Infinity, ...opts });
   dev.activate(ctx);
   return { mem, d, q, dev, events };
 }
@@ -246,12 +247,12 @@ describe('virtio-9p device model', () => {
 });
 
 describe('virtio-9p: a guest cannot hold the main thread or flood the log', () => {
-  function bigRig() {
+  function bigRig(opts = {}) {
     const mem = fakeMemory(1 << 20);
     const d = new DriverQueue(mem, 0x1000, 128);
     const q = new SplitQueue(mem, d.config, { indirect: false, eventIdx: false });
     const warn = [];
-    const dev = new VirtioNinep({ root: share, tag: 't' });
+    const dev = new VirtioNinep({ root: share, tag: 't', ...opts });
     dev.activate({ mem, negotiated: (1n << 32n) | 1n, queue: () => q, usedAdded() {}, configChanged() {}, fail(e) { throw e; }, live: true, log: { warn: (o, m) => warn.push(m), info() {}, debug() {} } });
     return { mem, d, dev, warn };
   }
@@ -271,7 +272,7 @@ describe('virtio-9p: a guest cannot hold the main thread or flood the log', () =
   });
 
   it('chains without room for a reply are logged once per activation, not once each', () => {
-    const { mem, d, dev, warn } = bigRig();
+    const { mem, d, dev, warn } = bigRig({ turnBudgetMs: Infinity }); // counts lines, not batches
     mem.write(REQ, new Uint8Array(16));
     for (let i = 0; i < 20; i++) d.addChain([{ addr: REQ, len: 16 }]);
     dev.notify(0);
