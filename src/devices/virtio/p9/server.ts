@@ -14,8 +14,8 @@
  *
  * Modes: guest-supplied permission bits lose setuid/setgid, and a file opened for writing or
  * truncated loses them too (as the kernel does for a writer without CAP_FSETID, which the VMM, run as
- * root, has), so a guest cannot plant a set-id program in the host directory. Ownership (gid in Tlcreate/Tmkdir/Tsymlink) is left to the host: the files
- * belong to whoever runs the VMM.
+ * root, has), so a guest cannot plant a set-id program in the host directory. Ownership (gid in
+ * Tlcreate/Tmkdir/Tsymlink) is left to the host: the files belong to whoever runs the VMM.
  *
  * Errors are Linux errno values in Rlerror. Anything unexpected becomes EIO (and is reported through
  * the optional onUnexpected hook); no exception leaves handle().
