@@ -8,6 +8,7 @@
         "native/src/fdio.cc",
         "native/src/kvm_abi.c",
         "native/src/layout.cc",
+        "native/src/loop_vcpu.cc",
         "native/src/mappings.cc",
         "native/src/system.cc",
         "native/src/vcpu.cc",

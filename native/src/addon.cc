@@ -1,5 +1,6 @@
 // nodevisor's native addon: one function per KVM ioctl (or small family), plus the mmaps behind
-// kvm_run and guest RAM and the vCPU kick. Policy and device logic live in TypeScript.
+// kvm_run and guest RAM, the vCPU kick, and the event-loop hook for a vCPU on the main thread.
+// Policy and device logic live in TypeScript.
 #include <linux/kvm.h>
 #include <sys/mman.h>
 
@@ -16,6 +17,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitEventfd(env, exports);
   InitFdio(env, exports);
   InitLayout(env, exports);
+  InitLoopVcpu(env, exports);
   exports.Set("kickSignal", Napi::Number::New(env, KickSignal()));
   return exports;
 }

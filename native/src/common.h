@@ -121,5 +121,6 @@ void InitMappings(Napi::Env env, Napi::Object exports);
 void InitEventfd(Napi::Env env, Napi::Object exports);
 void InitFdio(Napi::Env env, Napi::Object exports);
 void InitLayout(Napi::Env env, Napi::Object exports);
+void InitLoopVcpu(Napi::Env env, Napi::Object exports);
 
 }  // namespace nv

@@ -67,6 +67,13 @@ export interface NativeBinding {
   releaseMapping(id: number): void;
   setRunner(runMappingId: number, isRunner: boolean): void;
   kick(runMappingId: number): void;
+  /**
+   * Runs `slice` before every poll of this thread's event loop that would wait, with the vCPU of
+   * that kvm_run kicked out of KVM_RUN as soon as the loop has work (native/src/loop_vcpu.cc). One at
+   * a time per process (EBUSY).
+   */
+  loopVcpuStart(runMappingId: number, slice: () => void): void;
+  loopVcpuStop(): void;
   // eventfd
   eventfd(initval?: number, nonblock?: boolean): number;
   eventfdRead(fd: number): number;
