@@ -25,8 +25,11 @@ export interface ThreadLogRecord {
   msg: string;
 }
 
-/** A logger whose records go to `port` (the worker's parentPort) when `level` lets them through. */
-export function threadLogger(port: MessagePort, level: string): ThreadLogger {
+/**
+ * A logger whose records go to `port` (the worker's parentPort; on the main thread, straight to the
+ * machine: main-thread-vcpu.ts) when `level` lets them through.
+ */
+export function threadLogger(port: Pick<MessagePort, 'postMessage'>, level: string): ThreadLogger {
   const min = RANK[level] ?? RANK.warn!;
   const make = (l: ThreadLogLevel) => (obj: object, msg: string) => {
     if (RANK[l]! >= min) port.postMessage({ type: 'log', level: l, obj, msg } satisfies ThreadLogRecord);

@@ -56,8 +56,23 @@ export class VcpuLoop {
     this.#stop ??= reason;
   }
 
-  /** Runs until the guest stops, a device requests a stop, or the main thread kicks with STOP set. */
+  /**
+   * Runs until the guest stops, a device requests a stop, or the main thread kicks with STOP set.
+   * A pause parks the thread here (a vCPU thread has nothing else to do).
+   */
   run(): StopReason {
+    return this.#loop(true)!;
+  }
+
+  /**
+   * Runs like run(), but returns undefined at the first kick that is not a stop: the caller is a
+   * thread with an event loop to get back to (main-thread-vcpu.ts), and parks for a pause itself.
+   */
+  runSlice(): StopReason | undefined {
+    return this.#loop(false);
+  }
+
+  #loop(parkHere: boolean): StopReason | undefined {
     const { n, fd, control } = this.d;
     const u8 = this.#u8;
     const dv = this.#dv;
@@ -66,6 +81,7 @@ export class VcpuLoop {
         // Kicked (EINTR) or asked to re-enter (EAGAIN): clear the kick, then look at the control block.
         u8[KVM_RUN.immediate_exit] = 0;
         if (Atomics.load(control, CONTROL.STOP) !== 0) return this.#stop ?? { kind: 'stopped' };
+        if (!parkHere) return undefined;
         if (Atomics.load(control, CONTROL.PAUSE) !== 0) {
           this.d.onPark?.(true);
           while (Atomics.load(control, CONTROL.PAUSE) !== 0 && Atomics.load(control, CONTROL.STOP) === 0) {

@@ -1,0 +1,59 @@
+/**
+ * What a vCPU needs before it runs, on whichever thread runs it (a vCPU worker, or the main thread
+ * for a machine's first milliseconds): its own views of kvm_run and guest RAM, its own buses over the
+ * machine's shared device state, and the exit loop.
+ */
+import { native } from '../native/binding.js';
+import { GuestRam, Vcpu, Vm } from '../kvm/kvm.js';
+import { guestMemoryOf } from '../memory/ram-views.js';
+import type { LogLevel } from '../log.js';
+import type { ThreadLogger } from './thread-log.js';
+import type { KvmFlavour } from '../kvm/host.js';
+import { attachDevices, type DeviceSpec } from './devices.js';
+import { VcpuLoop } from './vcpu-loop.js';
+import { diagnoser } from './diagnose.js';
+
+export interface VcpuWorkerInit {
+  readonly vmFd: number;
+  readonly vcpuId: number;
+  readonly vcpuFd: number;
+  readonly runMappingId: number;
+  readonly ramMappingId: number;
+  readonly memBytes: number;
+  readonly devices: readonly DeviceSpec[];
+  readonly control: SharedArrayBuffer;
+  readonly logLevel: LogLevel;
+  readonly flavour: KvmFlavour;
+  /**
+   * One Int32 the thread waits on instead of the control block's GO word: set for a thread that
+   * takes over a vCPU already running on the main thread (main-thread-vcpu.ts).
+   */
+  readonly gate?: SharedArrayBuffer;
+}
+
+/** The exit loop of the vCPU `init` describes, over this thread's own views and buses. */
+export function setUpVcpu(init: VcpuWorkerInit, log: ThreadLogger, onPark?: (parked: boolean) => void): { loop: VcpuLoop; vcpu: Vcpu } {
+  const n = native();
+  const vm = Vm.borrow(init.vmFd);
+  const vcpu = Vcpu.attach(init.vcpuId, init.vcpuFd, init.runMappingId);
+  const ram = GuestRam.attach(init.ramMappingId, init.memBytes);
+  const mem = guestMemoryOf(ram, init.memBytes);
+  let loop: VcpuLoop | undefined;
+  const { pio, mmio } = attachDevices(init.devices, { vm, mem, log, requestStop: (r) => loop!.requestStop(r) });
+  loop = new VcpuLoop({
+    n, fd: init.vcpuFd, id: init.vcpuId, run: vcpu.run, pio, mmio,
+    control: new Int32Array(init.control), log, diagnose: diagnoser(vcpu, mem, init.flavour, log), onPark,
+  });
+  return { loop, vcpu };
+}
+
+/** At debug level, where the guest was when it stopped: the first thing to look at after a timeout. */
+export function logStopState(log: ThreadLogger, vcpu: Vcpu, exits: number): void {
+  if (!log.isLevelEnabled('debug')) return;
+  try {
+    const sregs = vcpu.getSregs();
+    log.debug({ regs: vcpu.getRegs().toJSON(), cr0: sregs.get('cr0').toString(16), cr3: sregs.get('cr3').toString(16), efer: sregs.get('efer').toString(16), exits }, 'vcpu state at stop');
+  } catch (e) {
+    log.debug({ err: (e as Error).message }, 'vcpu state unavailable');
+  }
+}
