@@ -23,8 +23,8 @@ const dist = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', 'd
 // Left by earlier builds, which split shared code into ES module chunks.
 rmSync(path.join(dist, 'chunks'), { recursive: true, force: true });
 for (const f of ['vcpu-thread.js', 'vcpu-thread.js.map']) rmSync(path.join(dist, 'vmm', f), { force: true });
-// vmm/vcpu-threads.cjs stays a module of its own, which the bin requires first (src/cli/nodevisor.cts):
-// the bundle must find that same instance, with the thread the bin started, not a copy.
+// vmm/vcpu-threads.cjs stays a module of its own in dist/vmm, where its __dirname finds the vCPU
+// thread's files; inside cli-bundle.cjs it would look in dist/cli.
 const sharedVcpuThreads = {
   name: 'shared-vcpu-threads',
   setup(b) {

@@ -6,12 +6,8 @@
  */
 import path = require('node:path');
 import { runCachedBundle } from '../code-cache.cjs';
-import { prespawnVcpuThread } from '../vmm/vcpu-threads.cjs';
 
-// For `run`, a vCPU thread starts its own Node environment before anything else is done here, so
-// that the two overlap on two cores instead of adding up (vmm/vcpu-threads.cts).
 const args = process.argv.slice(2);
-if (args[0] === 'run') prespawnVcpuThread();
 
 // `run` has a cache of its own: its runs compile other functions than the other commands'.
 const cli = runCachedBundle(path.join(__dirname, 'cli-bundle.cjs'), args[0] === 'run' ? 'run' : 'other');

@@ -57,5 +57,6 @@ export const machineConfigSchema = {
     consoleInput: { type: 'object' },
     logLevel: { enum: [...LOG_LEVELS] },
     hugepages: { enum: [0, 1, 2] },
+    startOnMainThread: { type: 'boolean' },
   },
 } as const;

@@ -2,8 +2,9 @@
  * A virtual machine from a config: opens KVM, lays out memory, loads the image, creates the vCPUs
  * and devices, runs every vCPU on its own worker thread, and resolves with how the guest ended.
  * The main thread keeps its event loop free: it only reacts to stop reports, timers and kicks.
+ * (With startOnMainThread, a one-vCPU guest starts on the main thread, between the event loop's
+ * turns, and moves to its thread once it keeps running: main-thread-vcpu.ts.)
  */
-import type { Worker } from 'node:worker_threads';
 import type { Readable } from 'node:stream';
 import { EventEmitter } from 'node:events';
 import { closeSync, statSync } from 'node:fs';
@@ -53,6 +54,7 @@ import { MsiRouter } from '../kvm/msi-routes.js';
 import { checkMachineConfig } from './config-check.js';
 import type { VcpuWorkerInit, VcpuWorkerMessage } from './vcpu-worker.js';
 import { vcpuThread } from './vcpu-threads.cjs';
+import { MainThreadVcpu } from './main-thread-vcpu.js';
 import type { StopReason } from './stop.js';
 
 export interface MachineConfig {
@@ -90,6 +92,12 @@ export interface MachineConfig {
   readonly consoleInput?: Readable;
   /** Log level for the vCPU threads (they log to stderr). */
   readonly logLevel?: LogLevel;
+  /**
+   * With one vCPU: start it on this (the main) thread and move it to a vCPU thread once the guest
+   * has run for 20 ms (main-thread-vcpu.ts), so that a guest that ends at once costs no thread
+   * start-up (~50 ms of CPU). One machine per process at a time; the others start on threads.
+   */
+  readonly startOnMainThread?: boolean;
   readonly hugepages?: 0 | 1 | 2;
 }
 
@@ -147,7 +155,8 @@ export class Machine extends EventEmitter {
   readonly #control = new SharedArrayBuffer(CONTROL.WORDS * 4);
   readonly #controlWords = new Int32Array(this.#control);
   readonly #devices: DeviceSpec[] = [];
-  #workers: Worker[] = [];
+  /** Per vCPU: its worker thread, or a MainThreadVcpu (same events). */
+  #workers: EventEmitter[] = [];
   #stop: StopReason | undefined;
   #closed = false;
   #state: MachineState = 'created';
@@ -292,8 +301,7 @@ export class Machine extends EventEmitter {
         // Let the threads that were already spawned leave without running, then release everything.
         machine.#stop ??= { kind: 'error', message: (e as Error).message };
         Atomics.store(machine.#controlWords, CONTROL.STOP, 1);
-        Atomics.store(machine.#controlWords, CONTROL.GO, 1);
-        Atomics.notify(machine.#controlWords, CONTROL.GO);
+        machine.#openGate();
         machine.#closed = true;
         void Promise.all(machine.#workers.map((w) => new Promise((r) => w.once('exit', r)))).then(() => {
           for (const v of vcpus) v.close();
@@ -324,7 +332,8 @@ export class Machine extends EventEmitter {
         ramMappingId: this.ram.mappingId, memBytes: this.config.memBytes, devices: this.#devices,
         control: this.#control, logLevel: this.config.logLevel ?? (this.log.level as LogLevel), flavour: this.flavour,
       };
-      const w = vcpuThread(init);
+      const onMain = this.config.startOnMainThread === true && this.vcpus.length === 1 && MainThreadVcpu.available();
+      const w: EventEmitter = onMain ? new MainThreadVcpu(init, vcpuThread) : vcpuThread(init);
       let reported = false;
       w.on('message', (msg: VcpuWorkerMessage) => {
         if (msg.type === 'stopped') {
@@ -410,8 +419,7 @@ export class Machine extends EventEmitter {
         this.#resolve(this.#stop ?? { kind: 'stopped' });
       });
     });
-    Atomics.store(this.#controlWords, CONTROL.GO, 1);
-    Atomics.notify(this.#controlWords, CONTROL.GO);
+    this.#openGate();
     for (const dev of this.virtio) dev.start();
     this.#setState('running');
     return this.#done;
@@ -506,8 +514,7 @@ export class Machine extends EventEmitter {
         });
       });
       Atomics.store(this.#controlWords, CONTROL.STOP, 1);
-      Atomics.store(this.#controlWords, CONTROL.GO, 1);
-      Atomics.notify(this.#controlWords, CONTROL.GO);
+      this.#openGate();
       return;
     }
     if (this.#state === 'stopped') return;
@@ -516,6 +523,13 @@ export class Machine extends EventEmitter {
     Atomics.store(this.#controlWords, CONTROL.STOP, 1);
     Atomics.notify(this.#controlWords, CONTROL.PAUSE);
     this.#kickAll();
+  }
+
+  /** Lets the vCPUs go: into the guest, or, with STOP set, out without running. */
+  #openGate(): void {
+    Atomics.store(this.#controlWords, CONTROL.GO, 1);
+    Atomics.notify(this.#controlWords, CONTROL.GO);
+    for (const w of this.#workers) if (w instanceof MainThreadVcpu) w.go();
   }
 
   #kickAll(): void {

@@ -2,6 +2,8 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { openSync, closeSync } from 'node:fs';
+import { Writable } from 'node:stream';
+import pino from 'pino';
 import { Machine } from '../../dist/index.js';
 import { guest, needsKvm } from '../helpers/kvm.mjs';
 
@@ -37,6 +39,51 @@ describe('Machine lifecycle', needsKvm, () => {
     assert.deepEqual(await done, { kind: 'killed' });
     assert.deepEqual(states, ['running', 'paused', 'running', 'paused', 'stopping', 'stopped']);
     closeSync(fd);
+  });
+
+  it('startOnMainThread: the guest starts on the main thread, pauses there, then moves to its own thread and pauses there too', async () => {
+    const lines = [];
+    const sink = new Writable({ write(chunk, _enc, cb) { lines.push(...chunk.toString().trim().split('\n').map((l) => JSON.parse(l))); cb(); } });
+    const fd = openSync('/dev/null', 'w');
+    const m = Machine.create({ kernel: guest('counter.bin'), memBytes: 32 << 20, consoleFd: fd, startOnMainThread: true, logLevel: 'debug' }, pino({ level: 'debug' }, sink));
+    const count = () => m.mem.readU32(COUNTER);
+    const moved = () => lines.some((l) => l.msg === 'vcpu moved from the main thread to its own thread');
+    const done = m.start();
+    // Paused at once, before the guest has run 20 ms: it is still on the main thread, and stays
+    // there while paused.
+    await m.pause();
+    const p0 = count();
+    await sleep(300);
+    assert.equal(count(), p0, 'no progress while paused on the main thread');
+    assert.equal(moved(), false, 'a paused guest does not move');
+    m.resume();
+    // Running, it keeps the main thread's event loop turning (these timers fire), and moves.
+    for (let i = 0; i < 1000 && !moved(); i++) await sleep(10);
+    assert.ok(moved(), 'moved to its own thread');
+    assert.ok(count() > p0, 'counting after resume');
+
+    await m.pause();
+    const p1 = count();
+    await sleep(300);
+    assert.equal(count(), p1, 'no progress while paused on its own thread');
+    m.resume();
+    await sleep(200);
+    assert.ok(count() > p1, 'counting again');
+    m.kill();
+    assert.deepEqual(await done, { kind: 'killed' });
+    closeSync(fd);
+  });
+
+  it('startOnMainThread: a guest that exits at once ends the machine as on a thread; only one machine at a time runs on the main thread', async () => {
+    const outs = ['', ''];
+    const ms = [0, 1].map((i) => {
+      const m = Machine.create({ kernel: guest('hello.bin'), memBytes: 32 << 20, startOnMainThread: true });
+      m.console.on('data', (d) => (outs[i] += d));
+      return m;
+    });
+    const reasons = await Promise.all(ms.map((m) => m.start()));
+    for (const r of reasons) assert.deepEqual(r, { kind: 'debug-exit', value: 0, status: 1 });
+    assert.deepEqual(outs, ['Hello from real mode\n', 'Hello from real mode\n']);
   });
 
   it('the console is a stream of the guest output when no fd is given; it has all of it, and has ended, when start() resolves', async () => {

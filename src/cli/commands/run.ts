@@ -138,6 +138,8 @@ export const runCommand: CommandModule<object, RunArgs> = {
     const [disks, nets, shares] = [argv.disk.map(parseDisk), argv.net.map(parseNet), argv.share.map(parseShare)];
     checkDeviceSet(disks, nets, shares);
     const config = { kernel, initrd, cmdline, memBytes, cpus: argv.cpus, testdev: argv.testdev, rng: argv.rng, timeoutSec: argv.timeout, logLevel: argv['log-level'], consoleInput: process.stdin, consoleFd: watch ? undefined : 1,
+      // The guest starts at once, and moves to a vCPU thread only if it keeps running (main-thread-vcpu.ts).
+      startOnMainThread: true,
       console: argv.console, disks, nets, shares };
     if (command.length) {
       if (expect) throw new VmmError('BAD_CONFIG', '--expect and -- COMMAND: choose one (the command\'s exit status is the result)');
