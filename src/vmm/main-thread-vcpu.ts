@@ -35,6 +35,12 @@ import type { StopReason } from './stop.js';
  */
 export const HANDOFF_AFTER_MS = 20;
 
+/**
+ * ...or, whatever the guest has had, this long after start(): a main thread whose event loop never
+ * sleeps (a caller's setImmediate loop) never runs the guest, and it must not starve there.
+ */
+export const HANDOFF_AT_LATEST_MS = 250;
+
 /** The native hook serves one vCPU per process; a second machine meanwhile uses a thread from the start. */
 let busy = false;
 
@@ -96,10 +102,10 @@ export class MainThreadVcpu extends EventEmitter {
     this.#startThreadAfter(HANDOFF_AFTER_MS);
   }
 
-  /** Checks again in `ms`, and starts the thread once the guest has had HANDOFF_AFTER_MS. */
+  /** Checks again in `ms`, and starts the thread once the guest has had HANDOFF_AFTER_MS (or at HANDOFF_AT_LATEST_MS). */
   #startThreadAfter(ms: number): void {
     this.#timer = setTimeout(() => {
-      const left = HANDOFF_AFTER_MS - this.#inGuestMs;
+      const left = Math.min(HANDOFF_AFTER_MS - this.#inGuestMs, HANDOFF_AT_LATEST_MS - (performance.now() - this.#startedAt));
       if (left > 0) this.#startThreadAfter(left);
       else this.#startThread();
     }, ms).unref();

@@ -74,6 +74,27 @@ describe('Machine lifecycle', needsKvm, () => {
     closeSync(fd);
   });
 
+  it('startOnMainThread: a main thread whose event loop never sleeps does not starve the guest: it moves to its thread', async () => {
+    const lines = [];
+    const sink = new Writable({ write(chunk, _enc, cb) { lines.push(...chunk.toString().trim().split('\n').map((l) => JSON.parse(l))); cb(); } });
+    const fd = openSync('/dev/null', 'w');
+    const m = Machine.create({ kernel: guest('counter.bin'), memBytes: 32 << 20, consoleFd: fd, startOnMainThread: true, logLevel: 'debug' }, pino({ level: 'debug' }, sink));
+    const moved = () => lines.some((l) => l.msg === 'vcpu moved from the main thread to its own thread');
+    const done = m.start();
+    try {
+      // An immediate always pending: the loop never waits, so the guest gets no slice on this thread.
+      const t0 = performance.now();
+      while (!moved() && performance.now() - t0 < 30_000) await new Promise((r) => setImmediate(r));
+      assert.ok(moved(), 'moved to its own thread while this thread was busy');
+      for (let i = 0; i < 500 && m.mem.readU32(COUNTER) === 0; i++) await sleep(10);
+      assert.ok(m.mem.readU32(COUNTER) > 0, 'the guest runs');
+    } finally {
+      m.kill(); // also when an assertion failed: a starved guest would otherwise keep this process alive
+    }
+    assert.deepEqual(await done, { kind: 'killed' });
+    closeSync(fd);
+  });
+
   it('startOnMainThread: a guest that exits at once ends the machine as on a thread; only one machine at a time runs on the main thread', async () => {
     const outs = ['', ''];
     const ms = [0, 1].map((i) => {
