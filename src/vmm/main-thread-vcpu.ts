@@ -86,14 +86,6 @@ export class MainThreadVcpu extends EventEmitter {
     if (this.#phase === 'waiting') this.#begin();
   }
 
-  /** Calls `then` once the control word at `index` no longer holds `value` (resume() and stops notify it). */
-  #whenChanged(index: number, value: number, then: () => void): void {
-    if (Atomics.load(this.#control, index) !== value) return then();
-    const wait = Atomics.waitAsync(this.#control, index, value);
-    if (wait.async) void wait.value.then(() => this.#whenChanged(index, value, then));
-    else then();
-  }
-
   #begin(): void {
     if (Atomics.load(this.#control, CONTROL.STOP) !== 0) return this.#finish({ kind: 'stopped' });
     this.#phase = 'running';
@@ -117,12 +109,11 @@ export class MainThreadVcpu extends EventEmitter {
     const c = this.#control;
     if (Atomics.load(c, CONTROL.STOP) !== 0) return this.#finish({ kind: 'stopped' });
     // Paused: this callback keeps coming, once per loop iteration, and returns until resume() or a
-    // stop (both notify the PAUSE word, which wakes the loop through #whenChanged).
+    // stop. Both are called on this thread, so the loop turns after them and this sees the change.
     if (Atomics.load(c, CONTROL.PAUSE) !== 0) {
       if (!this.#parked) {
         this.#parked = true;
         this.emit('message', { type: 'paused' } satisfies VcpuWorkerMessage);
-        this.#whenChanged(CONTROL.PAUSE, 1, () => {});
       }
       return;
     }
