@@ -10,6 +10,16 @@ import { guest, needsKvm } from '../helpers/kvm.mjs';
 const COUNTER = 0x10008; // counter.bin keeps its count at image offset 8
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+/** The counter guest with startOnMainThread, and whether its debug log says its vCPU has moved to its thread. */
+function counterOnMainThread() {
+  const lines = [];
+  const sink = new Writable({ write(chunk, _enc, cb) { lines.push(...chunk.toString().trim().split('\n').map((l) => JSON.parse(l))); cb(); } });
+  const fd = openSync('/dev/null', 'w');
+  const m = Machine.create({ kernel: guest('counter.bin'), memBytes: 32 << 20, consoleFd: fd, startOnMainThread: true, logLevel: 'debug' }, pino({ level: 'debug' }, sink));
+  const moved = () => lines.some((l) => l.msg === 'vcpu moved from the main thread to its own thread');
+  return { m, fd, moved };
+}
+
 describe('Machine lifecycle', needsKvm, () => {
   it('pause() parks the guest (its counter stops), resume() lets it run on; states are emitted', async () => {
     const fd = openSync('/dev/null', 'w');
@@ -42,12 +52,8 @@ describe('Machine lifecycle', needsKvm, () => {
   });
 
   it('startOnMainThread: the guest starts on the main thread, pauses there, then moves to its own thread and pauses there too', async () => {
-    const lines = [];
-    const sink = new Writable({ write(chunk, _enc, cb) { lines.push(...chunk.toString().trim().split('\n').map((l) => JSON.parse(l))); cb(); } });
-    const fd = openSync('/dev/null', 'w');
-    const m = Machine.create({ kernel: guest('counter.bin'), memBytes: 32 << 20, consoleFd: fd, startOnMainThread: true, logLevel: 'debug' }, pino({ level: 'debug' }, sink));
+    const { m, fd, moved } = counterOnMainThread();
     const count = () => m.mem.readU32(COUNTER);
-    const moved = () => lines.some((l) => l.msg === 'vcpu moved from the main thread to its own thread');
     const done = m.start();
     // Paused at once, before the guest has run 20 ms: it is still on the main thread, and stays
     // there while paused.
@@ -75,11 +81,7 @@ describe('Machine lifecycle', needsKvm, () => {
   });
 
   it('startOnMainThread: a main thread whose event loop never sleeps does not starve the guest: it moves to its thread', async () => {
-    const lines = [];
-    const sink = new Writable({ write(chunk, _enc, cb) { lines.push(...chunk.toString().trim().split('\n').map((l) => JSON.parse(l))); cb(); } });
-    const fd = openSync('/dev/null', 'w');
-    const m = Machine.create({ kernel: guest('counter.bin'), memBytes: 32 << 20, consoleFd: fd, startOnMainThread: true, logLevel: 'debug' }, pino({ level: 'debug' }, sink));
-    const moved = () => lines.some((l) => l.msg === 'vcpu moved from the main thread to its own thread');
+    const { m, fd, moved } = counterOnMainThread();
     const done = m.start();
     try {
       // An immediate always pending: the loop never waits, so the guest gets no slice on this thread.
