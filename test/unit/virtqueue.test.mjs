@@ -174,6 +174,38 @@ describe('SplitQueue', () => {
     assert.equal(q.needsInterrupt(0), false);
   });
 
+  it('without EVENT_IDX, notifications are turned off with used.flags NO_NOTIFY and back on with a look for late chains', () => {
+    const { mem, d, q } = setup();
+    mem.writeU16(d.used, 1); // stale from an earlier activation
+    assert.equal(q.enableNotifications(), false);
+    assert.equal(mem.readU16(d.used), 0);
+    q.disableNotifications();
+    assert.equal(mem.readU16(d.used), 1);
+    d.addChain([{ addr: 0x10000, len: 4 }]); // the driver saw NO_NOTIFY: no kick for this one
+    assert.equal(q.enableNotifications(), true, 'a chain added while they were off is reported');
+    assert.equal(mem.readU16(d.used), 0);
+    q.pop();
+    assert.equal(q.enableNotifications(), false);
+  });
+
+  it('EVENT_IDX: while notifications are off avail_event stays behind; turning them on publishes it', () => {
+    const { mem, d, q } = setup(8, { indirect: false, eventIdx: true });
+    const availEvent = () => mem.readU16(d.used + 4 + 8 * 8);
+    for (let i = 0; i < 3; i++) d.addChain([{ addr: 0x10000, len: 4 }]);
+    q.pop();
+    assert.equal(availEvent(), 1);
+    q.disableNotifications();
+    assert.equal(mem.readU16(d.used), 0, 'used.flags is not used with EVENT_IDX');
+    q.pop();
+    q.pop();
+    assert.equal(availEvent(), 1, 'the driver, past avail_event, does not kick');
+    assert.equal(q.enableNotifications(), false);
+    assert.equal(availEvent(), 3);
+    q.disableNotifications();
+    d.addChain([{ addr: 0x10000, len: 4 }]);
+    assert.equal(q.enableNotifications(), true);
+  });
+
   it('property: any garbage in the rings yields chains inside RAM or a typed error, never a hang or RangeError', () => {
     fc.assert(
       fc.property(fc.uint8Array({ minLength: 16 * 16 + 6 + 32, maxLength: 16 * 16 + 6 + 32 }), fc.boolean(), (junk, indirect) => {

@@ -151,7 +151,11 @@ export class VirtioPciDevice {
     try {
       for (let i = 0; i < this.common.numQueues; i++) {
         const q = this.common.queue(i);
-        queues.push(q.enabled ? new SplitQueue(this.deps.mem, { size: q.size, descAddr: Number(q.desc), availAddr: Number(q.driver), usedAddr: Number(q.device) }, features) : undefined);
+        const queue = q.enabled ? new SplitQueue(this.deps.mem, { size: q.size, descAddr: Number(q.desc), availAddr: Number(q.driver), usedAddr: Number(q.device) }, features) : undefined;
+        // The used ring's flags and avail_event are the device's: a ring reused across a reset may
+        // still say "do not notify" from the last activation. (Every queue is looked at below.)
+        queue?.enableNotifications();
+        queues.push(queue);
       }
     } catch (e) {
       this.#fail((e as Error).message);

@@ -66,6 +66,10 @@ export class SplitQueue {
   /** Offsets of used_event in the available ring and avail_event in the used ring (EVENT_IDX). */
   readonly #usedEvent: number;
   readonly #availEvent: number;
+  /** The used ring as 16-bit words, for the seq-cst stores that re-enable notifications. */
+  readonly #usedWords: Uint16Array;
+  /** Whether the device currently asks the driver to notify it (see disableNotifications). */
+  #notifying = true;
 
   /** Validates the driver's queue layout against guest RAM (virtio 1.x §2.7 alignment and sizes). */
   constructor(private readonly mem: GuestMemory, readonly cfg: QueueConfig, readonly features: { indirect: boolean; eventIdx: boolean }) {
@@ -83,6 +87,7 @@ export class SplitQueue {
     [this.#desc, this.#avail, this.#used] = ranges.map(([what, addr, len]) => mem.view(addr, len, what)) as [DataView, DataView, DataView];
     this.#usedEvent = AVAIL.ring + AVAIL.ENTRY * size;
     this.#availEvent = USED.ring + USED.ENTRY * size;
+    this.#usedWords = new Uint16Array(this.#used.buffer, this.#used.byteOffset, this.#used.byteLength >>> 1);
   }
 
   get nextAvail(): number { return this.#nextAvail; }
@@ -105,8 +110,35 @@ export class SplitQueue {
     if (this.pending() === 0) return undefined;
     const head = this.#avail.getUint16(AVAIL.ring + AVAIL.ENTRY * (this.#nextAvail % this.cfg.size), true);
     this.#nextAvail = (this.#nextAvail + 1) & 0xffff;
-    if (this.features.eventIdx) this.#used.setUint16(this.#availEvent, this.#nextAvail, true);
+    if (this.features.eventIdx && this.#notifying) this.#used.setUint16(this.#availEvent, this.#nextAvail, true);
     return this.#walk(head);
+  }
+
+  /**
+   * Tells the driver it need not notify: the device is taking chains anyway (used.flags
+   * NO_NOTIFY; with EVENT_IDX, avail_event stops following pop() and so falls behind). A
+   * notification is a VM exit, and a driver adding chains as fast as the device takes them would
+   * otherwise make one per chain. Only a hint (§2.7.7): the driver may still notify.
+   */
+  disableNotifications(): void {
+    if (!this.#notifying) return;
+    this.#notifying = false;
+    if (!this.features.eventIdx) this.#used.setUint16(USED.flags, VIRTQ_USED_F_NO_NOTIFY, true);
+  }
+
+  /**
+   * Asks for notifications again, and says whether chains are pending: the driver may have added
+   * some after the device's last look but before it saw this request, and it will not notify for
+   * those. A device that gets true must take them (and may disable notifications again first).
+   */
+  enableNotifications(): boolean {
+    this.#notifying = true;
+    // The store must reach memory before avail.idx is read below (store-load order, which x86
+    // only keeps with a locked instruction or a fence): Atomics.store is sequentially consistent,
+    // an XCHG on x86-64; the driver's side of the handshake is its own fence before it reads them.
+    if (this.features.eventIdx) Atomics.store(this.#usedWords, this.#availEvent >>> 1, this.#nextAvail);
+    else Atomics.store(this.#usedWords, USED.flags >>> 1, 0);
+    return this.pending() > 0;
   }
 
   #walk(head: number): DescriptorChain {
