@@ -209,6 +209,25 @@ describe('virtio-net: transmit', () => {
     assert.equal(dev.txFrames, 2);
   });
 
+  it('asks the driver not to kick while it sends, and sends what came in meanwhile before asking again', () => {
+    const { mem, tx, dev, tap } = setup();
+    mem.write(0x20000, tapFrame(100));
+    const flags = () => mem.readU16(tx.used);
+    const during = [];
+    const write = tap.write.bind(tap);
+    tap.write = (frame) => {
+      during.push(flags());
+      // A driver adding a chain now sees NO_NOTIFY and does not kick: it must still go out.
+      if (during.length === 1) tx.addChain([{ addr: 0x20000, len: 112 }]);
+      return write(frame);
+    };
+    tx.addChain([{ addr: 0x20000, len: 112 }]);
+    dev.notify(1);
+    assert.deepEqual(during, [1, 1], 'NO_NOTIFY while sending');
+    assert.equal(tap.sent.length, 2, 'the chain added without a kick was sent too');
+    assert.equal(flags(), 0, 'notifications are back on once the queue is empty');
+  });
+
   it('drops (and counts, and logs once) runts, oversized frames, unnegotiated offloads and frames the tap refuses', () => {
     const { mem, tx, dev, tap, events } = setup({ txSize: 32 });
     mem.write(0x20000, tapFrame(1000));

@@ -393,8 +393,16 @@ export class VirtioNet implements VirtioDevice {
     if (!q) return;
     const before = q.nextUsed;
     let served = 0;
+    // While this drains the queue the driver need not kick: each kick is a VM exit.
+    q.disableNotifications();
     try {
-      for (let chain = q.pop(); chain; chain = served < BURST ? q.pop() : undefined) {
+      while (served < BURST) {
+        const chain = q.pop();
+        if (!chain) {
+          if (!q.enableNotifications()) break; // drained: the driver's next chain kicks
+          q.disableNotifications(); // chains came in as we asked: take them too
+          continue;
+        }
         this.#send(ctx, chain);
         q.pushUsed(chain.head, 0); // the device writes nothing into a transmit chain
         served++;
@@ -402,8 +410,8 @@ export class VirtioNet implements VirtioDevice {
     } finally {
       if (served > 0) ctx.usedAdded(TX_QUEUE, before);
     }
-    // More may be waiting: finish on the next turn rather than waiting for a notification that, with
-    // EVENT_IDX, the driver will not send for chains it has already announced.
+    // More may be waiting: finish on the next turn, with notifications still off (the driver is told
+    // not to kick for them, and with EVENT_IDX would not kick for chains it already announced).
     if (served === BURST) this.#continueTx(ctx);
   }
 
@@ -423,7 +431,12 @@ export class VirtioNet implements VirtioDevice {
     // rather than fail the whole device (the driver already let them through its own checks).
     if (len > NET_MAX_TX) return this.#dropTx(ctx, `a ${len}-byte transmit request is longer than ${NET_MAX_TX} bytes`);
     if (len < NET_HDR_LEN + ETH_HLEN) return this.#dropTx(ctx, `a ${len}-byte transmit request is shorter than a header and an Ethernet header`);
-    const frame = gatherBytes(ctx.mem, chain.readable, this.#txScratch, 'virtio-net transmit buffer');
+    // A frame in one buffer (the usual case: Linux puts the header in front of the packet) goes to
+    // the tap straight from guest RAM; only a scattered one is copied together. A guest rewriting its
+    // header after the checks below only reaches the tap's own checks of the header against the
+    // frame, which any unprivileged tap writer faces.
+    const bufs = chain.readable;
+    const frame = bufs.length === 1 ? ctx.mem.slice(bufs[0]!.addr, len, 'virtio-net transmit buffer') : gatherBytes(ctx.mem, bufs, this.#txScratch, 'virtio-net transmit buffer');
     // The tap acts on checksum and segmentation requests: only the negotiated ones may reach it
     // (§5.1.6.2); the kernel then checks their offsets and sizes against the frame itself.
     const flags = frame[HDR.flags]!;
