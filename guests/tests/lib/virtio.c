@@ -472,7 +472,10 @@ int vq_add(struct virtq *q, const struct vbuf *bufs, int n, void *token) {
 
 void vq_kick(struct virtq *q) {
   __atomic_thread_fence(__ATOMIC_SEQ_CST); /* the new index is visible before we read used->flags */
-  if (!(q->used->flags & VQ_USED_F_NO_NOTIFY)) mmio_write16(q->notify, q->index);
+  if (!(q->used->flags & VQ_USED_F_NO_NOTIFY)) {
+    mmio_write16(q->notify, q->index);
+    q->kicks++;
+  }
 }
 
 int vq_get(struct virtq *q, u32 *len, void **token) {

@@ -80,6 +80,7 @@ struct virtq {
   u16 chains;          /* chains in flight */
   u16 msix;            /* MSI-X table entry, or VIRTIO_NO_VECTOR */
   u8 vector;           /* IDT vector the entry delivers to (0: none) */
+  u32 kicks;           /* notifications written (vq_kick calls the device did not turn away) */
   /* Per in-flight chain, indexed by its head: what the driver gets back, how much the device may
    * write (used.len is checked against it), and the chain's extent (0 descriptors: not in flight). */
   void *token[VQ_MAX_SIZE];

@@ -223,6 +223,7 @@ struct job {
   u64 (*sector)(struct job *, u64); /* sector of request i */
   u64 span;                        /* sectors the job may touch */
   u64 seed;
+  u32 kicks;                       /* notifications the run wrote (set by bench_run) */
 };
 
 static u64 seq_sector(struct job *j, u64 i) { return (i * (j->bytes / SECTOR)) % j->span; }
@@ -250,6 +251,7 @@ static int bench_run(struct disk *k, struct job *j, u64 *ticks) {
   u32 free_slots[BENCH_MAX_QD], nfree = 0;
   for (u32 i = 0; i < j->qd; i++) free_slots[nfree++] = i;
   u64 submitted = 0, done = 0, t0 = rdtsc();
+  u32 kicks0 = q->kicks;
   while (done < j->count) {
     int added = 0;
     while (submitted < j->count && nfree > 0) {
@@ -270,12 +272,13 @@ static int bench_run(struct disk *k, struct job *j, u64 *ticks) {
     if (r < 0) return r;
   }
   *ticks = rdtsc() - t0;
+  j->kicks = q->kicks - kicks0;
   return 0;
 }
 
 static void bench_report(const char *name, struct job *j, u64 ticks) {
   u64 bytes = j->count * j->bytes;
-  printf("bench: %s bytes=%lu ios=%lu qd=%u ticks=%lu us=%lu ", name, bytes, j->count, j->qd, ticks, tsc_to_us(ticks));
+  printf("bench: %s bytes=%lu ios=%lu qd=%u kicks=%u ticks=%lu us=%lu ", name, bytes, j->count, j->qd, j->kicks, ticks, tsc_to_us(ticks));
   print_rate("MBps", bytes, ticks, 1000000);
   putchar(' ');
   print_rate("IOPS", j->count, ticks, 1);
@@ -295,7 +298,7 @@ int scenario_blk_bench(void) {
   if (bytes / SECTOR > span) bytes = span * SECTOR;
   if (bytes < SEQ_BYTES) return fail(42, "blk-bench", "%s is too small (%lu sectors)", k->name, k->capacity);
   printf("bench: disk %s %lu sectors, %lu bytes per pass\n", k->name, k->capacity, bytes);
-  struct job seq = {BLK_T_OUT, SEQ_BYTES, (u32)qd, bytes / SEQ_BYTES, seq_sector, span, 0};
+  struct job seq = {BLK_T_OUT, SEQ_BYTES, (u32)qd, bytes / SEQ_BYTES, seq_sector, span, 0, 0};
   u64 ticks;
   if (!k->ro) {
     for (u32 s = 0; s < qd; s++) memset(bench_buf[s], 0xa5 + s, SEQ_BYTES);
@@ -306,7 +309,7 @@ int scenario_blk_bench(void) {
   seq.type = BLK_T_IN;
   if ((r = bench_run(k, &seq, &ticks))) return fail(45, "blk-bench", "seq-read: %s", virtio_strerror(r));
   bench_report("seq-read", &seq, ticks);
-  struct job rnd = {BLK_T_IN, RAND_BYTES, (u32)rqd, cmdline_u64("ios", 20000), rand_sector, k->capacity, 0x9e3779b97f4a7c15ul};
+  struct job rnd = {BLK_T_IN, RAND_BYTES, (u32)rqd, cmdline_u64("ios", 20000), rand_sector, k->capacity, 0x9e3779b97f4a7c15ul, 0};
   if ((r = bench_run(k, &rnd, &ticks))) return fail(46, "blk-bench", "rand-read: %s", virtio_strerror(r));
   bench_report("rand-read-4k", &rnd, ticks);
   return 0;

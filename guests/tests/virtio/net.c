@@ -331,8 +331,9 @@ int scenario_net_bench(void) {
   if (cmdline_has("noarp")) puts("net-bench: frames go to the broadcast address");
   else if ((r = resolve_host("net-bench", 66))) return r;
   u64 count = cmdline_u64("frames", 100000), ticks;
+  u32 kicks0 = nd.vq[TXQ].kicks;
   if ((r = blast(count, &ticks))) return fail(67, "net-bench", "transmit: %s", virtio_strerror(r));
-  printf("bench: net-tx frames=%lu bytes=%lu frame-bytes=%d ticks=%lu us=%lu ", count, count * FRAME_MAX, FRAME_MAX, ticks, tsc_to_us(ticks));
+  printf("bench: net-tx frames=%lu bytes=%lu frame-bytes=%d kicks=%u ticks=%lu us=%lu ", count, count * FRAME_MAX, FRAME_MAX, nd.vq[TXQ].kicks - kicks0, ticks, tsc_to_us(ticks));
   print_rate("fps", count, ticks, 1);
   putchar(' ');
   print_rate("MBps", count * FRAME_MAX, ticks, 1000000);
