@@ -490,6 +490,40 @@ describe('virtio-blk: reads served from the page cache', () => {
     assert.equal(r.blk.reads, 1);
   });
 
+  it('asks the driver not to notify while it takes requests, and takes the ones added meanwhile', () => {
+    const seen = [];
+    let late;
+    const r = rig({
+      cachedRead: (fd, views, position) => {
+        seen.push(r.mem.readU16(r.d.used)); // used.flags
+        // A driver adding a request now sees NO_NOTIFY and does not notify: it must still be served.
+        if (seen.length === 1) late = request(r, { type: T.IN, sector: 5, inLen: SECTOR });
+        return readvSync(fd, views, position);
+      },
+    });
+    const first = request(r, { type: T.IN, sector: 3, inLen: SECTOR });
+    r.blk.notify(0);
+    assert.deepEqual(seen, [1, 1]);
+    assert.equal(first.status(), S.OK);
+    assert.equal(late.status(), S.OK);
+    assert.deepEqual(late.data(), sectorsOf(r.original, 5, 1));
+    assert.equal(r.mem.readU16(r.d.used), 0, 'notifications back on once the device is idle');
+  });
+
+  it('keeps notifications off while requests are in flight: each completion looks for new ones', async () => {
+    const r = rig(); // every read through the pool
+    const first = request(r, { type: T.IN, sector: 1, inLen: SECTOR });
+    r.blk.notify(0);
+    assert.equal(r.blk.inFlight, 1);
+    assert.equal(r.mem.readU16(r.d.used), 1, 'NO_NOTIFY while a request is in flight');
+    const late = request(r, { type: T.IN, sector: 2, inLen: SECTOR }); // published without a notification
+    await r.blk.idle();
+    assert.equal(first.status(), S.OK);
+    assert.equal(late.status(), S.OK, 'taken when the first one completed');
+    assert.deepEqual(late.data(), sectorsOf(r.original, 2, 1));
+    assert.equal(r.mem.readU16(r.d.used), 0, 'notifications back on once nothing is in flight');
+  });
+
   it('a read the cache holds only part of finishes the rest asynchronously, from where it stopped', async () => {
     const calls = [];
     const r = rig({ cachedRead: fakeCachedRead(calls, { limit: SECTOR + 100 }) });
