@@ -510,18 +510,18 @@ describe('virtio-blk: reads served from the page cache', () => {
     assert.equal(r.mem.readU16(r.d.used), 0, 'notifications back on once the device is idle');
   });
 
-  it('keeps notifications off while requests are in flight: each completion looks for new ones', async () => {
+  it('notifications are on while requests are in flight: one published behind a slow read starts at once', async () => {
     const r = rig(); // every read through the pool
     const first = request(r, { type: T.IN, sector: 1, inLen: SECTOR });
     r.blk.notify(0);
     assert.equal(r.blk.inFlight, 1);
-    assert.equal(r.mem.readU16(r.d.used), 1, 'NO_NOTIFY while a request is in flight');
-    const late = request(r, { type: T.IN, sector: 2, inLen: SECTOR }); // published without a notification
+    assert.equal(r.mem.readU16(r.d.used), 0, 'the driver is asked to notify');
+    const second = request(r, { type: T.IN, sector: 2, inLen: SECTOR });
+    r.blk.notify(0); // its notification
+    assert.equal(r.blk.inFlight, 2, 'started without waiting for the first');
     await r.blk.idle();
     assert.equal(first.status(), S.OK);
-    assert.equal(late.status(), S.OK, 'taken when the first one completed');
-    assert.deepEqual(late.data(), sectorsOf(r.original, 2, 1));
-    assert.equal(r.mem.readU16(r.d.used), 0, 'notifications back on once nothing is in flight');
+    assert.equal(second.status(), S.OK);
   });
 
   it('a read the cache holds only part of finishes the rest asynchronously, from where it stopped', async () => {

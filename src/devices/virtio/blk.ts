@@ -164,6 +164,8 @@ interface Activation {
   usedBefore: number | undefined;
   /** The driver broke the rules: serve nothing more until reset. */
   failed: boolean;
+  /** Stopped taking requests (in-flight bound or pump budget) with more published: pump again later. */
+  starved: boolean;
 }
 
 const ok = (written = 1): Outcome => ({ status: VIRTIO_BLK_S.OK, written });
@@ -242,7 +244,7 @@ export class VirtioBlk implements VirtioDevice {
 
   activate(ctx: VirtioDeviceContext): void {
     const writethrough = (ctx.negotiated & bit(VIRTIO_BLK_F.FLUSH)) === 0n;
-    this.#act = { ctx, q: ctx.queue(0), writethrough, usedBefore: undefined, failed: false };
+    this.#act = { ctx, q: ctx.queue(0), writethrough, usedBefore: undefined, failed: false, starved: false };
   }
 
   /** Takes every request the driver published (up to the in-flight bound); throws VirtqError for a broken one. */
@@ -283,27 +285,26 @@ export class VirtioBlk implements VirtioDevice {
   }
 
   /**
-   * Takes requests until the queue is empty, the in-flight bound or the budget. The driver is told
-   * not to notify (each notification is a VM exit) for as long as the device is sure to come back
-   * and look by itself: while it takes requests, and while any are in flight, since every
-   * completion pumps again (#afterCompletions). Only an idle device asks for notifications.
+   * Takes requests until the queue is empty, the in-flight bound or the budget. While it does, the
+   * driver is told not to notify (each notification is a VM exit): a request answered at once (the
+   * page cache, tmpfs) lets the driver publish the next, which this loop takes without one. Not
+   * while requests are in flight: one published then, behind a slow read or a flush, is started
+   * at its notification rather than when they end.
    */
   #pump(act: Activation): void {
     const q = act.q;
     if (!q) return;
+    act.starved = false;
     q.disableNotifications();
     try {
       for (let taken = 0; ; taken++) {
-        if (this.#inFlight >= BLK_MAX_IN_FLIGHT) return; // a completion resumes the pump
-        if (taken >= BLK_PUMP_BUDGET) {
-          // A full budget answered at once (refusals, GET_ID): the next event-loop turn goes on.
-          this.#scheduleAnnounce();
+        if (this.#inFlight >= BLK_MAX_IN_FLIGHT || taken >= BLK_PUMP_BUDGET) {
+          this.#yieldPump(act, q);
           return;
         }
         const chain = q.pop();
         if (!chain) {
-          if (this.#inFlight > 0) return; // their completions look again
-          if (!q.enableNotifications()) return; // idle: the driver's next request notifies
+          if (!q.enableNotifications()) return; // drained: the driver's next request notifies
           q.disableNotifications(); // requests came in as we asked: take them too
           continue;
         }
@@ -312,6 +313,16 @@ export class VirtioBlk implements VirtioDevice {
     } finally {
       this.#announce(act);
     }
+  }
+
+  /**
+   * Stops taking requests for now: at the in-flight bound a completion resumes the pump; after a
+   * full budget of requests answered at once (refusals, GET_ID) the next event-loop turn does.
+   * Notifications stay off only while it is sure to come back, that is, with requests pending.
+   */
+  #yieldPump(act: Activation, q: SplitQueue): void {
+    act.starved = q.pending() > 0 || q.enableNotifications();
+    if (act.starved && this.#inFlight < BLK_MAX_IN_FLIGHT) this.#scheduleAnnounce();
   }
 
   #start(act: Activation, chain: DescriptorChain): void {
@@ -507,7 +518,7 @@ export class VirtioBlk implements VirtioDevice {
     const act = this.#act;
     if (!act || !act.ctx.live) return;
     this.#announce(act);
-    if (act.failed || this.#closing) return;
+    if (!act.starved || act.failed || this.#closing) return;
     try {
       this.#pump(act);
     } catch (e) {
