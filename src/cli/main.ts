@@ -17,6 +17,7 @@ export async function main(args: string[]): Promise<void> {
       .parserConfiguration({ 'populate--': true, 'parse-positional-numbers': false })
       // (yargs passes middleware its instance too, which its types leave out.)
       .middleware(refuseRepeatedFlags as unknown as MiddlewareFunction)
+      .middleware(((_argv: unknown, y: { getOptions(): { boolean: string[] } }) => refuseNonBooleanValues(args, y)) as unknown as MiddlewareFunction)
       .command(runCommand)
       .command(doctorCommand)
       .command(serveCommand)
@@ -49,6 +50,19 @@ function refuseRepeatedFlags(argv: Record<string, unknown>, y: { getOptions(): {
   for (const [key, value] of Object.entries(argv)) {
     if (key === '_' || key === '--' || /[A-Z]/.test(key)) continue; // positionals; camelCase aliases
     if (Array.isArray(value) && !repeatable.has(key)) throw new VmmError('BAD_CONFIG', `--${key} given more than once (it takes one value)`);
+  }
+}
+
+/**
+ * `--json=maybe`: yargs reads any value but "true" as false, so a typo would silently turn a switch
+ * off. A switch given with `=` takes only true or false.
+ */
+function refuseNonBooleanValues(args: readonly string[], y: { getOptions(): { boolean: string[] } }): void {
+  const switches = new Set(y.getOptions().boolean);
+  for (const arg of args) {
+    if (arg === '--') break; // the guest command's own arguments
+    const m = /^--(?:no-)?([^=]+)=(.*)$/s.exec(arg);
+    if (m && switches.has(m[1]!) && m[2] !== 'true' && m[2] !== 'false') throw new VmmError('BAD_CONFIG', `${arg}: --${m[1]} is a switch: give it alone, or =true or =false`);
   }
 }
 

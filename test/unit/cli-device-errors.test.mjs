@@ -43,6 +43,7 @@ describe('device flags: bad input', () => {
     [['--share', `${dir}:a b`, '--', 'true'], /^nodevisor: --share .*: with -- COMMAND a tag is letters, digits/],
     [['--share', `${dir}:..`, '--', 'true'], /^nodevisor: --share .*: with -- COMMAND a tag is letters, digits/],
     [['--', ''], /^nodevisor: -- COMMAND: the command name is empty\n$/],
+    [['--json=maybe'], /^nodevisor: --json=maybe: --json is a switch: give it alone, or =true or =false\n$/],
     [['--initrd', big], /^nodevisor: --initrd .*big\.img: 200 MiB does not fit in 128 MiB of guest RAM\n$/],
   ];
   for (const [flags, expected] of cases) {
