@@ -308,6 +308,29 @@ describe('virtio-net: receive', () => {
     assert.equal(tap.watches, 0); // no buffers left: the tap is no longer watched
   });
 
+  it('asks for notifications only when out of receive buffers', () => {
+    const { mem, rx, dev, tap } = setup();
+    const flags = () => mem.readU16(rx.used);
+    rx.addChain([{ addr: 0x20000, len: 2048, write: W }]);
+    rx.addChain([{ addr: 0x21000, len: 2048, write: W }]);
+    tap.inbox.push(tapFrame(60, { seed: 1 }));
+    dev.notify(0);
+    assert.equal(dev.rxFrames, 1);
+    assert.equal(flags(), 1, 'a buffer left: the tap drives the device, buffers added need no notification');
+    assert.equal(tap.watches, 1);
+    tap.inbox.push(tapFrame(60, { seed: 2 }), tapFrame(60, { seed: 3 }));
+    tap.fire();
+    assert.equal(dev.rxFrames, 2);
+    assert.equal(flags(), 0, 'out of buffers with a frame waiting: asks to be notified');
+    assert.equal(tap.watches, 0);
+    rx.addChain([{ addr: 0x22000, len: 2048, write: W }]);
+    rx.addChain([{ addr: 0x23000, len: 2048, write: W }]);
+    dev.notify(0);
+    assert.equal(dev.rxFrames, 3);
+    assert.equal(flags(), 1);
+    assert.equal(tap.watches, 1);
+  });
+
   it('never writes outside the posted buffers, whatever their sizes and the frame length', () => {
     fc.assert(
       fc.property(fc.array(fc.integer({ min: 0, max: 300 }), { minLength: 1, maxLength: 5 }), fc.integer({ min: 14, max: 1200 }), (lens, frameLen) => {

@@ -249,18 +249,25 @@ export class VirtioNet implements VirtioDevice {
     // level-triggered watch rather than spin on a readable tap.
     if (!q || this.#rxHalted) return this.#unwatch();
     const before = q.nextUsed;
+    // While the device has buffers, the tap drives it and it takes new ones as frames come: the
+    // driver need not notify when it adds some (each notification is a VM exit). Only a device out
+    // of buffers asks for one (#outOfBuffers).
+    q.disableNotifications();
     try {
       for (let turn = 0; turn < BURST; turn++) {
         if (this.#rxPendingLen === 0) {
           // Check for a buffer before reading: a frame taken from the tap with nowhere to go would wait.
-          if (this.#rxHeld.length === 0 && q.pending() === 0) return this.#unwatch();
+          if (this.#rxHeld.length === 0 && q.pending() === 0 && this.#outOfBuffers(q)) return this.#unwatch();
           const len = this.#readFrame(ctx);
           if (len === undefined) break;
           if (len === 0) continue;
           this.#rxPendingLen = len;
         }
-        // Too few buffers for the frame: it waits, and the driver's next notify brings us back.
-        if (!this.#deliver(ctx, q, this.#rxPendingLen)) return this.#unwatch();
+        if (!this.#deliver(ctx, q, this.#rxPendingLen)) {
+          // Too few buffers for the frame: it waits, and the driver's next notify brings us back.
+          if (this.#outOfBuffers(q)) return this.#unwatch();
+          continue;
+        }
         this.#rxPendingLen = 0;
       }
       // The tap is empty, or the burst is spent: the level-triggered watch brings us back either way.
@@ -268,6 +275,16 @@ export class VirtioNet implements VirtioDevice {
     } finally {
       if (q.nextUsed !== before) ctx.usedAdded(RX_QUEUE, before);
     }
+  }
+
+  /**
+   * Asks the driver to notify when it adds receive buffers; false if it added some meanwhile (which
+   * the device takes now, with notifications off again).
+   */
+  #outOfBuffers(q: SplitQueue): boolean {
+    if (!q.enableNotifications()) return true;
+    q.disableNotifications();
+    return false;
   }
 
   /**
