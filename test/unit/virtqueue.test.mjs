@@ -186,6 +186,14 @@ describe('SplitQueue', () => {
     assert.equal(mem.readU16(d.used), 0);
     q.pop();
     assert.equal(q.enableNotifications(), false);
+    // armNotifications: on and true when nothing came in; off again and false when something did.
+    q.disableNotifications();
+    assert.equal(q.armNotifications(), true);
+    assert.equal(mem.readU16(d.used), 0);
+    q.disableNotifications();
+    d.addChain([{ addr: 0x10000, len: 4 }]);
+    assert.equal(q.armNotifications(), false);
+    assert.equal(mem.readU16(d.used), 1, 'still off: the device goes on');
   });
 
   it('EVENT_IDX: while notifications are off avail_event stays behind; turning them on publishes it', () => {

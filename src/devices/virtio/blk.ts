@@ -304,9 +304,8 @@ export class VirtioBlk implements VirtioDevice {
         }
         const chain = q.pop();
         if (!chain) {
-          if (!q.enableNotifications()) return; // drained: the driver's next request notifies
-          q.disableNotifications(); // requests came in as we asked: take them too
-          continue;
+          if (q.armNotifications()) return; // drained: the driver's next request notifies
+          continue; // requests came in as we asked: take them too
         }
         this.#start(act, chain);
       }
@@ -321,7 +320,7 @@ export class VirtioBlk implements VirtioDevice {
    * Notifications stay off only while it is sure to come back, that is, with requests pending.
    */
   #yieldPump(act: Activation, q: SplitQueue): void {
-    act.starved = q.pending() > 0 || q.enableNotifications();
+    act.starved = q.pending() > 0 || !q.armNotifications();
     if (act.starved && this.#inFlight < BLK_MAX_IN_FLIGHT) this.#scheduleAnnounce();
   }
 

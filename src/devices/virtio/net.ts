@@ -251,13 +251,13 @@ export class VirtioNet implements VirtioDevice {
     const before = q.nextUsed;
     // While the device has buffers, the tap drives it and it takes new ones as frames come: the
     // driver need not notify when it adds some (each notification is a VM exit). Only a device out
-    // of buffers asks for one (#outOfBuffers).
+    // of buffers asks for one (armNotifications).
     q.disableNotifications();
     try {
       for (let turn = 0; turn < BURST; turn++) {
         if (this.#rxPendingLen === 0) {
           // Check for a buffer before reading: a frame taken from the tap with nowhere to go would wait.
-          if (this.#rxHeld.length === 0 && q.pending() === 0 && this.#outOfBuffers(q)) return this.#unwatch();
+          if (this.#rxHeld.length === 0 && q.pending() === 0 && q.armNotifications()) return this.#unwatch();
           const len = this.#readFrame(ctx);
           if (len === undefined) break;
           if (len === 0) continue;
@@ -265,7 +265,7 @@ export class VirtioNet implements VirtioDevice {
         }
         if (!this.#deliver(ctx, q, this.#rxPendingLen)) {
           // Too few buffers for the frame: it waits, and the driver's next notify brings us back.
-          if (this.#outOfBuffers(q)) return this.#unwatch();
+          if (q.armNotifications()) return this.#unwatch();
           continue;
         }
         this.#rxPendingLen = 0;
@@ -275,16 +275,6 @@ export class VirtioNet implements VirtioDevice {
     } finally {
       if (q.nextUsed !== before) ctx.usedAdded(RX_QUEUE, before);
     }
-  }
-
-  /**
-   * Asks the driver to notify when it adds receive buffers; false if it added some meanwhile (which
-   * the device takes now, with notifications off again).
-   */
-  #outOfBuffers(q: SplitQueue): boolean {
-    if (!q.enableNotifications()) return true;
-    q.disableNotifications();
-    return false;
   }
 
   /**
@@ -416,9 +406,8 @@ export class VirtioNet implements VirtioDevice {
       while (served < BURST) {
         const chain = q.pop();
         if (!chain) {
-          if (!q.enableNotifications()) break; // drained: the driver's next chain kicks
-          q.disableNotifications(); // chains came in as we asked: take them too
-          continue;
+          if (q.armNotifications()) break; // drained: the driver's next chain kicks
+          continue; // chains came in as we asked: take them too
         }
         this.#send(ctx, chain);
         q.pushUsed(chain.head, 0); // the device writes nothing into a transmit chain

@@ -141,6 +141,17 @@ export class SplitQueue {
     return this.pending() > 0;
   }
 
+  /**
+   * For a device that found the queue empty and would stop: asks for notifications again
+   * (enableNotifications). True: it may stop, the driver's next chain notifies. False: chains came
+   * in meanwhile, notifications are off again, and the device must take them.
+   */
+  armNotifications(): boolean {
+    if (!this.enableNotifications()) return true;
+    this.disableNotifications();
+    return false;
+  }
+
   #walk(head: number): DescriptorChain {
     const { size } = this.cfg;
     if (head >= size) throw new VirtqError('DESC_INDEX', `head descriptor ${head} >= queue size ${size}`);
