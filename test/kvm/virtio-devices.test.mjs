@@ -5,9 +5,9 @@
 // The same guests are checked against QEMU's devices by guests/tests/qemu-check.sh.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
+import { constants as fsConstants, closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Readable, Writable } from 'node:stream';
@@ -256,6 +256,28 @@ describe('the command-runner protocol, spoken by the C guest on a virtio-console
     assert.equal(status, 124, stderr);
     assert.match(stderr, /timed out|time-out|timeout/i);
     child.stdout.destroy();
+  });
+
+  it('`run --timeout` ends at the time-out even when the command ended with output nobody has read', async () => {
+    // stdout is a FIFO that nobody reads (a plain pipe: 64 KiB, where Node's own stdio pipes are
+    // socket pairs that hold far more). The command emits 70000 bytes and exits 0 at once; the
+    // last ~4 KiB can never be written. The run must still end by --timeout, with the command's status.
+    const fifo = path.join(mkdtempSync(path.join(tmpdir(), 'nv-fifo-')), 'stdout');
+    execFileSync('mkfifo', [fifo]);
+    const held = openSync(fifo, fsConstants.O_RDWR | fsConstants.O_NONBLOCK); // a reader that never reads
+    const out = openSync(fifo, 'w');
+    const child = spawn(process.execPath, [cli, 'run', '--kernel', ELF, '--mem', '128M', '--cmdline', 'agent', '--share-cwd', 'off', '--timeout', '5', '--log-level', 'error', '--', 'emit', '70000'], { stdio: ['ignore', out, 'pipe'] });
+    closeSync(out);
+    let stderr = '';
+    child.stderr.on('data', (d) => (stderr += d));
+    const t0 = performance.now();
+    const killer = setTimeout(() => child.kill('SIGKILL'), 60_000);
+    const [status, signal] = await new Promise((resolve) => child.on('exit', (c, s) => resolve([c, s])));
+    clearTimeout(killer);
+    closeSync(held);
+    rmSync(path.dirname(fifo), { recursive: true, force: true });
+    assert.equal(signal, null, `killed after ${Math.round(performance.now() - t0)} ms: nodevisor waited for its stdout past --timeout\n${stderr}`);
+    assert.equal(status, 0, stderr);
   });
 });
 

@@ -127,9 +127,11 @@ export async function runCommandInGuest(o: RunCommandOptions): Promise<RunComman
   }
   // Whether it ended well or not, a stream is done with once finished; node:stream/promises would cost ~3 ms of start-up.
   const flushed = Promise.all([out, err].map((w) => new Promise<true>((resolve) => finished(w.end(), () => resolve(true)))));
-  // A hung guest's run must end at --timeout even if nobody reads what it printed.
-  const outputAbandoned = !(await (reason.kind === 'timeout' ? Promise.race([flushed, delay(FLUSH_GRACE_MS, false, { ref: false })]) : flushed));
-  if (outputAbandoned) o.log.warn('output not yet read by the reader of stdout/stderr was abandoned after the time-out');
+  // A run must end by --timeout even if nobody reads what it printed: a grace after a time-out,
+  // and when the guest ended first with output still unread, whatever is left of --timeout.
+  const flushLimitMs = reason.kind === 'timeout' ? FLUSH_GRACE_MS : o.timeoutSec === undefined ? undefined : Math.max(FLUSH_GRACE_MS, o.timeoutSec * 1000 - ms());
+  const outputAbandoned = !(await (flushLimitMs === undefined ? flushed : Promise.race([flushed, delay(flushLimitMs, false, { ref: false })])));
+  if (outputAbandoned) o.log.warn('output not yet read by the reader of stdout/stderr was abandoned at the time-out');
   return { status, outputAbandoned };
 }
 
