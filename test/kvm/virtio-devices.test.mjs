@@ -241,21 +241,30 @@ describe('the command-runner protocol, spoken by the C guest on a virtio-console
     assert.equal(r.stdout, '007 1e3 0x10 1.50 -0\n');
   });
 
-  it('`run -- COMMAND` whose stdout nobody reads still ends at --timeout with 124 (output waits, the main thread does not)', async () => {
-    // The C guest as the kit's agent, through the CLI; the test never reads the child's stdout, so
-    // the pipe fills after 64 KiB and stays full, as behind a CI step that stopped reading.
-    const child = spawn(process.execPath, [cli, 'run', '--kernel', ELF, '--mem', '128M', '--cmdline', 'agent', '--share-cwd', 'off', '--timeout', '5', '--log-level', 'error', '--', 'emit', '1000000000'], { stdio: ['ignore', 'pipe', 'pipe'] });
-    child.stdout.pause();
+  /**
+   * `run --timeout 5 -- COMMAND` with the C guest as the agent, stdout given to `stdout` ('pipe':
+   * one this test never reads) and stderr collected; SIGKILL after killAfterMs, which a hung run meets.
+   */
+  async function runAgentWithTimeout(command, stdout, killAfterMs) {
+    const child = spawn(process.execPath, [cli, 'run', '--kernel', ELF, '--mem', '128M', '--cmdline', 'agent', '--share-cwd', 'off', '--timeout', '5', '--log-level', 'error', '--', ...command], { stdio: ['ignore', stdout, 'pipe'] });
+    child.stdout?.pause();
     let stderr = '';
     child.stderr.on('data', (d) => (stderr += d));
     const t0 = performance.now();
-    const killer = setTimeout(() => child.kill('SIGKILL'), 90_000);
-    const [status, signal] = await new Promise((resolve) => child.on('exit', (c, s) => resolve([c, s])));
+    const killer = setTimeout(() => child.kill('SIGKILL'), killAfterMs);
+    const [status, signal] = await new Promise((resolve) => child.on('exit', (c, sig) => resolve([c, sig])));
     clearTimeout(killer);
-    assert.equal(signal, null, `killed after ${Math.round(performance.now() - t0)} ms: nodevisor hung on its stdout\n${stderr}`);
+    child.stdout?.destroy();
+    return { status, signal, stderr, ms: Math.round(performance.now() - t0) };
+  }
+
+  it('`run -- COMMAND` whose stdout nobody reads still ends at --timeout with 124 (output waits, the main thread does not)', async () => {
+    // The C guest as the kit's agent, through the CLI; the test never reads the child's stdout, so
+    // the pipe fills after 64 KiB and stays full, as behind a CI step that stopped reading.
+    const { status, signal, stderr, ms } = await runAgentWithTimeout(['emit', '1000000000'], 'pipe', 90_000);
+    assert.equal(signal, null, `killed after ${ms} ms: nodevisor hung on its stdout\n${stderr}`);
     assert.equal(status, 124, stderr);
     assert.match(stderr, /timed out|time-out|timeout/i);
-    child.stdout.destroy();
   });
 
   it('`run --timeout` ends at the time-out even when the command ended with output nobody has read', async () => {
@@ -266,17 +275,12 @@ describe('the command-runner protocol, spoken by the C guest on a virtio-console
     execFileSync('mkfifo', [fifo]);
     const held = openSync(fifo, fsConstants.O_RDWR | fsConstants.O_NONBLOCK); // a reader that never reads
     const out = openSync(fifo, 'w');
-    const child = spawn(process.execPath, [cli, 'run', '--kernel', ELF, '--mem', '128M', '--cmdline', 'agent', '--share-cwd', 'off', '--timeout', '5', '--log-level', 'error', '--', 'emit', '70000'], { stdio: ['ignore', out, 'pipe'] });
+    const run = runAgentWithTimeout(['emit', '70000'], out, 60_000);
     closeSync(out);
-    let stderr = '';
-    child.stderr.on('data', (d) => (stderr += d));
-    const t0 = performance.now();
-    const killer = setTimeout(() => child.kill('SIGKILL'), 60_000);
-    const [status, signal] = await new Promise((resolve) => child.on('exit', (c, s) => resolve([c, s])));
-    clearTimeout(killer);
+    const { status, signal, stderr, ms } = await run;
     closeSync(held);
     rmSync(path.dirname(fifo), { recursive: true, force: true });
-    assert.equal(signal, null, `killed after ${Math.round(performance.now() - t0)} ms: nodevisor waited for its stdout past --timeout\n${stderr}`);
+    assert.equal(signal, null, `killed after ${ms} ms: nodevisor waited for its stdout past --timeout\n${stderr}`);
     assert.equal(status, 0, stderr);
   });
 });
