@@ -10,10 +10,10 @@
 # Everything in the VM runs at software-emulation speed (roughly 10-50x slower than native), and the
 # guests nodevisor starts in there run on KVM's nested SVM, itself emulated: it is for correctness
 # (tests), never for speed. Exit status: the command's; 125 when the VM could not run it; 75 when the
-# emulated VM wedged (its kernel reported a CPU stuck for NESTED_KVM_WEDGED_AFTER seconds, 240 by
-# default) or printed nothing for --quiet-limit seconds (for a command known to print regularly),
-# and was stopped, after printing its CPUs' state (QMP `info registers -a`, to find out some day
-# what wedges it); 124 when --timeout passed first (the VM is stopped then too). The QMP socket is
+# emulated VM's own kernel panicked, or when the VM wedged (its kernel reported a CPU stuck for
+# NESTED_KVM_WEDGED_AFTER seconds, 240 by default) or printed nothing for --quiet-limit seconds (for
+# a command known to print regularly), and was stopped, after printing its CPUs' state (QMP `info
+# registers -a`, to find out some day what wedges it); 124 when --timeout passed first (the VM is stopped then too). The QMP socket is
 # NESTED_KVM_QMP if set (to look inside a VM that hangs), else a private one. Needs
 # qemu-system-x86_64, cpio, gzip, python3 (for the QMP dump) and the guest kit (kernel, modules and
 # busybox initramfs: guests/kit/build.sh).
@@ -58,6 +58,8 @@ mkdir -p "$root/host"
   echo "cd $(printf '%q' "$PWD")"
   echo "export PATH=$(printf '%q' "$PATH") HOME=$(printf '%q' "$HOME")"
   { env | grep -E '^(CI|NODEVISOR_[A-Z_]*|XDG_CACHE_HOME)=' || true; } | while IFS= read -r kv; do echo "export $(printf '%q' "$kv")"; done
+  # Tells the tests that their KVM is nested SVM emulated by TCG (test/helpers/kvm.mjs).
+  echo "export NODEVISOR_EMULATED_SVM=1"
   printf '%q ' "$@"
   echo
 } > "$root/cmd.sh"
@@ -165,6 +167,15 @@ while true; do
   case "$line" in
     *NESTED-BEGIN) begun=1 ;;
     *"NESTED-STATUS "*) status=${line##*NESTED-STATUS }; begun= ;;
+    "["*"] Kernel panic - not syncing"*)
+      # The VM's own kernel died (seen: a stack overflow of page faults in its exc_page_fault, its GS
+      # base lost on the way back from running a guest): nothing the command does can finish. Its
+      # console lines start with the printk time stamp; the command's output (guests' kernel logs
+      # included) comes indented or prefixed.
+      printf '%s\n' "$line"
+      echo "nested-kvm: the emulated VM's own kernel panicked: stopping it; status 75" >&2
+      status=75
+      stop_vm ;;
     *"soft lockup - CPU#"*"stuck for "*)
       printf '%s\n' "$line"
       stuck=${line##*stuck for }; stuck=${stuck%%s*}

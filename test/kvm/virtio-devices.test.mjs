@@ -11,7 +11,7 @@ import { constants as fsConstants, closeSync, existsSync, mkdirSync, mkdtempSync
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Readable, Writable } from 'node:stream';
-import { cli, guest, needsKvm, root, runCli } from '../helpers/kvm.mjs';
+import { cli, guest, needsKvm, rerunOnEmulatorShutdown, root, runCli } from '../helpers/kvm.mjs';
 import { hostPinger, netnsProblem, runInNetns, tapCounter, withNetns } from '../helpers/netns.mjs';
 
 const ELF = guest('c-virtio.elf');
@@ -261,7 +261,7 @@ describe('the command-runner protocol, spoken by the C guest on a virtio-console
   it('`run -- COMMAND` whose stdout nobody reads still ends at --timeout with 124 (output waits, the main thread does not)', async () => {
     // The C guest as the kit's agent, through the CLI; the test never reads the child's stdout, so
     // the pipe fills after 64 KiB and stays full, as behind a CI step that stopped reading.
-    const { status, signal, stderr, ms } = await runAgentWithTimeout(['emit', '1000000000'], 'pipe', 90_000);
+    const { status, signal, stderr, ms } = await rerunOnEmulatorShutdown('emit 1000000000 to an unread stdout', () => runAgentWithTimeout(['emit', '1000000000'], 'pipe', 90_000));
     assert.equal(signal, null, `killed after ${ms} ms: nodevisor hung on its stdout\n${stderr}`);
     assert.equal(status, 124, stderr);
     assert.match(stderr, /timed out|time-out|timeout/i);
