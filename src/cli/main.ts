@@ -27,7 +27,7 @@ export async function main(args: string[]): Promise<void> {
       .fail((msg, err) => {
         // yargs' own parse errors (YError) are bad input like the rest: one line, status 2.
         if (err && err.name !== 'YError') throw err;
-        throw new VmmError('BAD_CONFIG', oneLine(msg ?? err?.message ?? 'bad arguments'));
+        throw new VmmError('BAD_CONFIG', oneLine(msg ?? err?.message ?? 'bad arguments', args));
       })
       .help()
       // Given, rather than left to yargs, which lists folders upwards from the main script to find
@@ -67,9 +67,16 @@ function refuseNonBooleanValues(args: readonly string[], y: { getOptions(): { bo
 }
 
 /** yargs' own messages as one line, each flag named once (not also as its camelCase alias). */
-function oneLine(msg: string): string {
+function oneLine(msg: string, args: readonly string[]): string {
   const missing = /^Not enough arguments following: (\S+)$/.exec(msg);
-  if (missing) return `--${missing[1]}: needs a value`;
+  if (missing) {
+    // yargs takes a value that starts with "-" for a flag (`--cmdline -quiet`): say how to give it.
+    const at = args.indexOf(`--${missing[1]}`);
+    const next = at >= 0 ? args[at + 1] : undefined;
+    const shown = next !== undefined && /\s/.test(next) ? JSON.stringify(next) : next;
+    const hint = next !== undefined && /^-[^-]/.test(next) ? ` (a value that starts with "-" is given as --${missing[1]}=${shown})` : '';
+    return `--${missing[1]}: needs a value${hint}`;
+  }
   const unknown = /^(Unknown arguments?): (.*)$/s.exec(msg);
   if (unknown) {
     const names = unknown[2]!.split(', ');
