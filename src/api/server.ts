@@ -272,20 +272,21 @@ export class ApiServer {
 
   #start(): void {
     if (this.#machine) throw fault('InstanceStart: the microVM has already been started');
-    if (!this.#boot) throw fault('InstanceStart: no boot source (PUT /boot-source first)');
+    const boot = this.#boot;
+    if (!boot) throw fault('InstanceStart: no boot source (PUT /boot-source first)');
     const mc = this.#machineConfig;
     // As Firecracker: the root device is the first disk (vda), named on the kernel command line.
     const drives = [...this.#drives.values()].sort((a, b) => Number(b.is_root_device) - Number(a.is_root_device));
     const root = drives.find((d) => d.is_root_device);
-    let cmdline = this.#boot.boot_args;
+    let cmdline = boot.boot_args;
     if (root && !/(^|\s)root=/.test(cmdline ?? '')) cmdline = `${cmdline ?? ''} root=/dev/vda ${root.is_read_only ? 'ro' : 'rw'}`.trim();
-    const machine = Machine.create(
+    const machine = inApiTerms(() => Machine.create(
       {
         ...this.opts.machineDefaults,
         ...(this.#logger ? { logLevel: this.#log.level as LogLevel } : {}),
         ...(this.#entropy ? { rng: true } : {}),
-        kernel: this.#boot.kernel_image_path,
-        ...(this.#boot.initrd_path !== undefined ? { initrd: this.#boot.initrd_path } : {}),
+        kernel: boot.kernel_image_path,
+        ...(boot.initrd_path !== undefined ? { initrd: boot.initrd_path } : {}),
         ...(cmdline !== undefined ? { cmdline } : {}),
         disks: drives.map((d) => ({ path: d.path_on_host, ...(d.is_read_only ? { readOnly: true } : {}), id: d.drive_id.slice(0, 20) })),
         nets: [...this.#nets.values()].map((n) => ({ tap: n.host_dev_name, ...(n.guest_mac !== undefined ? { mac: n.guest_mac.toLowerCase() } : {}) })),
@@ -295,7 +296,7 @@ export class ApiServer {
         consoleFd: this.opts.consoleFd ?? 1,
       },
       this.#log,
-    );
+    ));
     this.#started = { driveIds: drives.map((d) => d.drive_id), ifaceIds: [...this.#nets.keys()] };
     this.#machine = machine;
     void machine.start().then((r) => this.#onStopped(r));
@@ -400,4 +401,28 @@ function checkRegularFile(field: string, file: string): void {
   }
   if (!st.isFile()) throw fault(`${field} ${file}: not a regular file`);
   if (st.size === 0) throw fault(`${field} ${file}: the file is empty`);
+}
+
+/**
+ * The library's messages name its inputs as the CLI does (`--kernel PATH: ...`, `raise --mem`); an
+ * API client set them through fields, and is told those names instead.
+ */
+const API_NAMES: readonly [RegExp, string][] = [
+  [/--kernel\b/g, 'kernel_image_path'],
+  [/--initrd\b/g, 'initrd_path'],
+  [/--cmdline\b/g, 'boot_args'],
+  [/--mem\b/g, 'mem_size_mib'],
+  [/--cpus\b/g, 'vcpu_count'],
+];
+
+/** Runs `fn`, rewording a VmmError it throws in the API's field names (same code). */
+export function inApiTerms<T>(fn: () => T): T {
+  try {
+    return fn();
+  } catch (e) {
+    if (!(e instanceof VmmError)) throw e;
+    const message = API_NAMES.reduce((m, [flag, field]) => m.replace(flag, field), e.message);
+    if (message === e.message) throw e;
+    throw new VmmError(e.code, message, { cause: e });
+  }
 }

@@ -81,6 +81,17 @@ describe('REST API (Firecracker-compatible)', needsKvm, () => {
     assert.equal((await request(sock, 'GET', '/')).body.state, 'Not started');
   });
 
+  it('InstanceStart of a kernel the loader refuses: a fault_message in the API\'s terms, and nothing started', async () => {
+    const junk = path.join(dir, 'junk.elf');
+    writeFileSync(junk, Buffer.concat([Buffer.from('\x7fELF'), Buffer.alloc(60)])); // an ELF magic and nothing else
+    assert.equal((await request(sock, 'PUT', '/boot-source', { kernel_image_path: junk })).status, 204);
+    const r = await request(sock, 'PUT', '/actions', { action_type: 'InstanceStart' });
+    assert.equal(r.status, 400);
+    assert.match(r.body.fault_message, /^kernel_image_path .*junk\.elf: /);
+    assert.doesNotMatch(r.body.fault_message, /--kernel|--mem/);
+    assert.equal((await request(sock, 'GET', '/')).body.state, 'Not started');
+  });
+
   it('configures, starts, pauses and resumes a guest; pre-boot calls are refused after start', async () => {
     assert.equal((await request(sock, 'PUT', '/machine-config', { vcpu_count: 1, mem_size_mib: 64 })).status, 204);
     assert.deepEqual((await request(sock, 'GET', '/machine-config')).body, { vcpu_count: 1, mem_size_mib: 64, smt: false, track_dirty_pages: false, huge_pages: 'None' });

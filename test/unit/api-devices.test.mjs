@@ -67,6 +67,31 @@ describe('REST API: drives and network interfaces before boot', () => {
   });
 });
 
+describe('REST API: InstanceStart refusing a bad boot source', () => {
+  it('names the API fields (kernel_image_path, initrd_path, mem_size_mib), not the CLI flags', async () => {
+    const api = new ApiServer({ id: 't', version: '0', log: silentLogger });
+    // (Errors found before /dev/kvm is opened: this runs without KVM. api.test.mjs has one from the loader.)
+    const gone = path.join(dir, 'emptied.bin');
+    writeFileSync(gone, 'x');
+    assert.equal((await put(api, '/boot-source', { kernel_image_path: gone })).status, 204);
+    writeFileSync(gone, '');
+    let r = await put(api, '/actions', { action_type: 'InstanceStart' });
+    assert.equal(r.status, 400);
+    assert.match(r.body.fault_message, /^kernel_image_path .*emptied\.bin: file is empty$/);
+
+    const kernel = path.join(dir, 'flat.bin');
+    writeFileSync(kernel, Buffer.alloc(512, 0xf4)); // hlt: a flat image, which loads
+    const initrd = path.join(dir, 'big.initrd');
+    writeFileSync(initrd, Buffer.alloc(33 << 20));
+    assert.equal((await put(api, '/machine-config', { vcpu_count: 1, mem_size_mib: 32 })).status, 204);
+    assert.equal((await put(api, '/boot-source', { kernel_image_path: kernel, initrd_path: initrd })).status, 204);
+    r = await put(api, '/actions', { action_type: 'InstanceStart' });
+    assert.equal(r.status, 400);
+    assert.match(r.body.fault_message, /^initrd_path .*big\.initrd: 33 MiB does not fit in 32 MiB of guest RAM/);
+    assert.equal((await api.app.inject({ method: 'GET', url: '/' })).json().state, 'Not started');
+  });
+});
+
 describe('REST API: requests fastify refuses before any route', () => {
   it('a bad URL escape is answered with a fault_message too', async () => {
     const api = new ApiServer({ id: 't', version: '0', log: silentLogger });
