@@ -444,6 +444,36 @@ describe('virtio-blk: broken chains', () => {
     assert.deepEqual(r.disk(), r.original);
   });
 
+  it('empty descriptors (which may point anywhere) are skipped, with the header and status alone in theirs or not', async () => {
+    const r = rig();
+    const nowhere = 0xfff_0000_0000; // far outside guest RAM
+    const hdr = (type, sector) => {
+      const a = r.alloc(16);
+      r.mem.view(a, 16).setUint32(0, type, true);
+      r.mem.view(a, 16).setBigUint64(8, BigInt(sector), true);
+      return a;
+    };
+    const data = pattern(SECTOR, 42);
+    const src = r.alloc(SECTOR);
+    r.mem.write(src, data);
+    const dst = r.alloc(SECTOR);
+    const st = [r.alloc(1), r.alloc(1), r.alloc(2)];
+    // The usual layout with empty descriptors between the parts; then one whose status shares its
+    // descriptor with the data's end and whose header follows an empty descriptor (the general path).
+    r.d.addChain([{ addr: hdr(T.OUT, 3), len: 16 }, { addr: nowhere, len: 0 }, { addr: src, len: SECTOR }, { addr: nowhere, len: 0 }, { addr: st[0], len: 1, write: true }]);
+    r.d.addChain([{ addr: hdr(T.IN, 3), len: 16 }, { addr: dst, len: SECTOR, write: true }, { addr: nowhere, len: 0, write: true }, { addr: st[1], len: 1, write: true }]);
+    const shared = r.alloc(SECTOR + 1);
+    r.d.addChain([{ addr: nowhere, len: 0 }, { addr: hdr(T.IN, 3), len: 16 }, { addr: shared, len: SECTOR + 1, write: true }]);
+    await r.run();
+    assert.equal(r.mem.readU8(st[0]), S.OK);
+    assert.deepEqual(sectorsOf(r.disk(), 3, 1), data);
+    assert.equal(r.mem.readU8(st[1]), S.OK);
+    assert.deepEqual(r.mem.read(dst, SECTOR), data);
+    assert.deepEqual(r.mem.read(shared, SECTOR), data);
+    assert.equal(r.mem.readU8(shared + SECTOR), S.OK);
+    assert.deepEqual([...usedLengths(r).values()], [1, SECTOR + 1, SECTOR + 1]);
+  });
+
   it('a header shorter than 16 bytes throws VirtqError', () => {
     const r = rig();
     request(r, { type: T.IN, inLen: SECTOR, header: 12 });
