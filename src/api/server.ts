@@ -416,7 +416,7 @@ const API_NAMES: readonly [RegExp, string][] = [
 ];
 
 /** Runs `fn`, rewording a VmmError it throws in the API's field names (same code). */
-export function inApiTerms<T>(fn: () => T): T {
+function inApiTerms<T>(fn: () => T): T {
   try {
     return fn();
   } catch (e) {

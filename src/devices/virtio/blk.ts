@@ -485,7 +485,7 @@ export class VirtioBlk implements VirtioDevice {
     // In numbers, not BigInts (one per request adds up before V8 optimises this): exact below 2^53,
     // and a sector number rounded there is far past any capacity (an image is under 2^53 bytes).
     const first = Number(sector);
-    if (first > this.capacity || first + bytes / SECTOR_SIZE > this.capacity) return undefined;
+    if (first + bytes / SECTOR_SIZE > this.capacity) return undefined;
     return first * SECTOR_SIZE;
   }
 
@@ -590,10 +590,12 @@ export function parseRequest(mem: GuestMemory, chain: DescriptorChain): BlkReque
 function parseUsualRequest(mem: GuestMemory, chain: DescriptorChain): BlkRequest {
   const r = chain.readable;
   const w = chain.writable;
-  // Read in place, once, into numbers (the queue has checked that the buffer is in RAM).
+  // The header is read in place, each field once (the queue has checked that the buffer is in RAM).
   const hdr = r[0]!.addr;
   const type = mem.readU32(hdr);
   const sector = mem.readU64(hdr + 8);
+  // Two loops written out, not one helper called twice: before V8 optimises this (a guest's first
+  // thousand requests) the calls showed (host, medians of 6, noisy: ~10 against ~7 us a request).
   const out: Uint8Array[] = [];
   let outLen = 0;
   for (let i = 1; i < r.length; i++) {
