@@ -34,7 +34,7 @@ export const needsKvm = { skip: problem ?? false };
  * 20 reruns of those tests there did not reproduce. SVM leaves no trace of where: after a shutdown
  * the vCPU's registers are its reset state.
  */
-export const emulatedSvm = process.env.NODEVISOR_EMULATED_SVM === '1';
+const emulatedSvm = process.env.NODEVISOR_EMULATED_SVM === '1';
 
 /** A run that ended in a triple fault the test did not ask for, under emulated SVM. */
 function emulatorShutdown(r) {
