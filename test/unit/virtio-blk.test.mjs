@@ -457,7 +457,7 @@ describe('virtio-blk: broken chains', () => {
     const src = r.alloc(SECTOR);
     r.mem.write(src, data);
     const dst = r.alloc(SECTOR);
-    const st = [r.alloc(1), r.alloc(1), r.alloc(2)];
+    const st = [r.alloc(1), r.alloc(1)];
     // The usual layout with empty descriptors between the parts; then one whose status shares its
     // descriptor with the data's end and whose header follows an empty descriptor (the general path).
     r.d.addChain([{ addr: hdr(T.OUT, 3), len: 16 }, { addr: nowhere, len: 0 }, { addr: src, len: SECTOR }, { addr: nowhere, len: 0 }, { addr: st[0], len: 1, write: true }]);
