@@ -458,20 +458,24 @@ describe('virtio-blk: broken chains', () => {
     r.mem.write(src, data);
     const dst = r.alloc(SECTOR);
     const st = [r.alloc(1), r.alloc(1)];
-    // The usual layout with empty descriptors between the parts; then one whose status shares its
-    // descriptor with the data's end and whose header follows an empty descriptor (the general path).
-    r.d.addChain([{ addr: hdr(T.OUT, 3), len: 16 }, { addr: nowhere, len: 0 }, { addr: src, len: SECTOR }, { addr: nowhere, len: 0 }, { addr: st[0], len: 1, write: true }]);
-    r.d.addChain([{ addr: hdr(T.IN, 3), len: 16 }, { addr: dst, len: SECTOR, write: true }, { addr: nowhere, len: 0, write: true }, { addr: st[1], len: 1, write: true }]);
-    const shared = r.alloc(SECTOR + 1);
-    r.d.addChain([{ addr: nowhere, len: 0 }, { addr: hdr(T.IN, 3), len: 16 }, { addr: shared, len: SECTOR + 1, write: true }]);
+    // The usual layout with empty descriptors between the parts; the write lands before the reads
+    // start (requests in flight together may complete in any order).
+    const write = r.d.addChain([{ addr: hdr(T.OUT, 3), len: 16 }, { addr: nowhere, len: 0 }, { addr: src, len: SECTOR }, { addr: nowhere, len: 0 }, { addr: st[0], len: 1, write: true }]);
     await r.run();
     assert.equal(r.mem.readU8(st[0]), S.OK);
     assert.deepEqual(sectorsOf(r.disk(), 3, 1), data);
+    // Then the same for a read, and one whose status shares its descriptor with the data's end and
+    // whose header follows an empty descriptor (the general path).
+    const read = r.d.addChain([{ addr: hdr(T.IN, 3), len: 16 }, { addr: dst, len: SECTOR, write: true }, { addr: nowhere, len: 0, write: true }, { addr: st[1], len: 1, write: true }]);
+    const shared = r.alloc(SECTOR + 1);
+    const general = r.d.addChain([{ addr: nowhere, len: 0 }, { addr: hdr(T.IN, 3), len: 16 }, { addr: shared, len: SECTOR + 1, write: true }]);
+    await r.run();
     assert.equal(r.mem.readU8(st[1]), S.OK);
     assert.deepEqual(r.mem.read(dst, SECTOR), data);
     assert.deepEqual(r.mem.read(shared, SECTOR), data);
     assert.equal(r.mem.readU8(shared + SECTOR), S.OK);
-    assert.deepEqual([...usedLengths(r).values()], [1, SECTOR + 1, SECTOR + 1]);
+    const used = usedLengths(r);
+    assert.deepEqual([used.get(write), used.get(read), used.get(general)], [1, SECTOR + 1, SECTOR + 1]);
   });
 
   it('a header shorter than 16 bytes throws VirtqError', () => {
