@@ -57,12 +57,12 @@ export class Bus {
     if (clash) {
       throw new VmmError('BUS', `${this.space} bus: ${dev.debugLabel} at ${hex(base)}+${hex(len)} overlaps ${clash.dev.debugLabel} at ${hex(clash.base)}+${hex(clash.end - clash.base)}`);
     }
-    const at = this.#entries.findIndex((e) => e.base > base);
-    this.#entries.splice(at < 0 ? this.#entries.length : at, 0, { base, end, dev });
-    if (this.#portIndex) {
-      this.#portIndex.fill(0);
-      this.#entries.forEach((e, i) => this.#portIndex!.fill(i + 1, e.base, e.end));
-    }
+    const found = this.#entries.findIndex((e) => e.base > base);
+    const at = found < 0 ? this.#entries.length : found;
+    this.#entries.splice(at, 0, { base, end, dev });
+    // The new range and those after it moved one place up; the ports of those before keep their
+    // index (rebuilding all 64 Ki entries per device was most of a machine's bus set-up).
+    if (this.#portIndex) for (let i = at; i < this.#entries.length; i++) this.#portIndex.fill(i + 1, this.#entries[i]!.base, this.#entries[i]!.end);
   }
 
   /** The devices and their ranges, in address order. */

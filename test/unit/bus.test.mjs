@@ -65,6 +65,19 @@ describe('Bus', () => {
     assert.throws(() => bus.insert(recorder('x').dev, 0xfffc, 8), /invalid range/);
   });
 
+  it('pio: devices inserted in any address order each get their own ports, and gaps stay unclaimed', () => {
+    const bus = new Bus('pio');
+    const bases = [0x3f8, 0x60, 0x2f8, 0x20, 0xcf8, 0x70, 0x64];
+    const devs = bases.map((base) => {
+      const r = recorder(`at ${base}`);
+      bus.insert(r.dev, base, base === 0xcf8 ? 8 : 4);
+      return r;
+    });
+    bases.forEach((base, i) => assert.equal(bus.read(base + 1, 1), 0x101, `device at ${base.toString(16)}`));
+    assert.ok(devs.every((d) => d.log.length === 1), 'each read reached its own device');
+    for (const gap of [0x24, 0x68, 0x2fc, 0x3fc, 0xd00, 0]) assert.equal(bus.read(gap, 1), 0xff, `port ${gap.toString(16)} is unclaimed`);
+  });
+
   it('mmio: finds the right device among many (binary search)', () => {
     const bus = new Bus('mmio');
     const devs = [];
