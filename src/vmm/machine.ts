@@ -95,7 +95,8 @@ export interface MachineConfig {
   /**
    * With one vCPU: start it on this (the main) thread and move it to a vCPU thread once the guest
    * has run for 20 ms (main-thread-vcpu.ts), so that a guest that ends at once costs no thread
-   * start-up (~50 ms of CPU). One machine per process at a time; the others start on threads.
+   * start-up (~50 ms of CPU). One guest runs there at a time; machines started together take turns,
+   * and one that waits 250 ms starts on its thread instead.
    */
   readonly startOnMainThread?: boolean;
   readonly hugepages?: 0 | 1 | 2;
@@ -332,7 +333,7 @@ export class Machine extends EventEmitter {
         ramMappingId: this.ram.mappingId, memBytes: this.config.memBytes, devices: this.#devices,
         control: this.#control, logLevel: this.config.logLevel ?? (this.log.level as LogLevel), flavour: this.flavour,
       };
-      const onMain = this.config.startOnMainThread === true && this.vcpus.length === 1 && MainThreadVcpu.available();
+      const onMain = this.config.startOnMainThread === true && this.vcpus.length === 1;
       const w: EventEmitter = onMain ? new MainThreadVcpu(init, vcpuThread) : vcpuThread(init);
       let reported = false;
       w.on('message', (msg: VcpuWorkerMessage) => {
@@ -451,6 +452,7 @@ export class Machine extends EventEmitter {
     if (this.#state !== 'paused') throw new VmmError('BAD_CONFIG', `machine: resume() in state ${this.#state}`);
     Atomics.store(this.#controlWords, CONTROL.PAUSE, 0);
     Atomics.notify(this.#controlWords, CONTROL.PAUSE);
+    this.#tellMainThreadVcpus();
     this.#setState('running');
   }
 
@@ -532,9 +534,15 @@ export class Machine extends EventEmitter {
     for (const w of this.#workers) if (w instanceof MainThreadVcpu) w.go();
   }
 
+  /** After a change of CONTROL.PAUSE or STOP: vCPUs in KVM_RUN are kicked out to see it, and a main-thread one is told. */
   #kickAll(): void {
     const n = native();
     for (const v of this.vcpus) n.kick(v.runMappingId);
+    this.#tellMainThreadVcpus();
+  }
+
+  #tellMainThreadVcpus(): void {
+    for (const w of this.#workers) if (w instanceof MainThreadVcpu) w.controlChanged();
   }
 
   /**

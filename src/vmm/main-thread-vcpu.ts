@@ -15,8 +15,16 @@
  * callbacks, and the next poll enters the guest again. Exits are answered here synchronously, by the
  * same VcpuLoop and buses a vCPU thread uses (vcpu-setup.ts).
  *
+ * The hook runs one vCPU at a time. Machines started together take turns, first come first served
+ * (`holder` and `queue` below): a vCPU holds the hook until its guest ends, or until it has had its
+ * HANDOFF_AFTER_MS and starts its thread; if others are waiting then, it lets the next one in and
+ * waits for its thread off the main thread. So N short-lived machines started at once from one
+ * process cost no thread at all: bench/lifecycle's machines per second. If the event loop has no
+ * time for guests (see #checkAfter), the holder and everyone queued start their threads.
+ *
  * To Machine this looks like a vCPU thread: it emits the same 'message's (VcpuWorkerMessage),
- * 'error' and one 'exit'.
+ * 'error' and one 'exit'; it calls controlChanged() after it changes CONTROL.PAUSE or STOP, which
+ * a vCPU that is not in the hook's slices would not see otherwise.
  */
 import { EventEmitter } from 'node:events';
 import type { Worker } from 'node:worker_threads';
@@ -36,19 +44,17 @@ import type { StopReason } from './stop.js';
 export const HANDOFF_AFTER_MS = 20;
 
 /**
- * ...or, whatever the guest has had, this long after start(): a main thread whose event loop never
- * sleeps (a caller's setImmediate loop) never runs the guest, and it must not starve there.
+ * ...or, whatever the guest has had, this long after its first slice (or with no slice at all for
+ * this long): a main thread whose event loop never sleeps (a caller's setImmediate loop) never runs
+ * the guest, and it must not starve there.
  */
 export const HANDOFF_AT_LATEST_MS = 250;
 
-/** The native hook serves one vCPU per process; a second machine meanwhile uses a thread from the start. */
-let busy = false;
+/** The vCPU the native hook runs now (it serves one per process), and those waiting their turn. */
+let holder: MainThreadVcpu | undefined;
+const queue: MainThreadVcpu[] = [];
 
 export class MainThreadVcpu extends EventEmitter {
-  /** Whether a new machine's vCPU can start on the main thread now. */
-  static available(): boolean {
-    return !busy;
-  }
 
   readonly #init: VcpuWorkerInit;
   readonly #n: NativeBinding;
@@ -58,9 +64,15 @@ export class MainThreadVcpu extends EventEmitter {
   readonly #spawnThread: (init: VcpuWorkerInit) => Worker;
   readonly #log: ThreadLogger;
   #startedAt = 0;
+  /** When the holder's guest first got a slice (0: not yet), for its clock (#checkAfter). */
+  #firstSliceAt = 0;
   /** Milliseconds spent in slices so far: in the guest, give or take an exit. */
   #inGuestMs = 0;
-  #phase: 'waiting' | 'running' | 'handed-off' | 'done' = 'waiting';
+  /**
+   * waiting: for go(); queued: for the hook; running: in the hook's slices; moving: out of the
+   * hook, its thread starting; handed-off: on its thread; done: ended here.
+   */
+  #phase: 'waiting' | 'queued' | 'running' | 'moving' | 'handed-off' | 'done' = 'waiting';
   #parked = false;
   #thread: Worker | undefined;
   #gate: Int32Array | undefined;
@@ -70,7 +82,6 @@ export class MainThreadVcpu extends EventEmitter {
   /** `spawnThread` starts the vCPU thread that takes over (vcpu-threads.cts' vcpuThread). */
   constructor(init: VcpuWorkerInit, spawnThread: (init: VcpuWorkerInit) => Worker) {
     super();
-    busy = true;
     this.#init = init;
     this.#n = native();
     this.#spawnThread = spawnThread;
@@ -83,29 +94,106 @@ export class MainThreadVcpu extends EventEmitter {
 
   /** Called by the machine as it opens the control block's GO gate (start(), or a stop before it). */
   go(): void {
-    if (this.#phase === 'waiting') this.#begin();
-  }
-
-  #begin(): void {
+    if (this.#phase !== 'waiting') return;
     if (Atomics.load(this.#control, CONTROL.STOP) !== 0) return this.#finish({ kind: 'stopped' });
-    this.#phase = 'running';
     this.#startedAt = performance.now();
-    this.#n.loopVcpuStart(this.#init.runMappingId, this.#slice);
-    this.#startThreadAfter(HANDOFF_AFTER_MS);
+    if (holder) {
+      // No clock of its own while queued: the line moves as fast as the holders' guests end or
+      // move, and a starved hook sends everyone in it to their threads (#checkAfter).
+      this.#phase = 'queued';
+      queue.push(this);
+    } else this.#take();
   }
 
-  /** Checks again in `ms`, and starts the thread once the guest has had HANDOFF_AFTER_MS (or at HANDOFF_AT_LATEST_MS). */
-  #startThreadAfter(ms: number): void {
+  /** Takes the hook: from the next turn of the event loop on, the guest runs in its slices. */
+  #take(): void {
+    holder = this;
+    this.#phase = 'running';
+    this.#firstSliceAt = 0;
+    this.#n.loopVcpuStart(this.#init.runMappingId, this.#slice);
+    this.#checkAfter(HANDOFF_AFTER_MS);
+  }
+
+  /** Gives the hook up, to the vCPU that has waited longest (called with this one as the holder). */
+  #release(): void {
+    this.#n.loopVcpuStop();
+    holder = undefined;
+    const next = queue.shift();
+    if (next) next.#take();
+  }
+
+  /**
+   * The holder's clock. Its thread starts once the guest has had HANDOFF_AFTER_MS in slices, or
+   * HANDOFF_AT_LATEST_MS after its first slice: the event loop is then too busy to run a guest, and
+   * a loop that never waits at all (no slice for HANDOFF_AT_LATEST_MS between two checks) is too.
+   * The clock starts at the first slice, not at take(): after a long stretch of synchronous work
+   * (a program creating 50 machines in one go) the first check comes late, and the loop is fine.
+   */
+  #checkAfter(ms: number, sliceless = false): void {
     this.#timer = setTimeout(() => {
-      const left = Math.min(HANDOFF_AFTER_MS - this.#inGuestMs, HANDOFF_AT_LATEST_MS - (performance.now() - this.#startedAt));
-      if (left > 0) this.#startThreadAfter(left);
-      else this.#startThread();
+      if (this.#phase !== 'running') return;
+      if (this.#firstSliceAt === 0) {
+        if (sliceless) return this.#starved();
+        return this.#checkAfter(HANDOFF_AT_LATEST_MS, true);
+      }
+      const guestLeft = HANDOFF_AFTER_MS - this.#inGuestMs;
+      const left = Math.min(guestLeft, HANDOFF_AT_LATEST_MS - (performance.now() - this.#firstSliceAt));
+      if (left > 0) this.#checkAfter(left);
+      else if (guestLeft > 0 && !this.#parked) this.#starved();
+      else this.#moveOut(); // it had its time, or is paused: either way the hook is not starved
     }, ms).unref();
+  }
+
+  /** The guest keeps running: its thread starts, and others waiting for the hook get it meanwhile. */
+  #moveOut(): void {
+    this.#log.debug({ ms: Math.round(performance.now() - this.#startedAt), inGuestMs: Math.round(this.#inGuestMs) }, 'guest still running: starting its vCPU thread');
+    if (queue.length > 0) {
+      this.#release();
+      this.#phase = 'moving';
+    }
+    this.#startThread();
+  }
+
+  /** The event loop has no time for guests: the holder and everyone queued start their threads. */
+  #starved(): void {
+    this.#log.debug({ ms: Math.round(performance.now() - this.#startedAt), inGuestMs: Math.round(this.#inGuestMs), queued: queue.length }, 'the event loop is busy: starting vCPU threads');
+    const waiting = queue.splice(0);
+    // Alone, the guest keeps what slices it gets until its thread is ready, as in #moveOut.
+    if (waiting.length > 0) {
+      this.#release(); // to no one: the queue is empty now
+      this.#phase = 'moving';
+    }
+    this.#startThread();
+    for (const v of waiting) {
+      v.#phase = 'moving';
+      v.#startThread();
+    }
+  }
+
+  /**
+   * Machine changed CONTROL.PAUSE or STOP. The holder sees that in its next slice; a vCPU that is
+   * queued or moving gets no slices, so it answers here.
+   */
+  controlChanged(): void {
+    // Later, not inside pause() or a stop: what this emits calls back into the machine.
+    queueMicrotask(() => this.#onControlChanged());
+  }
+
+  #onControlChanged(): void {
+    if (this.#phase !== 'queued' && this.#phase !== 'moving') return;
+    if (Atomics.load(this.#control, CONTROL.STOP) !== 0) return this.#finish({ kind: 'stopped' });
+    const paused = Atomics.load(this.#control, CONTROL.PAUSE) !== 0;
+    if (paused !== this.#parked) {
+      this.#parked = paused;
+      this.emit('message', { type: paused ? 'paused' : 'resumed' } satisfies VcpuWorkerMessage);
+    }
+    if (!paused && this.#phase === 'moving' && this.#threadReady) this.#handOff();
   }
 
   /** One stretch in the guest, until the event loop has work (native/src/loop_vcpu.cc calls this). */
   readonly #slice = (): void => {
     if (this.#phase !== 'running') return;
+    if (this.#firstSliceAt === 0) this.#firstSliceAt = performance.now();
     const c = this.#control;
     if (Atomics.load(c, CONTROL.STOP) !== 0) return this.#finish({ kind: 'stopped' });
     // Paused: this callback keeps coming, once per loop iteration, and returns until resume() or a
@@ -139,8 +227,6 @@ export class MainThreadVcpu extends EventEmitter {
 
   /** Starts the vCPU thread that takes over once it is ready (its 'ready' message). */
   #startThread(): void {
-    if (this.#phase !== 'running') return;
-    this.#log.debug({ ms: Math.round(performance.now() - this.#startedAt), inGuestMs: Math.round(this.#inGuestMs) }, 'guest still running: starting its vCPU thread');
     const gate = new SharedArrayBuffer(4);
     this.#gate = new Int32Array(gate);
     const t = this.#spawnThread({ ...this.#init, gate });
@@ -150,7 +236,7 @@ export class MainThreadVcpu extends EventEmitter {
         this.#threadReady = true;
         // This runs between slices, so the guest can move now; while paused, the slice that
         // resumes it moves it instead.
-        if (this.#phase === 'running' && !this.#parked && Atomics.load(this.#control, CONTROL.PAUSE) === 0) this.#handOff();
+        if ((this.#phase === 'running' || this.#phase === 'moving') && !this.#parked && Atomics.load(this.#control, CONTROL.PAUSE) === 0) this.#handOff();
         return;
       }
       // A thread let go without taking over reports a stop that is not the guest's.
@@ -163,28 +249,33 @@ export class MainThreadVcpu extends EventEmitter {
       else this.#log.warn({ err: e.message }, 'vcpu thread failed before taking over: the guest stays on the main thread');
     });
     t.on('exit', (code) => {
-      if (this.#phase === 'running') {
-        this.#thread = undefined;
-        this.#threadReady = false;
-      } else {
-        this.emit('exit', code);
-      }
+      if (this.#phase === 'handed-off' || this.#phase === 'done') return void this.emit('exit', code);
+      this.#thread = undefined;
+      this.#threadReady = false;
+      if (this.#phase === 'moving') this.#requeue();
     });
   }
 
   /** Leaves the vCPU to its thread: the main thread never enters the guest again. */
   #handOff(): void {
+    if (holder === this) this.#release();
     this.#phase = 'handed-off';
-    this.#n.loopVcpuStop();
-    busy = false;
     this.#log.debug({ ms: Math.round(performance.now() - this.#startedAt), exits: this.#loop.exits }, 'vcpu moved from the main thread to its own thread');
     this.#open();
   }
 
+  /** A moving vCPU whose thread failed: back into the hook, at once if it is free. */
+  #requeue(): void {
+    if (holder) {
+      this.#phase = 'queued';
+      queue.push(this);
+    } else this.#take();
+  }
+
   #finish(reason: StopReason): void {
+    if (holder === this) this.#release();
+    else if (this.#phase === 'queued') queue.splice(queue.indexOf(this), 1);
     this.#phase = 'done';
-    this.#n.loopVcpuStop();
-    busy = false;
     clearTimeout(this.#timer);
     logStopState(this.#log, this.#vcpu, this.#loop.exits);
     // The machine sets STOP as it takes this in, so a thread started meanwhile, let go below, leaves

@@ -10,12 +10,18 @@ import { guest, needsKvm } from '../helpers/kvm.mjs';
 const COUNTER = 0x10008; // counter.bin keeps its count at image offset 8
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-/** The counter guest with startOnMainThread, and whether its debug log says its vCPU has moved to its thread. */
-function counterOnMainThread() {
+/** A debug logger whose records land in `lines`. */
+function debugLog() {
   const lines = [];
   const sink = new Writable({ write(chunk, _enc, cb) { lines.push(...chunk.toString().trim().split('\n').map((l) => JSON.parse(l))); cb(); } });
+  return { lines, log: pino({ level: 'debug' }, sink) };
+}
+
+/** The counter guest with startOnMainThread, and whether its debug log says its vCPU has moved to its thread. */
+function counterOnMainThread() {
+  const { lines, log } = debugLog();
   const fd = openSync('/dev/null', 'w');
-  const m = Machine.create({ kernel: guest('counter.bin'), memBytes: 32 << 20, consoleFd: fd, startOnMainThread: true, logLevel: 'debug' }, pino({ level: 'debug' }, sink));
+  const m = Machine.create({ kernel: guest('counter.bin'), memBytes: 32 << 20, consoleFd: fd, startOnMainThread: true, logLevel: 'debug' }, log);
   const moved = () => lines.some((l) => l.msg === 'vcpu moved from the main thread to its own thread');
   return { m, fd, moved };
 }
@@ -55,27 +61,30 @@ describe('Machine lifecycle', needsKvm, () => {
     const { m, fd, moved } = counterOnMainThread();
     const count = () => m.mem.readU32(COUNTER);
     const done = m.start();
-    // Paused at once, before the guest has run 20 ms: it is still on the main thread, and stays
-    // there while paused.
-    await m.pause();
-    const p0 = count();
-    await sleep(300);
-    assert.equal(count(), p0, 'no progress while paused on the main thread');
-    assert.equal(moved(), false, 'a paused guest does not move');
-    m.resume();
-    // Running, it keeps the main thread's event loop turning (these timers fire), and moves.
-    for (let i = 0; i < 1000 && !moved(); i++) await sleep(10);
-    assert.ok(moved(), 'moved to its own thread');
-    assert.ok(count() > p0, 'counting after resume');
+    try {
+      // Paused at once, before the guest has run 20 ms: it is still on the main thread, and stays
+      // there while paused.
+      await m.pause();
+      const p0 = count();
+      await sleep(300);
+      assert.equal(count(), p0, 'no progress while paused on the main thread');
+      assert.equal(moved(), false, 'a paused guest does not move');
+      m.resume();
+      // Running, it keeps the main thread's event loop turning (these timers fire), and moves.
+      for (let i = 0; i < 1000 && !moved(); i++) await sleep(10);
+      assert.ok(moved(), 'moved to its own thread');
+      assert.ok(count() > p0, 'counting after resume');
 
-    await m.pause();
-    const p1 = count();
-    await sleep(300);
-    assert.equal(count(), p1, 'no progress while paused on its own thread');
-    m.resume();
-    await sleep(200);
-    assert.ok(count() > p1, 'counting again');
-    m.kill();
+      await m.pause();
+      const p1 = count();
+      await sleep(300);
+      assert.equal(count(), p1, 'no progress while paused on its own thread');
+      m.resume();
+      await sleep(200);
+      assert.ok(count() > p1, 'counting again');
+    } finally {
+      m.kill(); // also when an assertion failed: the guest would otherwise keep this process alive
+    }
     assert.deepEqual(await done, { kind: 'killed' });
     closeSync(fd);
   });
@@ -97,16 +106,57 @@ describe('Machine lifecycle', needsKvm, () => {
     closeSync(fd);
   });
 
-  it('startOnMainThread: a guest that exits at once ends the machine as on a thread; only one machine at a time runs on the main thread', async () => {
-    const outs = ['', ''];
-    const ms = [0, 1].map((i) => {
-      const m = Machine.create({ kernel: guest('hello.bin'), memBytes: 32 << 20, startOnMainThread: true });
+  it('startOnMainThread: guests that exit at once, started together, take turns on the main thread and end as on threads, with no thread started', async () => {
+    const { lines, log } = debugLog();
+    const outs = ['', '', '', '', ''];
+    const ms = outs.map((_, i) => {
+      const m = Machine.create({ kernel: guest('hello.bin'), memBytes: 32 << 20, startOnMainThread: true, logLevel: 'debug' }, log);
       m.console.on('data', (d) => (outs[i] += d));
       return m;
     });
     const reasons = await Promise.all(ms.map((m) => m.start()));
     for (const r of reasons) assert.deepEqual(r, { kind: 'debug-exit', value: 0, status: 1 });
-    assert.deepEqual(outs, ['Hello from real mode\n', 'Hello from real mode\n']);
+    assert.deepEqual(outs, outs.map(() => 'Hello from real mode\n'));
+    const threads = lines.filter((l) => /starting (its|vCPU) thread/.test(l.msg));
+    assert.deepEqual(threads, [], 'no vCPU thread was started');
+  });
+
+  it('startOnMainThread: a machine waiting for its turn on the main thread pauses, resumes and is killed like any other', async () => {
+    const fd = openSync('/dev/null', 'w');
+    const [first, second] = [0, 1].map(() => Machine.create({ kernel: guest('counter.bin'), memBytes: 32 << 20, consoleFd: fd, startOnMainThread: true }));
+    const count = (m) => m.mem.readU32(COUNTER);
+    const done = [first.start(), second.start()];
+    try {
+      // The first holds the main thread; the second waits for it, and pauses there.
+      await second.pause();
+      assert.equal(second.state, 'paused');
+      for (let i = 0; i < 500 && count(first) === 0; i++) await sleep(10);
+      assert.ok(count(first) > 0, 'the first guest runs');
+      // The first has had its 20 ms and moved to its thread by now, handing the main thread on to
+      // the paused second one, which must not run there.
+      await sleep(500);
+      assert.equal(count(second), 0, 'no progress while paused in line');
+      second.resume();
+      for (let i = 0; i < 500 && count(second) === 0; i++) await sleep(10);
+      assert.ok(count(second) > 0, 'counting after resume');
+      await second.pause();
+      const p = count(second);
+      await sleep(300);
+      assert.equal(count(second), p, 'no progress while paused again');
+    } finally {
+      first.kill();
+      second.kill();
+    }
+    assert.deepEqual(await Promise.all(done), [{ kind: 'killed' }, { kind: 'killed' }]);
+
+    // Killed while still in line.
+    const [a, b] = [0, 1].map(() => Machine.create({ kernel: guest('counter.bin'), memBytes: 32 << 20, consoleFd: fd, startOnMainThread: true }));
+    const ends = [a.start(), b.start()];
+    b.kill();
+    assert.deepEqual(await ends[1], { kind: 'killed' });
+    a.kill();
+    assert.deepEqual(await ends[0], { kind: 'killed' });
+    closeSync(fd);
   });
 
   it('the console is a stream of the guest output when no fd is given; it has all of it, and has ended, when start() resolves', async () => {
