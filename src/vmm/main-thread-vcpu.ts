@@ -20,7 +20,7 @@
  * HANDOFF_AFTER_MS and starts its thread; if others are waiting then, it lets the next one in and
  * waits for its thread off the main thread. So N short-lived machines started at once from one
  * process cost no thread at all: bench/lifecycle's machines per second. If the event loop has no
- * time for guests (see #checkAfter), the holder and everyone queued start their threads.
+ * time for guests (see #checkAfter), the holder starts its thread and the next one gets the hook.
  *
  * To Machine this looks like a vCPU thread: it emits the same 'message's (VcpuWorkerMessage),
  * 'error' and one 'exit'; it calls controlChanged() after it changes CONTROL.PAUSE or STOP, which
@@ -44,11 +44,18 @@ import type { StopReason } from './stop.js';
 export const HANDOFF_AFTER_MS = 20;
 
 /**
- * ...or, whatever the guest has had, this long after its first slice (or with no slice at all for
- * this long): a main thread whose event loop never sleeps (a caller's setImmediate loop) never runs
- * the guest, and it must not starve there.
+ * ...or, whatever the guest has had, this long after its first slice: a main thread whose event loop
+ * is too busy to give the guest its time (or never sleeps at all: a caller's setImmediate loop) must
+ * not starve it.
  */
 export const HANDOFF_AT_LATEST_MS = 250;
+
+/**
+ * ...and with no slice at all for this long. Longer: a program that has just set up many machines
+ * may have a backlog of callbacks to run before its loop first waits, while a loop that never waits
+ * keeps never waiting, so waiting longer for it costs little.
+ */
+export const HANDOFF_SLICELESS_MS = 1000;
 
 /** The vCPU the native hook runs now (it serves one per process), and those waiting their turn. */
 let holder: MainThreadVcpu | undefined;
@@ -125,7 +132,7 @@ export class MainThreadVcpu extends EventEmitter {
   /**
    * The holder's clock. Its thread starts once the guest has had HANDOFF_AFTER_MS in slices, or
    * HANDOFF_AT_LATEST_MS after its first slice: the event loop is then too busy to run a guest, and
-   * a loop that never waits at all (no slice for HANDOFF_AT_LATEST_MS between two checks) is too.
+   * a loop that never waits at all (no slice for HANDOFF_SLICELESS_MS between two checks) is too.
    * The clock starts at the first slice, not at take(): after a long stretch of synchronous work
    * (a program creating 50 machines in one go) the first check comes late, and the loop is fine.
    */
@@ -134,19 +141,22 @@ export class MainThreadVcpu extends EventEmitter {
       if (this.#phase !== 'running') return;
       if (this.#firstSliceAt === 0) {
         if (sliceless) return this.#starved();
-        return this.#checkAfter(HANDOFF_AT_LATEST_MS, true);
+        return this.#checkAfter(HANDOFF_SLICELESS_MS, true);
       }
       const guestLeft = HANDOFF_AFTER_MS - this.#inGuestMs;
       const left = Math.min(guestLeft, HANDOFF_AT_LATEST_MS - (performance.now() - this.#firstSliceAt));
       if (left > 0) this.#checkAfter(left);
       else if (guestLeft > 0 && !this.#parked) this.#starved();
-      else this.#moveOut(); // it had its time, or is paused: either way the hook is not starved
+      else {
+        // It had its time, or is paused: either way the hook is not starved.
+        this.#log.debug({ ms: Math.round(performance.now() - this.#startedAt), inGuestMs: Math.round(this.#inGuestMs) }, 'guest still running: starting its vCPU thread');
+        this.#moveOut();
+      }
     }, ms).unref();
   }
 
   /** The guest keeps running: its thread starts, and others waiting for the hook get it meanwhile. */
   #moveOut(): void {
-    this.#log.debug({ ms: Math.round(performance.now() - this.#startedAt), inGuestMs: Math.round(this.#inGuestMs) }, 'guest still running: starting its vCPU thread');
     if (queue.length > 0) {
       this.#release();
       this.#phase = 'moving';
@@ -154,20 +164,15 @@ export class MainThreadVcpu extends EventEmitter {
     this.#startThread();
   }
 
-  /** The event loop has no time for guests: the holder and everyone queued start their threads. */
+  /**
+   * The event loop has had no time for this guest: it starts its thread, and the next in line gets
+   * the hook with a clock of its own. Only the holder moves: a loop that is busy for a while (a
+   * program setting up 50 machines) calms down, and the others then run here without threads. A
+   * loop that never waits sends them to threads one after the other.
+   */
   #starved(): void {
-    this.#log.debug({ ms: Math.round(performance.now() - this.#startedAt), inGuestMs: Math.round(this.#inGuestMs), queued: queue.length }, 'the event loop is busy: starting vCPU threads');
-    const waiting = queue.splice(0);
-    // Alone, the guest keeps what slices it gets until its thread is ready, as in #moveOut.
-    if (waiting.length > 0) {
-      this.#release(); // to no one: the queue is empty now
-      this.#phase = 'moving';
-    }
-    this.#startThread();
-    for (const v of waiting) {
-      v.#phase = 'moving';
-      v.#startThread();
-    }
+    this.#log.debug({ ms: Math.round(performance.now() - this.#startedAt), inGuestMs: Math.round(this.#inGuestMs), sliceless: this.#firstSliceAt === 0, queued: queue.length }, 'the event loop is busy: starting its vCPU thread');
+    this.#moveOut();
   }
 
   /**

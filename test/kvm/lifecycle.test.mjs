@@ -108,16 +108,12 @@ describe('Machine lifecycle', needsKvm, () => {
 
   it('startOnMainThread: guests that exit at once, started together, take turns on the main thread and end as on threads, with no thread started', async () => {
     const { lines, log } = debugLog();
-    const outs = ['', '', '', '', ''];
-    const ms = outs.map((_, i) => {
-      const m = Machine.create({ kernel: guest('hello.bin'), memBytes: 32 << 20, startOnMainThread: true, logLevel: 'debug' }, log);
-      m.console.on('data', (d) => (outs[i] += d));
-      return m;
-    });
+    // c-exit.elf makes one exit, its debug-exit: under nested emulation even hello.bin's 21 port
+    // writes can add up to the 20 ms in the guest that move it to a thread.
+    const ms = Array.from({ length: 5 }, () => Machine.create({ kernel: guest('c-exit.elf'), memBytes: 32 << 20, startOnMainThread: true, logLevel: 'debug' }, log));
     const reasons = await Promise.all(ms.map((m) => m.start()));
     for (const r of reasons) assert.deepEqual(r, { kind: 'debug-exit', value: 0, status: 1 });
-    assert.deepEqual(outs, outs.map(() => 'Hello from real mode\n'));
-    const threads = lines.filter((l) => /starting (its|vCPU) thread/.test(l.msg));
+    const threads = lines.filter((l) => /starting its vCPU thread/.test(l.msg));
     assert.deepEqual(threads, [], 'no vCPU thread was started');
   });
 

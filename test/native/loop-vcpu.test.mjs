@@ -106,6 +106,25 @@ describe('native loop vCPU hook', () => {
     assert.equal(r.capped, 0);
   });
 
+  it('the first slice comes at the loop\'s next turn, not when it next wakes up: started from a callback, or again from inside a slice', () => {
+    const r = runCase(`
+      const waits = [];
+      let since;
+      setTimeout(() => {
+        since = Date.now();
+        n.loopVcpuStart(id, () => {
+          waits.push(Date.now() - since);
+          n.loopVcpuStop();
+          since = Date.now();
+          n.loopVcpuStart(id, () => { waits.push(Date.now() - since); n.loopVcpuStop(); report({ waits }); });
+        });
+      }, 10);
+      // A timer far off is all the loop would otherwise wait for.
+      setTimeout(() => {}, 3000).unref();
+    `);
+    assert.ok(r.waits.every((ms) => ms < 1000), `callbacks came ${r.waits.join(' and ')} ms after their start`);
+  });
+
   it('keeps the process alive while started, and not after loopVcpuStop()', () => {
     const r = runCase(`
       n.loopVcpuStart(id, guest);
