@@ -3,7 +3,11 @@
 #include <linux/kvm.h>
 #include <unistd.h>
 
+#include <condition_variable>
+#include <map>
 #include <memory>
+#include <mutex>
+#include <thread>
 #include <vector>
 
 #include "common.h"
@@ -77,6 +81,64 @@ Napi::Value CreateVm(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), NV_IOCTL(info.Env(), ArgFd(info, 0), KVM_CREATE_VM, type));
 }
 
+// KVM_CREATE_VM on a thread of its own, for a VM wanted soon: startVmCreation(kvmFd[, type]) -> job,
+// then finishVmCreation(job) -> VM fd, which waits for the thread if it is not done yet. Creating a
+// VM takes the kernel milliseconds (a third of Machine.create under emulation); this lets a program
+// creating machines in a burst have the next VM made on another core meanwhile. When to do that is
+// the caller's business (src/kvm/kvm.ts). The thread works on a duplicate of kvmFd, so the caller may
+// close its own at once.
+struct VmCreation {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  int fd = -1;
+  int err = 0;
+};
+std::mutex gCreationsMu;
+std::map<uint32_t, std::shared_ptr<VmCreation>> gCreations;
+uint32_t gNextCreation = 1;
+
+Napi::Value StartVmCreation(const Napi::CallbackInfo& info) {
+  int kvmFd = ArgFd(info, 0);
+  unsigned long type = info.Length() > 1 ? ArgU32(info, 1) : 0;
+  int dup = ::fcntl(kvmFd, F_DUPFD_CLOEXEC, 0);
+  if (dup < 0) ThrowErrno(info.Env(), errno, "fcntl", "startVmCreation");
+  auto job = std::make_shared<VmCreation>();
+  uint32_t id;
+  {
+    std::lock_guard<std::mutex> lk(gCreationsMu);
+    id = gNextCreation++;
+    gCreations[id] = job;
+  }
+  std::thread([job, dup, type] {
+    int r = ::ioctl(dup, KVM_CREATE_VM, type);
+    int e = r < 0 ? errno : 0;
+    ::close(dup);
+    std::lock_guard<std::mutex> lk(job->mu);
+    job->fd = r;
+    job->err = e;
+    job->done = true;
+    job->cv.notify_all();
+  }).detach();
+  return Napi::Number::New(info.Env(), id);
+}
+
+Napi::Value FinishVmCreation(const Napi::CallbackInfo& info) {
+  uint32_t id = ArgU32(info, 0);
+  std::shared_ptr<VmCreation> job;
+  {
+    std::lock_guard<std::mutex> lk(gCreationsMu);
+    auto it = gCreations.find(id);
+    if (it == gCreations.end()) ThrowErrno(info.Env(), ENOENT, "ioctl", "finishVmCreation: no such job");
+    job = it->second;
+    gCreations.erase(it);
+  }
+  std::unique_lock<std::mutex> lk(job->mu);
+  job->cv.wait(lk, [&] { return job->done; });
+  if (job->err) ThrowErrno(info.Env(), job->err, "ioctl", "KVM_CREATE_VM");
+  return Napi::Number::New(info.Env(), job->fd);
+}
+
 }  // namespace
 
 void InitSystem(Napi::Env env, Napi::Object exports) {
@@ -88,6 +150,8 @@ void InitSystem(Napi::Env env, Napi::Object exports) {
   exports.Set("supportedCpuid", Napi::Function::New(env, SupportedCpuid, "supportedCpuid"));
   exports.Set("msrIndexList", Napi::Function::New(env, MsrIndexList, "msrIndexList"));
   exports.Set("createVm", Napi::Function::New(env, CreateVm, "createVm"));
+  exports.Set("startVmCreation", Napi::Function::New(env, StartVmCreation, "startVmCreation"));
+  exports.Set("finishVmCreation", Napi::Function::New(env, FinishVmCreation, "finishVmCreation"));
 }
 
 }  // namespace nv

@@ -20,6 +20,9 @@ export interface NativeBinding {
   supportedCpuid(kvmFd: number): Uint8Array;
   msrIndexList(kvmFd: number): Uint32Array;
   createVm(kvmFd: number, type?: number): number;
+  /** KVM_CREATE_VM on a thread of the addon's: a job for finishVmCreation, which returns the VM fd. */
+  startVmCreation(kvmFd: number, type?: number): number;
+  finishVmCreation(job: number): number;
   // VM
   setUserMemoryRegion(vmFd: number, slot: number, flags: number, gpa: number, size: number, mappingId: number, mappingOffset: number): void;
   setTssAddr(vmFd: number, addr: number): void;

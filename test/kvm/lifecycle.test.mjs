@@ -6,6 +6,8 @@ import { Writable } from 'node:stream';
 import pino from 'pino';
 import { Machine } from '../../dist/index.js';
 import { guest, needsKvm } from '../helpers/kvm.mjs';
+import { native } from '../../dist/native/binding.js';
+import { KVM_CAP } from '../../dist/kvm/constants.js';
 
 const COUNTER = 0x10008; // counter.bin keeps its count at image offset 8
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -115,6 +117,20 @@ describe('Machine lifecycle', needsKvm, () => {
     for (const r of reasons) assert.deepEqual(r, { kind: 'debug-exit', value: 0, status: 1 });
     const threads = lines.filter((l) => /starting its vCPU thread/.test(l.msg));
     assert.deepEqual(threads, [], 'no vCPU thread was started');
+  });
+
+  it('a VM made ahead on the addon\'s thread (machines created in a burst) works like one made at once', async () => {
+    const kvm = native().open('/dev/kvm');
+    const job = native().startVmCreation(kvm);
+    native().close(kvm);
+    const vm = native().finishVmCreation(job);
+    try {
+      assert.ok(native().checkExtension(vm, KVM_CAP.USER_MEMORY) > 0, 'the fd is a VM that answers ioctls');
+      const vcpu = native().createVcpu(vm, 0);
+      native().close(vcpu);
+    } finally {
+      native().close(vm);
+    }
   });
 
   it('startOnMainThread: a machine waiting for its turn on the main thread pauses, resumes and is killed like any other', async () => {

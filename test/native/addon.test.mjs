@@ -47,6 +47,15 @@ describe('native addon', () => {
     assert.throws(() => n.open('/nonexistent/kvm'), (e) => e.code === 'ENOENT' && e.syscall === 'open');
   });
 
+  it('startVmCreation runs KVM_CREATE_VM on a duplicate of the fd (the caller may close its own at once); finishVmCreation reports its errno once', () => {
+    const fd = openSync('/dev/null', 'r');
+    const job = n.startVmCreation(fd);
+    closeSync(fd); // the job's thread has a duplicate: /dev/null answers, not whatever reuses the number
+    assert.throws(() => n.finishVmCreation(job), (e) => e.code === 'ENOTTY' && e.ioctl === 'KVM_CREATE_VM');
+    assert.throws(() => n.finishVmCreation(job), (e) => e.code === 'ENOENT', 'a job is finished once');
+    assert.throws(() => n.startVmCreation(1_000_000), (e) => e.code === 'EBADF');
+  });
+
   it('eventfds count writes and read back non-blocking', () => {
     const fd = n.eventfd(0, true);
     assert.equal(n.eventfdRead(fd), 0);
