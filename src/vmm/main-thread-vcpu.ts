@@ -62,7 +62,6 @@ let holder: MainThreadVcpu | undefined;
 const queue: MainThreadVcpu[] = [];
 
 export class MainThreadVcpu extends EventEmitter {
-
   readonly #init: VcpuWorkerInit;
   readonly #n: NativeBinding;
   readonly #control: Int32Array;
@@ -106,7 +105,7 @@ export class MainThreadVcpu extends EventEmitter {
     this.#startedAt = performance.now();
     if (holder) {
       // No clock of its own while queued: the line moves as fast as the holders' guests end or
-      // move, and a starved hook sends everyone in it to their threads (#checkAfter).
+      // move out, and a starved holder moves out too (#checkAfter).
       this.#phase = 'queued';
       queue.push(this);
     } else this.#take();
