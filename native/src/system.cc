@@ -7,6 +7,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -110,16 +111,24 @@ Napi::Value StartVmCreation(const Napi::CallbackInfo& info) {
     id = gNextCreation++;
     gCreations[id] = job;
   }
-  std::thread([job, dup, type] {
-    int r = ::ioctl(dup, KVM_CREATE_VM, type);
-    int e = r < 0 ? errno : 0;
+  try {
+    std::thread([job, dup, type] {
+      int r = ::ioctl(dup, KVM_CREATE_VM, type);
+      int e = r < 0 ? errno : 0;
+      ::close(dup);
+      std::lock_guard<std::mutex> lk(job->mu);
+      job->fd = r;
+      job->err = e;
+      job->done = true;
+      job->cv.notify_all();
+    }).detach();
+  } catch (const std::system_error& e) {
+    // No thread (EAGAIN at the process's limit): nothing runs, so nothing is kept either.
     ::close(dup);
-    std::lock_guard<std::mutex> lk(job->mu);
-    job->fd = r;
-    job->err = e;
-    job->done = true;
-    job->cv.notify_all();
-  }).detach();
+    std::lock_guard<std::mutex> lk(gCreationsMu);
+    gCreations.erase(id);
+    ThrowErrno(info.Env(), e.code().value(), "pthread_create", "startVmCreation");
+  }
   return Napi::Number::New(info.Env(), id);
 }
 

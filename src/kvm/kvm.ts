@@ -82,8 +82,7 @@ export class Kvm {
    */
   createVm(): Vm {
     const now = performance.now();
-    let fd = takeSpareVm(this.n);
-    fd ??= this.n.createVm(this.fd, 0);
+    const fd = takeSpareVm(this.n) ?? this.n.createVm(this.fd, 0);
     if (now - lastVmCreatedAt < BURST_MS) makeSpareVm(this.n, this.fd);
     lastVmCreatedAt = now;
     return new Vm(fd, this, this.n);
