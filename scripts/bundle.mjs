@@ -22,18 +22,9 @@ import { build } from 'esbuild';
 const dist = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', 'dist');
 // Left by earlier builds, which split shared code into ES module chunks.
 rmSync(path.join(dist, 'chunks'), { recursive: true, force: true });
-for (const f of ['vcpu-thread.js', 'vcpu-thread.js.map']) rmSync(path.join(dist, 'vmm', f), { force: true });
-// vmm/vcpu-threads.cjs stays a module of its own in dist/vmm, where its __dirname finds the vCPU
-// thread's files; inside cli-bundle.cjs it would look in dist/cli.
-const sharedVcpuThreads = {
-  name: 'shared-vcpu-threads',
-  setup(b) {
-    b.onResolve({ filter: /vcpu-threads\.cjs$/ }, () => ({ path: '../vmm/vcpu-threads.cjs', external: true }));
-  },
-};
+for (const f of ['vcpu-thread.js', 'vcpu-thread.js.map', 'vcpu-threads.cjs', 'vcpu-threads.cjs.map', 'vcpu-threads.d.cts']) rmSync(path.join(dist, 'vmm', f), { force: true });
 const common = {
   bundle: true,
-  plugins: [sharedVcpuThreads],
   platform: 'node',
   target: 'node20',
   format: 'cjs',

@@ -15,7 +15,6 @@ import Module = require('node:module');
 import os = require('node:os');
 import path = require('node:path');
 import { Script } from 'node:vm';
-import { threadId } from 'node:worker_threads';
 
 export interface CachedBundle {
   /** What the bundle assigned to module.exports. */
@@ -69,8 +68,10 @@ function codeCachePath(bundle: string, kind: string): string {
 function saveCodeCache(s: Script, file: string): void {
   try {
     mkdirSync(path.dirname(file), { recursive: true });
-    // Per process and thread: the vCPU threads of one process may all be saving at once.
-    const tmp = `${file}.${process.pid}.${threadId}`;
+    // Per process and thread: the vCPU threads of one process may all be saving at once. (Required
+    // here, not at the top: the main thread of a `run` has no other use for node:worker_threads,
+    // whose first require compiles Node's worker modules.)
+    const tmp = `${file}.${process.pid}.${(require('node:worker_threads') as typeof import('node:worker_threads')).threadId}`;
     writeFileSync(tmp, s.createCachedData());
     renameSync(tmp, file);
     // This install's caches from earlier builds or Node versions, for the same kind, are of no more use.

@@ -53,7 +53,7 @@ import type { VirtioPciFunctionSpec } from '../devices/virtio/pci-transport.js';
 import { MsiRouter } from '../kvm/msi-routes.js';
 import { checkMachineConfig } from './config-check.js';
 import type { VcpuWorkerInit, VcpuWorkerMessage } from './vcpu-worker.js';
-import { vcpuThread } from './vcpu-threads.cjs';
+import { vcpuThread } from './vcpu-threads.js';
 import { MainThreadVcpu } from './main-thread-vcpu.js';
 import type { StopReason } from './stop.js';
 

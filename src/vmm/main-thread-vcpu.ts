@@ -3,7 +3,7 @@
  * HANDOFF_AFTER_MS.
  *
  * Why: a vCPU thread is a Node worker, and a worker spends ~50 ms of CPU starting its own Node
- * environment before it runs a line of ours (vcpu-threads.cts). For `nodevisor run` of a guest that
+ * environment before it runs a line of ours (vcpu-threads.ts). For `nodevisor run` of a guest that
  * ends at once, that start-up was most of the run. So the guest starts here, at once, and a guest
  * that ends within HANDOFF_AFTER_MS never needs a thread. One that keeps running gets its thread
  * (started in the background, on the other core) and moves there, so that from then on the main
@@ -35,6 +35,7 @@ import { CONTROL, type VcpuLoop } from './vcpu-loop.js';
 import { logStopState, setUpVcpu, type VcpuWorkerInit } from './vcpu-setup.js';
 import type { VcpuWorkerMessage } from './vcpu-worker.js';
 import type { StopReason } from './stop.js';
+import { nowMs } from '../clock.js';
 
 /**
  * How long the guest runs on the main thread before its vCPU thread is started: time spent in the
@@ -85,7 +86,7 @@ export class MainThreadVcpu extends EventEmitter {
   #threadReady = false;
   #timer: NodeJS.Timeout | undefined;
 
-  /** `spawnThread` starts the vCPU thread that takes over (vcpu-threads.cts' vcpuThread). */
+  /** `spawnThread` starts the vCPU thread that takes over (vcpu-threads.ts' vcpuThread). */
   constructor(init: VcpuWorkerInit, spawnThread: (init: VcpuWorkerInit) => Worker) {
     super();
     this.#init = init;
@@ -102,7 +103,7 @@ export class MainThreadVcpu extends EventEmitter {
   go(): void {
     if (this.#phase !== 'waiting') return;
     if (Atomics.load(this.#control, CONTROL.STOP) !== 0) return this.#finish({ kind: 'stopped' });
-    this.#startedAt = performance.now();
+    this.#startedAt = nowMs();
     if (holder) {
       // No clock of its own while queued: the line moves as fast as the holders' guests end or
       // move out, and a starved holder moves out too (#checkAfter).
@@ -143,12 +144,12 @@ export class MainThreadVcpu extends EventEmitter {
         return this.#checkAfter(HANDOFF_SLICELESS_MS, true);
       }
       const guestLeft = HANDOFF_AFTER_MS - this.#inGuestMs;
-      const left = Math.min(guestLeft, HANDOFF_AT_LATEST_MS - (performance.now() - this.#firstSliceAt));
+      const left = Math.min(guestLeft, HANDOFF_AT_LATEST_MS - (nowMs() - this.#firstSliceAt));
       if (left > 0) this.#checkAfter(left);
       else if (guestLeft > 0 && !this.#parked) this.#starved();
       else {
         // It had its time, or is paused: either way the hook is not starved.
-        this.#log.debug({ ms: Math.round(performance.now() - this.#startedAt), inGuestMs: Math.round(this.#inGuestMs) }, 'guest still running: starting its vCPU thread');
+        this.#log.debug({ ms: Math.round(nowMs() - this.#startedAt), inGuestMs: Math.round(this.#inGuestMs) }, 'guest still running: starting its vCPU thread');
         this.#moveOut();
       }
     }, ms).unref();
@@ -170,7 +171,7 @@ export class MainThreadVcpu extends EventEmitter {
    * loop that never waits sends them to threads one after the other.
    */
   #starved(): void {
-    this.#log.debug({ ms: Math.round(performance.now() - this.#startedAt), inGuestMs: Math.round(this.#inGuestMs), sliceless: this.#firstSliceAt === 0, queued: queue.length }, 'the event loop is busy: starting its vCPU thread');
+    this.#log.debug({ ms: Math.round(nowMs() - this.#startedAt), inGuestMs: Math.round(this.#inGuestMs), sliceless: this.#firstSliceAt === 0, queued: queue.length }, 'the event loop is busy: starting its vCPU thread');
     this.#moveOut();
   }
 
@@ -197,7 +198,7 @@ export class MainThreadVcpu extends EventEmitter {
   /** One stretch in the guest, until the event loop has work (native/src/loop_vcpu.cc calls this). */
   readonly #slice = (): void => {
     if (this.#phase !== 'running') return;
-    if (this.#firstSliceAt === 0) this.#firstSliceAt = performance.now();
+    if (this.#firstSliceAt === 0) this.#firstSliceAt = nowMs();
     const c = this.#control;
     if (Atomics.load(c, CONTROL.STOP) !== 0) return this.#finish({ kind: 'stopped' });
     // Paused: this callback keeps coming, once per loop iteration, and returns until resume() or a
@@ -217,14 +218,14 @@ export class MainThreadVcpu extends EventEmitter {
     const n = this.#n;
     n.setRunner(this.#init.runMappingId, true);
     let reason: StopReason | undefined;
-    const t0 = performance.now();
+    const t0 = nowMs();
     try {
       reason = this.#loop.runSlice();
     } catch (e) {
       reason = { kind: 'kvm-failure', message: `vcpu${this.#init.vcpuId}: ${(e as Error).message}` };
     } finally {
       n.setRunner(this.#init.runMappingId, false);
-      this.#inGuestMs += performance.now() - t0;
+      this.#inGuestMs += nowMs() - t0;
     }
     if (reason !== undefined) this.#finish(reason);
   };
@@ -264,7 +265,7 @@ export class MainThreadVcpu extends EventEmitter {
   #handOff(): void {
     if (holder === this) this.#release();
     this.#phase = 'handed-off';
-    this.#log.debug({ ms: Math.round(performance.now() - this.#startedAt), exits: this.#loop.exits }, 'vcpu moved from the main thread to its own thread');
+    this.#log.debug({ ms: Math.round(nowMs() - this.#startedAt), exits: this.#loop.exits }, 'vcpu moved from the main thread to its own thread');
     this.#open();
   }
 

@@ -38,7 +38,7 @@ function main(init: VcpuWorkerInit): void {
   parentPort!.postMessage({ type: 'stopped', reason, exits: loop.exits } satisfies VcpuWorkerMessage);
 }
 
-// A thread started on demand has its init as workerData; a pre-started one (vcpu-threads.cts) waits
+// A thread started on demand has its init as workerData; a pre-started one (vcpu-threads.ts) waits
 // for it as its first message.
 if (workerData) main(workerData as VcpuWorkerInit);
 else parentPort!.once('message', main);

@@ -26,6 +26,7 @@ import type { DescriptorChain } from '../queue.js';
 import { chainLength, gatherBytes, scatterBytes } from '../chain-bytes.js';
 import { ERRNO, HEADER_SIZE, encodeRlerror, peekTag } from './protocol.js';
 import { P9Server } from './server.js';
+import { nowMs } from '../../../clock.js';
 
 /** Feature bit: the configuration space carries a mount tag. */
 export const VIRTIO_9P_MOUNT_TAG = 0;
@@ -109,13 +110,13 @@ export class VirtioNinep implements VirtioDevice {
     const q = ctx.queue(0);
     if (!q) return;
     const before = q.nextUsed;
-    const deadline = performance.now() + this.#turnBudgetMs;
+    const deadline = nowMs() + this.#turnBudgetMs;
     let served = 0;
     let more = false;
     try {
       for (let chain = q.pop(); chain; ) {
         q.pushUsed(chain.head, this.#serve(ctx, chain));
-        more = ++served >= P9_NOTIFY_BUDGET || performance.now() > deadline;
+        more = ++served >= P9_NOTIFY_BUDGET || nowMs() > deadline;
         chain = more ? undefined : q.pop();
       }
     } finally {
