@@ -7,6 +7,7 @@ import { VmmError, isErrno } from '../errors.js';
 import { KVM_API_VERSION, KVM_CAP } from './constants.js';
 import { SIZEOF } from './layout.js';
 import { KvmRegs, KvmSregs } from './regs.js';
+import { nowMs } from '../clock.js';
 
 /** Capabilities nodevisor cannot work without. */
 export const REQUIRED_CAPS = [
@@ -51,6 +52,27 @@ export class Kvm {
     return kvm;
   }
 
+  /**
+   * The process's /dev/kvm (or NODEVISOR_KVM_DEVICE), opened and checked (API version and
+   * REQUIRED_CAPS) once for all the machines it runs, as QEMU and Firecracker hold one for their VMs.
+   * Each machine opening its own cost it an open, a close and a dozen ioctls, for answers that do not
+   * change while the process runs. Never closed: it goes with the process. A failure is not kept:
+   * the next call tries again.
+   */
+  static shared(path = process.env.NODEVISOR_KVM_DEVICE ?? '/dev/kvm'): Kvm {
+    let kvm = sharedKvm.get(path);
+    if (kvm) return kvm;
+    kvm = Kvm.open(path);
+    try {
+      kvm.requireCapabilities();
+    } catch (e) {
+      kvm.close();
+      throw e;
+    }
+    sharedKvm.set(path, kvm);
+    return kvm;
+  }
+
   checkExtension(cap: keyof typeof KVM_CAP): number {
     return this.n.checkExtension(this.fd, KVM_CAP[cap]);
   }
@@ -62,12 +84,17 @@ export class Kvm {
     }
   }
 
+  // The host's answers below are the same for every VM: asked once per Kvm.
+  #vcpuMmapSize: number | undefined;
+  #supportedCpuid: Uint8Array | undefined;
+
   get vcpuMmapSize(): number {
-    return this.n.vcpuMmapSize(this.fd);
+    return (this.#vcpuMmapSize ??= this.n.vcpuMmapSize(this.fd));
   }
 
+  /** KVM_GET_SUPPORTED_CPUID's entries (kvm_cpuid2 bytes): the same array each call, not to be modified. */
   supportedCpuid(): Uint8Array {
-    return this.n.supportedCpuid(this.fd);
+    return (this.#supportedCpuid ??= this.n.supportedCpuid(this.fd));
   }
 
   msrIndexList(): Uint32Array {
@@ -81,7 +108,7 @@ export class Kvm {
    * create then finds its VM ready. A spare nobody takes within BURST_MS is closed.
    */
   createVm(): Vm {
-    const now = performance.now();
+    const now = nowMs();
     const fd = takeSpareVm(this.n) ?? this.n.createVm(this.fd, 0);
     if (now - lastVmCreatedAt < BURST_MS) makeSpareVm(this.n, this.fd);
     lastVmCreatedAt = now;
@@ -92,6 +119,8 @@ export class Kvm {
     this.n.close(this.fd);
   }
 }
+
+const sharedKvm = new Map<string, Kvm>();
 
 /** Machine creations closer together than this are a burst (see Kvm.createVm). */
 export const BURST_MS = 1000;
@@ -167,6 +196,27 @@ export class Vm {
   /** A Vm over an fd owned by another thread (workers): never closes it. */
   static borrow(fd: number): Vm {
     return new Vm(fd, undefined);
+  }
+
+  /**
+   * The process's /dev/kvm (or NODEVISOR_KVM_DEVICE), opened and checked (API version and
+   * REQUIRED_CAPS) once for all the machines it runs, as QEMU and Firecracker hold one for their VMs.
+   * Each machine opening its own cost it an open, a close and a dozen ioctls, for answers that do not
+   * change while the process runs. Never closed: it goes with the process. A failure is not kept:
+   * the next call tries again.
+   */
+  static shared(path = process.env.NODEVISOR_KVM_DEVICE ?? '/dev/kvm'): Kvm {
+    let kvm = sharedKvm.get(path);
+    if (kvm) return kvm;
+    kvm = Kvm.open(path);
+    try {
+      kvm.requireCapabilities();
+    } catch (e) {
+      kvm.close();
+      throw e;
+    }
+    sharedKvm.set(path, kvm);
+    return kvm;
   }
 
   checkExtension(cap: keyof typeof KVM_CAP): number {

@@ -7,11 +7,11 @@
  */
 import type { Readable } from 'node:stream';
 import { EventEmitter } from 'node:events';
-import { closeSync, statSync } from 'node:fs';
+import { closeSync } from 'node:fs';
 import type { Logger } from 'pino';
 import { Kvm, GuestRam, type Vcpu, type Vm } from '../kvm/kvm.js';
 import { KVM_PIT_SPEAKER_DUMMY } from '../kvm/constants.js';
-import { detectFlavour, type KvmFlavour } from '../kvm/host.js';
+import { hostFlavour, type KvmFlavour } from '../kvm/host.js';
 import { native } from '../native/binding.js';
 import { lazyNet } from '../lazy-builtins.js';
 import { GuestMemory } from '../memory/guest-memory.js';
@@ -175,14 +175,13 @@ export class Machine extends EventEmitter {
   private constructor(
     readonly config: MachineConfig,
     readonly log: Logger,
-    private readonly kvm: Kvm,
     private readonly vm: Vm,
     private readonly ram: GuestRam,
     private readonly vcpus: Vcpu[],
     hostModels: readonly VirtioDevice[],
   ) {
     super();
-    this.flavour = detectFlavour();
+    this.flavour = hostFlavour();
     let consoleFd = config.consoleFd;
     if (consoleFd === undefined) {
       const [readFd, writeFd] = native().pipe(true);
@@ -238,8 +237,7 @@ export class Machine extends EventEmitter {
     const kind = detectImageKind(image);
     if (config.initrd !== undefined) {
       // Before reading it: an initrd larger than guest RAM cannot fit, however it is placed.
-      checkImageFile(config.initrd, '--initrd');
-      const size = statSync(config.initrd).size;
+      const size = Number(checkImageFile(config.initrd, '--initrd').size);
       if (size >= config.memBytes) throw new VmmError('BAD_CONFIG', `--initrd ${config.initrd}: ${mib(size)} MiB does not fit in ${mib(config.memBytes)} MiB of guest RAM`);
     }
     const initrd = config.initrd !== undefined ? { bytes: readImage(config.initrd, '--initrd'), path: config.initrd } : undefined;
@@ -250,7 +248,7 @@ export class Machine extends EventEmitter {
     const hostModels = openVirtioModels(config, log);
     let kvm: Kvm;
     try {
-      kvm = Kvm.open();
+      kvm = Kvm.shared();
     } catch (e) {
       for (const m of hostModels) void m.close?.();
       throw e;
@@ -260,7 +258,6 @@ export class Machine extends EventEmitter {
     const vcpus: Vcpu[] = [];
     let machine: Machine | undefined;
     try {
-      kvm.requireCapabilities();
       vm = kvm.createVm();
       vm.setTssAddr(KVM_TSS_ADDR);
       vm.setIdentityMapAddr(KVM_IDENTITY_MAP_ADDR);
@@ -276,7 +273,7 @@ export class Machine extends EventEmitter {
         vcpu.setCpuid2(vcpuCpuid(supported, { apicId: id, cpus }));
         initVcpuState(vcpu, log);
       }
-      const m = new Machine(config, log, kvm, vm, ram, vcpus, hostModels);
+      const m = new Machine(config, log, vm, ram, vcpus, hostModels);
       machine = m;
       m.#spawn();
       // Firmware tables: ACPI (hardware-reduced) and, for acpi=off guests, an MP table.
@@ -308,7 +305,6 @@ export class Machine extends EventEmitter {
           for (const v of vcpus) v.close();
           vm?.close();
           ram?.release();
-          kvm.close();
           for (const dev of machine!.virtio) void dev.close();
         });
         throw e;
@@ -316,7 +312,6 @@ export class Machine extends EventEmitter {
       for (const v of vcpus) v.close();
       vm?.close();
       ram?.release();
-      kvm.close();
       for (const m of hostModels) void m.close?.();
       throw e;
     }
@@ -559,7 +554,6 @@ export class Machine extends EventEmitter {
     this.vm.close(); // after the vCPUs; RAM may go only once the VM (and its memory slots) is gone
     this.ram.release();
     for (const v of this.vcpus) native().releaseMapping(v.runMappingId);
-    this.kvm.close();
     if (this.#consoleWriteFd !== undefined) {
       closeSync(this.#consoleWriteFd); // the console stream then ends
       await this.#consoleDrained();

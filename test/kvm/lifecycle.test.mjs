@@ -1,7 +1,7 @@
 // Pause and resume on real KVM: a guest that counts in memory stops counting while paused.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { openSync, closeSync } from 'node:fs';
+import { openSync, closeSync, readdirSync, readlinkSync } from 'node:fs';
 import { Writable } from 'node:stream';
 import pino from 'pino';
 import { Machine } from '../../dist/index.js';
@@ -117,6 +117,14 @@ describe('Machine lifecycle', needsKvm, () => {
     for (const r of reasons) assert.deepEqual(r, { kind: 'debug-exit', value: 0, status: 1 });
     const threads = lines.filter((l) => /starting its vCPU thread/.test(l.msg));
     assert.deepEqual(threads, [], 'no vCPU thread was started');
+  });
+
+  it('machines share the process\'s /dev/kvm: one fd, however many machines there are, kept once they end', async () => {
+    const kvmFds = () => readdirSync('/proc/self/fd').filter((fd) => { try { return readlinkSync(`/proc/self/fd/${fd}`) === '/dev/kvm'; } catch { return false; } }).length;
+    const ms = Array.from({ length: 3 }, () => Machine.create({ kernel: guest('c-exit.elf'), memBytes: 32 << 20, startOnMainThread: true }));
+    assert.equal(kvmFds(), 1, 'three machines, one /dev/kvm');
+    for (const r of await Promise.all(ms.map((m) => m.start()))) assert.deepEqual(r, { kind: 'debug-exit', value: 0, status: 1 });
+    assert.equal(kvmFds(), 1, 'still open for the next machine');
   });
 
   it('a VM made ahead on the addon\'s thread (machines created in a burst) works like one made at once', async () => {

@@ -4,7 +4,7 @@ import type { Argv, CommandModule } from 'yargs';
 import { Machine } from '../../vmm/machine.js';
 import { Kvm } from '../../kvm/kvm.js';
 import { describeStop, exitStatus, type StopReason } from '../../vmm/stop.js';
-import { detectFlavour, PVM_WARNING } from '../../kvm/host.js';
+import { hostFlavour, PVM_WARNING } from '../../kvm/host.js';
 import { defaultGuest } from '../../vmm/default-guest.js';
 import { createLogger, LOG_LEVELS, type LogLevel } from '../../log.js';
 import { VmmError } from '../../errors.js';
@@ -113,8 +113,8 @@ export const runCommand: CommandModule<object, RunArgs> = {
     if (command.length && command[0] === '') throw new VmmError('BAD_CONFIG', '-- COMMAND: the command name is empty');
     if (kernel === undefined) {
       // Which guest to boot depends on the kind of KVM: first make sure there is one at all.
-      Kvm.open().close();
-      const flavour = detectFlavour();
+      Kvm.shared();
+      const flavour = hostFlavour();
       if (command.length && flavour === 'pvm' && !process.env.NODEVISOR_KERNEL) {
         throw new VmmError('BAD_CONFIG', `running a command needs Linux, and this host's /dev/kvm is PVM: set NODEVISOR_KERNEL to a PVM-enabled kernel, or give --kernel`);
       }
