@@ -12,6 +12,7 @@
  * taken within a short grace is abandoned.
  */
 import { setTimeout as delay } from 'node:timers/promises';
+import { isatty } from 'node:tty';
 import { finished, Writable } from 'node:stream';
 import type { Logger } from 'pino';
 import { DEFAULT_CMDLINE, Machine, type MachineConfig } from '../../vmm/machine.js';
@@ -21,6 +22,8 @@ import { AGENT_PORT_NAME } from '../../runner/protocol.js';
 import { VmmError } from '../../errors.js';
 import { Progress } from '../progress.js';
 import { asyncOutput } from '../async-output.js';
+import { nowMs } from '../../clock.js';
+import { stdinUnlessNull } from '../stdin.js';
 
 /** The tag and guest path of the shared current directory (the kit's init mounts it there). */
 export const CWD_TAG = 'nvcwd';
@@ -55,8 +58,8 @@ export interface RunCommandResult {
 }
 
 export async function runCommandInGuest(o: RunCommandOptions): Promise<RunCommandResult> {
-  const started = performance.now();
-  const ms = () => Math.round(performance.now() - started);
+  const started = nowMs();
+  const ms = () => Math.round(nowMs() - started);
   const out = asyncOutput(1);
   const err = asyncOutput(2);
   const emit = (event: object) => out.write(`${JSON.stringify(event)}\n`);
@@ -91,13 +94,15 @@ export async function runCommandInGuest(o: RunCommandOptions): Promise<RunComman
         })
       : stream === 'stdout' ? out : err;
   let bootedAt: number | undefined;
+  // The command reads a piped or redirected stdin (a terminal is not passed on), and /dev/null as none.
+  const commandStdin = isatty(0) ? undefined : stdinUnlessNull();
   const runner = new CommandRunner({
     argv: o.argv,
     cwd: o.shareCwd !== 'off' ? CWD_GUEST_PATH : '',
     send: (bytes) => machine.agent!.write(bytes),
     stdout: sink('stdout'),
     stderr: sink('stderr'),
-    ...(process.stdin.isTTY ? {} : { stdin: process.stdin }),
+    ...(commandStdin ? { stdin: commandStdin } : {}),
   });
   machine.onAgentOutput((bytes) => runner.onGuestBytes(bytes));
   runner.on('resume', () => machine.agent!.resume());

@@ -12,6 +12,8 @@ import { MIN_MEM } from '../../arch/x86_64/layout.js';
 import { formatSize, parseSize } from '../size.js';
 import { checkDeviceSet, parseDisk, parseNet, parseShare } from '../device-flags.js';
 import { runCommandInGuest } from './run-command.js';
+import { nowMs } from '../../clock.js';
+import { stdinUnlessNull } from '../stdin.js';
 
 interface RunArgs {
   kernel?: string;
@@ -137,7 +139,7 @@ export const runCommand: CommandModule<object, RunArgs> = {
     const emit = (event: object) => process.stdout.write(`${JSON.stringify(event)}\n`);
     const [disks, nets, shares] = [argv.disk.map(parseDisk), argv.net.map(parseNet), argv.share.map(parseShare)];
     checkDeviceSet(disks, nets, shares);
-    const config = { kernel, initrd, cmdline, memBytes, cpus: argv.cpus, testdev: argv.testdev, rng: argv.rng, timeoutSec: argv.timeout, logLevel: argv['log-level'], consoleInput: process.stdin, consoleFd: watch ? undefined : 1,
+    const config = { kernel, initrd, cmdline, memBytes, cpus: argv.cpus, testdev: argv.testdev, rng: argv.rng, timeoutSec: argv.timeout, logLevel: argv['log-level'], consoleInput: stdinUnlessNull(), consoleFd: watch ? undefined : 1,
       // The guest starts at once, and moves to a vCPU thread only if it keeps running (main-thread-vcpu.ts).
       startOnMainThread: true,
       console: argv.console, disks, nets, shares };
@@ -151,15 +153,15 @@ export const runCommand: CommandModule<object, RunArgs> = {
       return;
     }
     let reason: StopReason;
-    const started = performance.now();
+    const started = nowMs();
     for (let boot = 0; ; boot++) {
       // A reboot in place is a fresh VM from the same config: nothing of the old one survives.
       // --timeout bounds the whole run, every boot included.
-      const left = argv.timeout === undefined ? undefined : Math.max(0.001, argv.timeout - (performance.now() - started) / 1000);
+      const left = argv.timeout === undefined ? undefined : Math.max(0.001, argv.timeout - (nowMs() - started) / 1000);
       const machine = Machine.create({ ...config, timeoutSec: left }, log);
       if (boot === 0 && machine.flavour === 'pvm' && argv.kernel !== undefined) log.warn(PVM_WARNING); // once, and only once a VM is about to run
       if (watch) watchConsole(machine, { expect, json: argv.json, emit });
-      if (argv.json) emit({ event: 'started', boot, ms: Math.round(performance.now() - started) });
+      if (argv.json) emit({ event: 'started', boot, ms: Math.round(nowMs() - started) });
       reason = await machine.start();
       // With --expect, a guest that ends without the line has failed, whatever way it ended.
       if (expect && reason.kind !== 'expect-matched' && reason.kind !== 'timeout' && reason.kind !== 'reboot') reason = { kind: 'expect-failed', pattern: argv.expect! };
@@ -168,7 +170,7 @@ export const runCommand: CommandModule<object, RunArgs> = {
       log.info({ boot: boot + 1 }, 'guest rebooted: starting it again');
     }
     const status = exitStatus(reason);
-    if (argv.json) emit({ event: 'exited', status, reason, ms: Math.round(performance.now() - started) });
+    if (argv.json) emit({ event: 'exited', status, reason, ms: Math.round(nowMs() - started) });
     if (status !== 0 && reason.kind !== 'debug-exit') process.stderr.write(`nodevisor: ${describeStop(reason)}\n`);
     log.info({ reason, status }, describeStop(reason));
     process.exitCode = status;
