@@ -15,7 +15,7 @@
 // Both bundles sit one folder below dist/, like most of tsc's tree, so that paths relative to the
 // running file (the vCPU-thread module's, packageRoot's walk) work from either.
 import path from 'node:path';
-import { chmodSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
 
@@ -46,6 +46,8 @@ await build({
   outfile: path.join(dist, 'cli', 'cli-bundle.cjs'),
   // The REST server's framework loads only with `serve`, from node_modules as usual.
   external: ['fastify'],
+  // --version without finding and reading package.json at every start (src/cli/main.ts).
+  define: { ...common.define, __NODEVISOR_VERSION__: JSON.stringify(JSON.parse(readFileSync(path.join(dist, '..', 'package.json'), 'utf8')).version) },
 });
 await build({
   ...common,

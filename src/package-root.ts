@@ -9,14 +9,23 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export function packageRoot(fromUrl: string): string {
-  let dir = path.dirname(fileURLToPath(fromUrl));
+  const start = path.dirname(fileURLToPath(fromUrl));
+  let root = rootOf.get(start);
+  if (root) return root;
+  let dir = start;
   for (;;) {
-    if (existsSync(path.join(dir, 'package.json'))) return dir;
+    if (existsSync(path.join(dir, 'package.json'))) break;
     const up = path.dirname(dir);
     if (up === dir) throw new Error(`nodevisor: no package.json above ${fileURLToPath(fromUrl)}`);
     dir = up;
   }
+  root = dir;
+  rootOf.set(start, root);
+  return root;
 }
+
+/** Each folder's walk is done once per process: the addon, the demo guest and the version all ask. */
+const rootOf = new Map<string, string>();
 
 /** Our version, from our package.json ('unknown' if it cannot be read). */
 export function packageVersion(fromUrl: string): string {

@@ -7,6 +7,9 @@ import { describeError, VmmError } from '../errors.js';
 import { EXIT_STATUS } from '../vmm/stop.js';
 import { packageVersion } from '../package-root.js';
 
+/** Our version, put in by scripts/bundle.mjs; undefined in tsc's tree, which reads package.json. */
+declare const __NODEVISOR_VERSION__: string | undefined;
+
 export async function main(args: string[]): Promise<void> {
   try {
     const y = yargs(args);
@@ -32,7 +35,7 @@ export async function main(args: string[]): Promise<void> {
       .help()
       // Given, rather than left to yargs, which lists folders upwards from the main script to find
       // a package.json (3-4 ms of every start on the dev machine).
-      .version(packageVersion(import.meta.url))
+      .version(typeof __NODEVISOR_VERSION__ === 'string' ? __NODEVISOR_VERSION__ : packageVersion(import.meta.url))
       .parseAsync();
   } catch (e) {
     process.stderr.write(`nodevisor: ${describeError(e)}\n`);

@@ -3,7 +3,6 @@
  * ioctls (see native/src): fds are plain numbers, structs cross as byte buffers whose layouts are
  * defined once in src/kvm/layout.ts. Nothing outside src/kvm should import this module.
  */
-import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { packageRoot } from '../package-root.js';
@@ -114,9 +113,17 @@ let cached: NativeBinding | undefined;
 export function native(): NativeBinding {
   if (cached) return cached;
   const file = addonPath();
-  if (!existsSync(file)) {
-    throw Object.assign(new Error(`native addon not built: ${file} is missing (run \`npm install\` or \`npm run build:native\`)`), { code: 'ENOADDON' });
+  // process.dlopen, not require(): require resolves the path first (a stat and a realpath of every
+  // folder in it), which costs `run` more than loading the addon under nested emulation.
+  const m = { exports: {} as NativeBinding };
+  try {
+    process.dlopen(m, file);
+  } catch (e) {
+    if (!existsSync(file)) {
+      throw Object.assign(new Error(`native addon not built: ${file} is missing (run \`npm install\` or \`npm run build:native\`)`), { code: 'ENOADDON' });
+    }
+    throw e;
   }
-  cached = createRequire(import.meta.url)(file) as NativeBinding;
+  cached = m.exports;
   return cached;
 }

@@ -13,10 +13,9 @@ import { VmmError } from '../errors.js';
 import { checkImageFile } from '../loader/kernel-file.js';
 import type { KvmFlavour } from '../kvm/host.js';
 
-const root = packageRoot(import.meta.url);
-
 export const kitDir = (): string => process.env.NODEVISOR_KIT_DIR ?? path.join(process.env.XDG_CACHE_HOME ?? path.join(os.homedir(), '.cache'), 'nodevisor', 'kit');
-export const DEMO_GUEST = path.join(root, 'guests', 'tests', 'build', 'c-machine.elf');
+/** The demo guest's path (found on demand: most runs name their kernel). */
+export const demoGuest = (): string => path.join(packageRoot(import.meta.url), 'guests', 'tests', 'build', 'c-machine.elf');
 
 export interface DefaultGuest {
   readonly kernel: string;
@@ -36,9 +35,10 @@ export function defaultGuest(flavour: KvmFlavour): DefaultGuest {
       if (initrd) checkImageFile(initrd, 'NODEVISOR_INITRD=');
       return { kernel: k, cmdline: 'console=ttyS0 reboot=k panic=-1', ...(initrd ? { initrd } : {}) };
     }
-    if (!existsSync(DEMO_GUEST)) throw new VmmError('BAD_KERNEL', `the demo guest ${DEMO_GUEST} is not built (npm run guests)`);
+    const demo = demoGuest();
+    if (!existsSync(demo)) throw new VmmError('BAD_KERNEL', `the demo guest ${demo} is not built (npm run guests)`);
     return {
-      kernel: DEMO_GUEST,
+      kernel: demo,
       cmdline: 'demo',
       note: 'this host\'s /dev/kvm is PVM: Linux needs a PVM-enabled kernel here (set NODEVISOR_KERNEL); running the built-in demo guest instead',
     };
@@ -48,7 +48,7 @@ export function defaultGuest(flavour: KvmFlavour): DefaultGuest {
   const initrd = path.join(kit, 'initramfs.cpio.gz');
   if (!existsSync(kernel) || !existsSync(initrd)) {
     process.stderr.write('nodevisor: building the guest kit (Debian kernel and busybox initramfs, first run only)...\n');
-    const r = lazyChildProcess().spawnSync('bash', [path.join(root, 'guests', 'kit', 'build.sh'), '--what', 'initramfs'], { stdio: ['ignore', 'inherit', 'inherit'] });
+    const r = lazyChildProcess().spawnSync('bash', [path.join(packageRoot(import.meta.url), 'guests', 'kit', 'build.sh'), '--what', 'initramfs'], { stdio: ['ignore', 'inherit', 'inherit'] });
     if (r.status !== 0) throw new VmmError('BAD_KERNEL', `could not build the guest kit (guests/kit/build.sh exited ${r.status ?? r.signal})`);
   }
   return { kernel, initrd, cmdline: 'console=ttyS0 reboot=k panic=-1' };

@@ -1,7 +1,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { defaultGuest, DEMO_GUEST, kitDir } from '../../dist/vmm/default-guest.js';
+import { defaultGuest, demoGuest, kitDir } from '../../dist/vmm/default-guest.js';
 
 describe('default guest of `nodevisor run`', () => {
   it('on a PVM host: NODEVISOR_KERNEL when set, otherwise the demo guest with a note saying why', () => {
@@ -9,11 +9,11 @@ describe('default guest of `nodevisor run`', () => {
     try {
       delete process.env.NODEVISOR_KERNEL;
       const demo = defaultGuest('pvm');
-      assert.equal(demo.kernel, DEMO_GUEST);
+      assert.equal(demo.kernel, demoGuest());
       assert.equal(demo.cmdline, 'demo');
       assert.match(demo.note, /Linux needs a PVM-enabled kernel here \(set NODEVISOR_KERNEL\)/);
-      process.env.NODEVISOR_KERNEL = DEMO_GUEST; // any existing image stands for a PVM-enabled kernel
-      assert.equal(defaultGuest('pvm').kernel, DEMO_GUEST);
+      process.env.NODEVISOR_KERNEL = demoGuest(); // any existing image stands for a PVM-enabled kernel
+      assert.equal(defaultGuest('pvm').kernel, demoGuest());
       assert.equal(defaultGuest('pvm').note, undefined);
       // A wrong path is named as the environment variable it came from, not as a flag.
       process.env.NODEVISOR_KERNEL = '/some/pvm-kernel';
