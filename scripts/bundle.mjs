@@ -23,8 +23,50 @@ const dist = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', 'd
 // Left by earlier builds, which split shared code into ES module chunks.
 rmSync(path.join(dist, 'chunks'), { recursive: true, force: true });
 for (const f of ['vcpu-thread.js', 'vcpu-thread.js.map', 'vcpu-threads.cjs', 'vcpu-threads.cjs.map', 'vcpu-threads.d.cts']) rmSync(path.join(dist, 'vmm', f), { force: true });
+// require('assert') in bundled packages gets scripts/bundle-shims/assert.cjs (why: see there).
+const lazyAssert = {
+  name: 'lazy-assert',
+  setup(b) {
+    const shim = path.join(dist, '..', 'scripts', 'bundle-shims', 'assert.cjs');
+    // The shim's own require('node:assert') is Node's.
+    b.onResolve({ filter: /^(node:)?assert$/ }, (args) => (args.importer === shim ? undefined : { path: shim }));
+  },
+};
+// yargs' platform shim measures the terminal's width (for help text) when it loads, by creating
+// process.stdout: that loads Node's stream stack, ~40 ms of `nodevisor run` under nested emulation,
+// which otherwise never creates process.stdout. Bundled, it measures when help is rendered instead.
+const lazyYargsColumns = {
+  name: 'lazy-yargs-columns',
+  setup(b) {
+    b.onLoad({ filter: /yargs[\\/]lib[\\/]platform-shims[\\/]esm\.mjs$/ }, (args) => {
+      const eager = "stdColumns: typeof process.stdout.columns !== 'undefined' ? process.stdout.columns : null";
+      const source = readFileSync(args.path, 'utf8');
+      if (!source.includes(eager)) throw new Error(`${args.path}: yargs' shim has changed: review the lazy-yargs-columns plugin`);
+      return { contents: source.replace(eager, `get stdColumns() { return typeof process.stdout.columns !== 'undefined' ? process.stdout.columns : null; }`), loader: 'js' };
+    });
+  },
+};
+// pino requires node:worker_threads when it loads (its tools, for isMainThread, and thread-stream
+// for its transports), which loads Node's worker and stream modules: with both deferred to their
+// use, a `run` that never starts a vCPU thread loads neither. isMainThread matters only for an
+// asynchronous destination; ours are synchronous (src/log.ts).
+const lazyPinoThreads = {
+  name: 'lazy-pino-threads',
+  setup(b) {
+    const shim = path.join(dist, '..', 'scripts', 'bundle-shims', 'thread-stream.cjs');
+    b.onResolve({ filter: /^thread-stream$/ }, (args) => (args.importer === shim ? undefined : { path: shim }));
+    b.onLoad({ filter: /pino[\\/]lib[\\/]tools\.js$/ }, (args) => {
+      const eager = "const { isMainThread } = require('worker_threads')\n";
+      const use = '!opts.sync && isMainThread)';
+      const source = readFileSync(args.path, 'utf8');
+      if (source.split(eager).length !== 2 || source.split(use).length !== 2) throw new Error(`${args.path}: pino has changed: review the lazy-pino-threads plugin`);
+      return { contents: source.replace(eager, '').replace(use, "!opts.sync && require('worker_threads').isMainThread)"), loader: 'js' };
+    });
+  },
+};
 const common = {
   bundle: true,
+  plugins: [lazyAssert, lazyYargsColumns, lazyPinoThreads],
   platform: 'node',
   target: 'node20',
   format: 'cjs',

@@ -11,7 +11,6 @@ import { VmmError } from '../../errors.js';
 import { MIN_MEM } from '../../arch/x86_64/layout.js';
 import { formatSize, parseSize } from '../size.js';
 import { checkDeviceSet, parseDisk, parseNet, parseShare } from '../device-flags.js';
-import { runCommandInGuest } from './run-command.js';
 import { nowMs } from '../../clock.js';
 import { stdinUnlessNull } from '../stdin.js';
 
@@ -146,6 +145,8 @@ export const runCommand: CommandModule<object, RunArgs> = {
     if (command.length) {
       if (expect) throw new VmmError('BAD_CONFIG', '--expect and -- COMMAND: choose one (the command\'s exit status is the result)');
       // runCommandInGuest takes the console and stdin over itself (stdin belongs to the command).
+      // Loaded here: the command runner and its streams are not needed to boot a guest.
+      const { runCommandInGuest } = await import('./run-command.js');
       const run = await runCommandInGuest({ argv: command, config, shareCwd: argv['share-cwd'], json: argv.json, timeoutSec: argv.timeout, log });
       // A pool thread may still be blocked writing to a reader that stopped reading: do not wait for it.
       if (run.outputAbandoned) process.exit(run.status);
