@@ -137,6 +137,20 @@ Napi::Value MappingBuffer(const Napi::CallbackInfo& info) {
   return ExternalView(info.Env(), m, offset, length);
 }
 
+// adviseMapping(id, offset, length, advice): madvise(2) on [offset, offset+length) of the mapping
+// (page-aligned; EINVAL outside it). What to advise where is the caller's policy.
+Napi::Value AdviseMapping(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto m = FindMapping(ArgU32(info, 0));
+  if (!m) ThrowErrno(env, EBADF, "madvise", "adviseMapping");
+  uint64_t offset = ArgU64(info, 1);
+  uint64_t length = ArgU64(info, 2);
+  int advice = static_cast<int>(ArgU32(info, 3));
+  if (offset > m->length || length > m->length - offset) ThrowErrno(env, EINVAL, "madvise", "adviseMapping");
+  if (::madvise(static_cast<char*>(m->addr) + offset, length, advice) != 0) ThrowErrno(env, errno, "madvise", "adviseMapping");
+  return env.Undefined();
+}
+
 // releaseMapping(id): drops the registry's reference; pages are unmapped once no view holds them.
 Napi::Value ReleaseMapping(const Napi::CallbackInfo& info) {
   uint32_t id = ArgU32(info, 0);
@@ -168,6 +182,7 @@ void InitMappings(Napi::Env env, Napi::Object exports) {
   exports.Set("mapAnonymous", Napi::Function::New(env, MapAnonymous, "mapAnonymous"));
   exports.Set("mapVcpuRun", Napi::Function::New(env, MapVcpuRun, "mapVcpuRun"));
   exports.Set("mappingBuffer", Napi::Function::New(env, MappingBuffer, "mappingBuffer"));
+  exports.Set("adviseMapping", Napi::Function::New(env, AdviseMapping, "adviseMapping"));
   exports.Set("releaseMapping", Napi::Function::New(env, ReleaseMapping, "releaseMapping"));
   exports.Set("setRunner", Napi::Function::New(env, SetRunner, "setRunner"));
   exports.Set("kick", Napi::Function::New(env, Kick, "kick"));

@@ -156,12 +156,28 @@ function takeSpareVm(n: NativeBinding): number | undefined {
   }
 }
 
+/** madvise(2) advice (Linux uapi asm-generic/mman-common.h). */
+export const MADV_NOHUGEPAGE = 15;
+
 /** The largest ArrayBuffer a view of guest RAM uses; bigger RAM is viewed in chunks of this size. */
 export const RAM_VIEW_CHUNK = 1 << 30;
 
 /** Guest RAM: anonymous memory mapped once per process, viewed by each thread through its own ArrayBuffers. */
 export class GuestRam {
   private constructor(readonly mappingId: number, readonly size: number, private readonly n: NativeBinding) {}
+
+  /**
+   * Keeps [offset, offset+length) in small pages (MADV_NOHUGEPAGE), so that a first write there
+   * zeroes 4 KiB, not a 2 MiB huge page. Best effort: a kernel without transparent huge pages has
+   * nothing to keep apart.
+   */
+  noHugePages(offset: number, length: number): void {
+    try {
+      this.n.adviseMapping(this.mappingId, offset, length, MADV_NOHUGEPAGE);
+    } catch {
+      // EINVAL: no THP in this kernel (or hugetlbfs memory, which is never split)
+    }
+  }
 
   /** A view of [offset, offset+length) of the mapping (length at most 2 GiB). */
   view(offset: number, length: number): Uint8Array {

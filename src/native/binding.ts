@@ -66,6 +66,8 @@ export interface NativeBinding {
   mapVcpuRun(vcpuFd: number, bytes: number): number;
   /** Guest RAM: a SharedArrayBuffer (outside V8's external-memory count); kvm_run: an ArrayBuffer. */
   mappingBuffer(id: number, offset?: number, length?: number): SharedArrayBuffer | ArrayBuffer;
+  /** madvise(2) of [offset, offset+length) of a mapping; `advice` is MADV_* (kvm/constants.ts). */
+  adviseMapping(id: number, offset: number, length: number, advice: number): void;
   releaseMapping(id: number): void;
   setRunner(runMappingId: number, isRunner: boolean): void;
   kick(runMappingId: number): void;

@@ -8,6 +8,7 @@ import { tmpdir, constants as osConstants } from 'node:os';
 import path from 'node:path';
 import { native, addonPath } from '../../dist/native/binding.js';
 import { flatLayout } from '../../dist/kvm/layout.js';
+import { GuestRam, MADV_NOHUGEPAGE } from '../../dist/kvm/kvm.js';
 
 const n = native();
 
@@ -118,6 +119,19 @@ describe('native addon', () => {
     assert.equal(a[101], 7);
     n.releaseMapping(id);
     assert.throws(() => n.mappingBuffer(id), (e) => e.code === 'EBADF');
+  });
+
+  it('advises a range of a mapping (madvise), and refuses a range outside it', () => {
+    // Anonymous 2 MiB regions flagged nh (no huge pages) in this process.
+    const nhRegions = () => readFileSync('/proc/self/smaps', 'utf8').split(/\n(?=[0-9a-f]+-[0-9a-f]+ )/)
+      .filter((r) => /^VmFlags:.* nh/m.test(r) && /^Size:\s+2048 kB$/m.test(r) && /^[0-9a-f]+-[0-9a-f]+ rw-p 00000000 00:00 0 /.test(r)).length;
+    const ram = GuestRam.allocate(64 << 20);
+    const before = nhRegions();
+    ram.noHugePages(0, 2 << 20);
+    assert.equal(nhRegions(), before + 1, 'the first 2 MiB became a region of their own, in small pages');
+    assert.throws(() => n.adviseMapping(ram.mappingId, 64 << 20, 4096, MADV_NOHUGEPAGE), (e) => e.code === 'EINVAL' && /adviseMapping/.test(e.message));
+    assert.throws(() => n.adviseMapping(999_999, 0, 4096, MADV_NOHUGEPAGE), (e) => e.code === 'EBADF');
+    ram.release();
   });
 
   it('views a mapping in parts, and refuses views past its end or larger than 2 GiB (ERANGE)', () => {
