@@ -6,11 +6,21 @@ import { serveCommand } from './commands/serve.js';
 import { describeError, VmmError } from '../errors.js';
 import { EXIT_STATUS } from '../vmm/stop.js';
 import { packageVersion } from '../package-root.js';
+import { Kvm } from '../kvm/kvm.js';
 
 /** Our version, put in by scripts/bundle.mjs; undefined in tsc's tree, which reads package.json. */
 declare const __NODEVISOR_VERSION__: string | undefined;
 
 export async function main(args: string[]): Promise<void> {
+  // `run` will want a VM: KVM makes it on another core while yargs parses the command line (a
+  // failure here is left for Machine.create to report, with the flags checked first).
+  if (args[0] === 'run') {
+    try {
+      Kvm.shared().prepareVm();
+    } catch {
+      // no KVM: said later, in context
+    }
+  }
   try {
     const y = yargs(args);
     skipHelpRendering(y);

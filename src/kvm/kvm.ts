@@ -115,6 +115,15 @@ export class Kvm {
     return new Vm(fd, this, this.n);
   }
 
+  /**
+   * Starts making the next VM now, on another core, for a caller that knows one is coming and has
+   * other work to do first (`run` parsing its command line). The next createVm takes it; if none
+   * comes within BURST_MS it is closed. Failing to start it only means createVm makes its own.
+   */
+  prepareVm(): void {
+    makeSpareVm(this.n, this.fd);
+  }
+
   close(): void {
     this.n.close(this.fd);
   }
