@@ -59,12 +59,18 @@ await machinesAtOnce(2, false);
 const perSecond = [];
 const rate = (n, ms) => +((n * 1000) / ms).toFixed(1);
 // Each N is timed `--rounds` times, the three ways alternated, and the medians compared: one round
-// under nested emulation can be off by half.
+// under nested emulation can be off by half. Each round starts from a settled host: the processes,
+// threads and VMs of the round before are gone (their teardown would otherwise be timed with the
+// next round), and it is a new burst for nodevisor (no VM made ahead: see Kvm.createVm).
+const settle = () => new Promise((r) => setTimeout(r, 1500));
 for (const n of opt.n.split(',').map(Number)) {
   const times = { nv: [], threads: [], qemu: [] };
   for (let r = 0; r < Number(opt.rounds); r++) {
+    await settle();
     times.nv.push(await machinesAtOnce(n, true));
+    await settle();
     times.threads.push(await machinesAtOnce(n, false));
+    await settle();
     const q0 = performance.now();
     await Promise.all(Array.from({ length: n }, () => timeProcess('qemu-system-x86_64', qemuArgs)));
     times.qemu.push(performance.now() - q0);

@@ -149,4 +149,16 @@ describe('MP table', () => {
     assert.equal(mem.readU16(cfg + 34), 23);
     assert.throws(() => writeMpTable(mem, { cpus: 0, ioapicId: 1 }), /1 to 254/);
   });
+
+  it('each shape of machine gets its own table, however many were written before', () => {
+    const table = (cpus, addr) => {
+      const mem = fakeMemory(2 << 20);
+      const { start, end } = writeMpTable(mem, { cpus, ioapicId: cpus }, addr);
+      return { bytes: Buffer.from(mem.read(start, end - start)), cfg: mem.readU32(start + 4) };
+    };
+    const one = table(1);
+    assert.equal(table(2).bytes.length, one.bytes.length + 20, 'one processor entry more');
+    assert.deepEqual(table(1).bytes, one.bytes, 'the same shape, the same bytes');
+    assert.equal(table(1, 0xf1000).cfg, 0xf1010, 'the pointer follows the address');
+  });
 });

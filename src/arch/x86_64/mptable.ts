@@ -27,8 +27,28 @@ function sumTo0(bytes: Uint8Array, at: number): void {
   bytes[at] = (256 - (s & 0xff)) & 0xff;
 }
 
+/**
+ * Tables built, by configuration and address: the same for every machine of a given shape, and
+ * building one (~1.5 ms under nested emulation) showed in machines started per second.
+ */
+const built = new Map<string, { fp: Uint8Array; cfg: Uint8Array }>();
+const BUILT_KEPT = 16;
+
 export function writeMpTable(mem: GuestMemory, c: MpConfig, addr = MPTABLE_ADDR): { start: number; end: number } {
   if (c.cpus < 1 || c.cpus > 254) throw new VmmError('BAD_CONFIG', `MP table: ${c.cpus} CPUs (1 to 254 supported)`);
+  const key = `${c.cpus}:${c.ioapicId}:${c.cpuSignature}:${c.featureFlags}:${addr}`;
+  let t = built.get(key);
+  if (!t) {
+    t = buildMpTable(c, addr);
+    if (built.size >= BUILT_KEPT) built.delete(built.keys().next().value!);
+    built.set(key, t);
+  }
+  mem.write(addr, t.fp);
+  mem.write(addr + 16, t.cfg);
+  return { start: addr, end: addr + 16 + t.cfg.length };
+}
+
+function buildMpTable(c: MpConfig, addr: number): { fp: Uint8Array; cfg: Uint8Array } {
   const entries: number[] = [];
   const u16 = (x: number) => [x & 0xff, (x >> 8) & 0xff];
   const u32 = (x: number) => [x & 0xff, (x >> 8) & 0xff, (x >> 16) & 0xff, (x >>> 24) & 0xff];
@@ -68,7 +88,5 @@ export function writeMpTable(mem: GuestMemory, c: MpConfig, addr = MPTABLE_ADDR)
   fp[8] = 1; // length in 16-byte units
   fp[9] = 4; // spec revision 1.4
   sumTo0(fp, 10);
-  mem.write(addr, fp);
-  mem.write(addr + 16, cfg);
-  return { start: addr, end: addr + 16 + cfg.length };
+  return { fp, cfg };
 }
