@@ -13,6 +13,7 @@ import { formatSize, parseSize } from '../size.js';
 import { checkDeviceSet, parseDisk, parseNet, parseShare } from '../device-flags.js';
 import { nowMs } from '../../clock.js';
 import { stdinUnlessNull } from '../stdin.js';
+import { outputFdsLikeNode } from '../output-fds.js';
 
 interface RunArgs {
   kernel?: string;
@@ -103,6 +104,7 @@ export const runCommand: CommandModule<object, RunArgs> = {
       .option('testdev', { type: 'boolean', default: false, describe: 'add the scratch test device used by the test guests' })
       .option('log-level', { requiresArg: true, choices: LOG_LEVELS, default: 'warn' as LogLevel, describe: 'log level (JSON logs on stderr)' }) as Argv<RunArgs>,
   handler: async (argv) => {
+    outputFdsLikeNode();
     const memBytes = memFromFlag(argv.mem);
     if (!Number.isInteger(argv.cpus) || argv.cpus < 1 || argv.cpus > MAX_CPUS) throw new VmmError('BAD_CONFIG', `--cpus ${rawFlag('cpus', argv.cpus)}: must be a whole number from 1 to ${MAX_CPUS}`);
     if (argv.timeout !== undefined && !(argv.timeout > 0 && argv.timeout <= MAX_TIMEOUT_SEC)) {
