@@ -223,27 +223,6 @@ export class Vm {
     return new Vm(fd, undefined);
   }
 
-  /**
-   * The process's /dev/kvm (or NODEVISOR_KVM_DEVICE), opened and checked (API version and
-   * REQUIRED_CAPS) once for all the machines it runs, as QEMU and Firecracker hold one for their VMs.
-   * Each machine opening its own cost it an open, a close and a dozen ioctls, for answers that do not
-   * change while the process runs. Never closed: it goes with the process. A failure is not kept:
-   * the next call tries again.
-   */
-  static shared(path = process.env.NODEVISOR_KVM_DEVICE ?? '/dev/kvm'): Kvm {
-    let kvm = sharedKvm.get(path);
-    if (kvm) return kvm;
-    kvm = Kvm.open(path);
-    try {
-      kvm.requireCapabilities();
-    } catch (e) {
-      kvm.close();
-      throw e;
-    }
-    sharedKvm.set(path, kvm);
-    return kvm;
-  }
-
   checkExtension(cap: keyof typeof KVM_CAP): number {
     return this.n.checkExtension(this.fd, KVM_CAP[cap]);
   }
