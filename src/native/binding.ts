@@ -66,7 +66,7 @@ export interface NativeBinding {
   mapVcpuRun(vcpuFd: number, bytes: number): number;
   /** Guest RAM: a SharedArrayBuffer (outside V8's external-memory count); kvm_run: an ArrayBuffer. */
   mappingBuffer(id: number, offset?: number, length?: number): SharedArrayBuffer | ArrayBuffer;
-  /** madvise(2) of [offset, offset+length) of a mapping; `advice` is MADV_* (kvm/constants.ts). */
+  /** madvise(2) of [offset, offset+length) of a mapping; `advice` is MADV_* (kvm/kvm.ts). */
   adviseMapping(id: number, offset: number, length: number, advice: number): void;
   releaseMapping(id: number): void;
   setRunner(runMappingId: number, isRunner: boolean): void;
