@@ -6,6 +6,7 @@
 import { VmmError } from '../../../errors.js';
 import type { GuestMemory } from '../../../memory/guest-memory.js';
 import * as aml from './aml.js';
+import { builtOnce } from '../built-once.js';
 
 export const OEM_ID = 'NODEVI';
 export const OEM_TABLE_ID = 'NODEVISR';
@@ -179,20 +180,14 @@ interface AcpiImage {
  * (a few, in one process). Building them took ~1 ms per machine on the dev machine, and a quarter of
  * Machine.create under nested emulation, where many machines start at once.
  */
-const images = new Map<string, AcpiImage>();
-const IMAGES_KEPT = 16;
+const imageOf = builtOnce<AcpiImage>(16);
 
 /** Writes every table into [ACPI_AREA_START, ACPI_AREA_END); returns where they went. */
 export function writeAcpiTables(mem: GuestMemory, c: AcpiConfig): AcpiLayout {
   if (!Number.isInteger(c.cpus) || c.cpus < 1 || c.cpus > 254) throw new VmmError('BAD_CONFIG', `ACPI: ${c.cpus} CPUs (MADT here supports 1 to 254)`);
   if (c.ioapicId < c.cpus || c.ioapicId > 255) throw new VmmError('INTERNAL', `ACPI: IOAPIC id ${c.ioapicId} collides with a LAPIC id`);
   const key = JSON.stringify(c, (_k, v: unknown) => (typeof v === 'bigint' ? `${v}n` : v));
-  let image = images.get(key);
-  if (!image) {
-    image = buildImage(c);
-    if (images.size >= IMAGES_KEPT) images.delete(images.keys().next().value!);
-    images.set(key, image);
-  }
+  const image = imageOf(key, () => buildImage(c));
   for (const p of image.pieces) mem.write(p.addr, p.bytes);
   return { rsdpAddr: image.layout.rsdpAddr, tables: image.layout.tables.map((t) => ({ ...t })) };
 }
