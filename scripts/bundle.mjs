@@ -23,64 +23,55 @@ const dist = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', 'd
 // Left by earlier builds, which split shared code into ES module chunks.
 rmSync(path.join(dist, 'chunks'), { recursive: true, force: true });
 for (const f of ['vcpu-thread.js', 'vcpu-thread.js.map', 'vcpu-threads.cjs', 'vcpu-threads.cjs.map', 'vcpu-threads.d.cts']) rmSync(path.join(dist, 'vmm', f), { force: true });
+const shims = path.join(dist, '..', 'scripts', 'bundle-shims');
+/** `require(spec)` in bundled code gets scripts/bundle-shims/`file` instead; the shim's own require(spec) is the real one. */
+function shim(name, filter, file) {
+  const at = path.join(shims, file);
+  return { name, setup: (b) => b.onResolve({ filter }, (args) => (args.importer === at ? undefined : { path: at })) };
+}
+/**
+ * Edits a package's file as it is bundled: each `[from, to]` replaces text that must occur exactly
+ * once there, or the build fails, for someone to review the edit against the package's new version.
+ */
+function patchSource(name, filter, edits) {
+  return {
+    name,
+    setup(b) {
+      b.onLoad({ filter }, (args) => {
+        let source = readFileSync(args.path, 'utf8');
+        for (const [from, to] of edits) {
+          if (source.split(from).length !== 2) throw new Error(`${args.path}: the package has changed: review the ${name} edit in scripts/bundle.mjs`);
+          source = source.replace(from, to);
+        }
+        return { contents: source, loader: 'js' };
+      });
+    },
+  };
+}
 // require('assert') in bundled packages gets scripts/bundle-shims/assert.cjs (why: see there).
-const lazyAssert = {
-  name: 'lazy-assert',
-  setup(b) {
-    const shim = path.join(dist, '..', 'scripts', 'bundle-shims', 'assert.cjs');
-    // The shim's own require('node:assert') is Node's.
-    b.onResolve({ filter: /^(node:)?assert$/ }, (args) => (args.importer === shim ? undefined : { path: shim }));
-  },
-};
+const lazyAssert = shim('lazy-assert', /^(node:)?assert$/, 'assert.cjs');
 // yargs' platform shim measures the terminal's width (for help text) when it loads, by creating
 // process.stdout: that loads Node's stream stack, ~40 ms of `nodevisor run` under nested emulation,
 // which otherwise never creates process.stdout. Bundled, it measures when help is rendered instead.
-const lazyYargsColumns = {
-  name: 'lazy-yargs-columns',
-  setup(b) {
-    b.onLoad({ filter: /yargs[\\/]lib[\\/]platform-shims[\\/]esm\.mjs$/ }, (args) => {
-      const eager = "stdColumns: typeof process.stdout.columns !== 'undefined' ? process.stdout.columns : null";
-      const source = readFileSync(args.path, 'utf8');
-      if (!source.includes(eager)) throw new Error(`${args.path}: yargs' shim has changed: review the lazy-yargs-columns plugin`);
-      return { contents: source.replace(eager, `get stdColumns() { return typeof process.stdout.columns !== 'undefined' ? process.stdout.columns : null; }`), loader: 'js' };
-    });
-  },
-};
+const lazyYargsColumns = patchSource('lazy-yargs-columns', /yargs[\\/]lib[\\/]platform-shims[\\/]esm\.mjs$/, [
+  ["stdColumns: typeof process.stdout.columns !== 'undefined' ? process.stdout.columns : null", "get stdColumns() { return typeof process.stdout.columns !== 'undefined' ? process.stdout.columns : null; }"],
+]);
 // pino requires node:worker_threads when it loads (its tools, for isMainThread, and thread-stream
 // for its transports), which loads Node's worker and stream modules: with both deferred to their
 // use, a `run` that never starts a vCPU thread loads neither. isMainThread matters only for an
 // asynchronous destination; ours are synchronous (src/log.ts).
-const lazyPinoThreads = {
-  name: 'lazy-pino-threads',
-  setup(b) {
-    const shim = path.join(dist, '..', 'scripts', 'bundle-shims', 'thread-stream.cjs');
-    b.onResolve({ filter: /^thread-stream$/ }, (args) => (args.importer === shim ? undefined : { path: shim }));
-    b.onLoad({ filter: /pino[\\/]lib[\\/]tools\.js$/ }, (args) => {
-      const eager = "const { isMainThread } = require('worker_threads')\n";
-      const use = '!opts.sync && isMainThread)';
-      const source = readFileSync(args.path, 'utf8');
-      if (source.split(eager).length !== 2 || source.split(use).length !== 2) throw new Error(`${args.path}: pino has changed: review the lazy-pino-threads plugin`);
-      return { contents: source.replace(eager, '').replace(use, "!opts.sync && require('worker_threads').isMainThread)"), loader: 'js' };
-    });
-  },
-};
+const lazyThreadStream = shim('lazy-thread-stream', /^thread-stream$/, 'thread-stream.cjs');
+const lazyPinoIsMainThread = patchSource('lazy-pino-is-main-thread', /pino[\\/]lib[\\/]tools\.js$/, [
+  ["const { isMainThread } = require('worker_threads')\n", ''],
+  ['!opts.sync && isMainThread)', "!opts.sync && require('worker_threads').isMainThread)"],
+]);
 // yargs() registers --version with a version it guesses from the nearest package.json above the
 // current directory (listing every folder on the way, as many as the user's cwd has above it);
 // src/cli/main.ts registers its own at once, so the guess is skipped in the bundle.
-const noYargsVersionGuess = {
-  name: 'no-yargs-version-guess',
-  setup(b) {
-    b.onLoad({ filter: /yargs[\\/]build[\\/]lib[\\/]yargs-factory\.js$/ }, (args) => {
-      const guess = '        yargs.version();\n';
-      const source = readFileSync(args.path, 'utf8');
-      if (source.split(guess).length !== 2) throw new Error(`${args.path}: yargs has changed: review the no-yargs-version-guess plugin`);
-      return { contents: source.replace(guess, ''), loader: 'js' };
-    });
-  },
-};
+const noYargsVersionGuess = patchSource('no-yargs-version-guess', /yargs[\\/]build[\\/]lib[\\/]yargs-factory\.js$/, [['        yargs.version();\n', '']]);
 const common = {
   bundle: true,
-  plugins: [lazyAssert, lazyYargsColumns, lazyPinoThreads, noYargsVersionGuess],
+  plugins: [lazyAssert, lazyYargsColumns, lazyThreadStream, lazyPinoIsMainThread, noYargsVersionGuess],
   platform: 'node',
   target: 'node20',
   format: 'cjs',
