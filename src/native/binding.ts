@@ -68,6 +68,11 @@ export interface NativeBinding {
   mappingBuffer(id: number, offset?: number, length?: number): SharedArrayBuffer | ArrayBuffer;
   /** madvise(2) of [offset, offset+length) of a mapping; `advice` is MADV_* (kvm/kvm.ts). */
   adviseMapping(id: number, offset: number, length: number, advice: number): void;
+  /**
+   * Drops the registry's reference: the pages go with the last view. A kvm_run mapping is also
+   * swapped for zeros at once, off the calling thread, so that its VM goes now (the kernel keeps a
+   * VM while a vCPU of it is mapped), not at some later garbage collection.
+   */
   releaseMapping(id: number): void;
   setRunner(runMappingId: number, isRunner: boolean): void;
   kick(runMappingId: number): void;

@@ -1,7 +1,7 @@
 // Pause and resume on real KVM: a guest that counts in memory stops counting while paused.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { openSync, closeSync, readdirSync, readlinkSync } from 'node:fs';
+import { openSync, closeSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { Writable } from 'node:stream';
 import pino from 'pino';
 import { Machine } from '../../dist/index.js';
@@ -139,6 +139,35 @@ describe('Machine lifecycle', needsKvm, () => {
     } finally {
       native().close(vm);
     }
+  });
+
+  it('a released kvm_run mapping lets its VM go at once, though views of it are still alive (they read zeros)', async () => {
+    // The kernel keeps a VM while any of its vCPUs' kvm_run mappings exists; left to the garbage
+    // collector, the teardown happened whenever (and on whichever thread) the last view was freed.
+    const vcpuMappings = () => readFileSync('/proc/self/maps', 'utf8').split('\n').filter((l) => l.includes('kvm-vcpu')).length;
+    const gone = async (count, what) => {
+      for (let i = 0; i < 200 && vcpuMappings() > count; i++) await new Promise((r) => setTimeout(r, 10));
+      assert.equal(vcpuMappings(), count, what);
+    };
+    await gone(0, 'no vCPU mapped before the test');
+    const n = native();
+    const kvm = n.open('/dev/kvm');
+    const vm = n.createVm(kvm);
+    const vcpu = n.createVcpu(vm, 0);
+    const id = n.mapVcpuRun(vcpu, n.vcpuMmapSize(kvm));
+    const view = new Uint8Array(n.mappingBuffer(id));
+    for (const fd of [vcpu, vm, kvm]) n.close(fd);
+    assert.equal(vcpuMappings(), 1, 'the mapping alone keeps the vCPU');
+    n.releaseMapping(id);
+    await gone(0, 'released: the vCPU mapping is gone while a view remains');
+    assert.equal(view.reduce((a, b) => a + b, 0), 0, 'the view reads the zeros swapped in');
+    view[0] = 1; // and writing to it is harmless
+    // The same through a machine that has ended, while the Machine object (and its views) lives on.
+    const m = Machine.create({ kernel: guest('c-exit.elf'), memBytes: 32 << 20, startOnMainThread: true });
+    assert.equal(vcpuMappings(), 1);
+    assert.deepEqual(await m.start(), { kind: 'debug-exit', value: 0, status: 1 });
+    await gone(0, 'an ended machine leaves no vCPU (and so no VM) behind');
+    assert.equal(m.state, 'stopped');
   });
 
   it('startOnMainThread: a machine waiting for its turn on the main thread pauses, resumes and is killed like any other', async () => {
