@@ -8,10 +8,12 @@
  *   blk-broken  chains that are not requests put the device into NEEDS_RESET; it serves again
  *               after a reset
  *   blk-bench   sequential write and read (mb=64, qd=8, 128 KiB requests), 4 KiB random reads
- *               (ios=20000, qd=32), timed with the TSC
+ *               (ios=20000, qd=32), timed with the TSC; ramp=P: each pass after P% as many
+ *               requests of its kind, reported apart (NAME-ramp)
  *   net         virtio-net: ARP for 10.0.2.1, ICMP echo to it; serve=N answers ARP and pings
  *               for N more seconds
  *   net-bench   transmits frames=100000 1514-byte frames to the host as fast as the ring allows
+ *               (ramp=P: after P% as many, reported apart as net-tx-ramp)
  *   console     virtio-console: a line out, then echoes input uppercased up to a newline
  *   agent       the command runner's agent (nv-agent's protocol) with built-in commands;
  *               "noflush": power off without waiting for the host to take the output

@@ -103,12 +103,17 @@ describe('virtio-blk, seen from the C guest', needsKvm, () => {
     assert.equal((r.stdout.match(/blk-broken: serving again after reset/g) ?? []).length, 2, r.stdout);
   });
 
-  it('blk-bench: sequential write/read and 4 KiB random reads report machine-readable numbers', async () => {
-    const r = await run('blk-bench mb=16 ios=4000', ['--disk', disk('bench.img', 32 << 20)]);
+  it('blk-bench: sequential write/read and 4 KiB random reads report machine-readable numbers, each after its ramp', async () => {
+    const r = await run('blk-bench mb=16 ios=4000 ramp=25', ['--disk', disk('bench.img', 32 << 20)]);
     assert.equal(r.status, PASS, r.stdout + r.stderr);
     assert.match(r.stdout, /bench: tsc-hz=\d+ source=(cpuid-40000010|cpuid-15|pit)\b/);
-    for (const kind of ['seq-write', 'seq-read']) assert.match(r.stdout, new RegExp(`bench: ${kind} bytes=16777216 ios=128 qd=8 kicks=\\d+ ticks=\\d+ us=\\d+ MBps=\\d+\\.\\d\\d IOPS=`));
+    for (const kind of ['seq-write', 'seq-read']) {
+      assert.match(r.stdout, new RegExp(`bench: ${kind}-ramp bytes=4194304 ios=32 qd=8 kicks=\\d+ ticks=\\d+ us=\\d+ MBps=\\d+\\.\\d\\d IOPS=`));
+      assert.match(r.stdout, new RegExp(`bench: ${kind} bytes=16777216 ios=128 qd=8 kicks=\\d+ ticks=\\d+ us=\\d+ MBps=\\d+\\.\\d\\d IOPS=`));
+    }
+    assert.match(r.stdout, /bench: rand-read-4k-ramp bytes=4096000 ios=1000 qd=32 kicks=\d+ ticks=\d+ us=\d+ MBps=[\d.]+ IOPS=[\d.]+/);
     assert.match(r.stdout, /bench: rand-read-4k bytes=16384000 ios=4000 qd=32 kicks=\d+ ticks=\d+ us=\d+ MBps=[\d.]+ IOPS=[\d.]+/);
+    assert.ok(r.stdout.indexOf('seq-write-ramp') < r.stdout.indexOf('seq-write '), 'the ramp comes first');
   });
 });
 
@@ -382,14 +387,15 @@ describe('virtio-net, seen from the C guest, over a tap in a private network nam
     });
   });
 
-  it('net-bench: 100000 full-size frames reach the tap, with few notifications from the guest', async () => {
+  it('net-bench: 100000 full-size frames reach the tap after a ramp of 10000, with few notifications from the guest', async () => {
     await withNetns('nvv', TAP, '10.0.2.1/24', async (ns) => {
       const before = tapCounter(ns, TAP, 'rx_packets') + tapCounter(ns, TAP, 'rx_dropped');
-      const r = await nodevisorIn(ns, 'net-bench frames=100000', 120_000);
+      const r = await nodevisorIn(ns, 'net-bench frames=100000 ramp=10', 120_000);
       const after = tapCounter(ns, TAP, 'rx_packets') + tapCounter(ns, TAP, 'rx_dropped');
       assert.equal(r.status, PASS, r.stdout + r.stderr);
       const kicks = Number(/bench: net-tx frames=100000 bytes=151400000 frame-bytes=1514 kicks=(\d+) ticks=\d+ us=\d+ fps=[\d.]+ MBps=[\d.]+/.exec(r.stdout)?.[1]);
-      assert.ok(after - before >= 100_000, `the tap saw ${after - before} frames`);
+      assert.match(r.stdout, /bench: net-tx-ramp frames=10000 bytes=15140000 frame-bytes=1514 kicks=\d+ ticks=\d+ us=\d+ fps=[\d.]+ MBps=[\d.]+/);
+      assert.ok(after - before >= 110_000, `the tap saw ${after - before} frames`);
       // The device tells the driver not to notify while it drains the queue: a guest keeping the
       // ring full kicks only when the device has caught up (~30 times here; ~25000 without).
       assert.ok(kicks < 10_000, `the guest notified ${kicks} times for 100000 frames\n${r.stdout}`);

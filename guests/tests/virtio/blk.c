@@ -276,13 +276,34 @@ static int bench_run(struct disk *k, struct job *j, u64 *ticks) {
   return 0;
 }
 
-static void bench_report(const char *name, struct job *j, u64 ticks) {
+static void bench_report(const char *name, const char *suffix, struct job *j, u64 ticks) {
   u64 bytes = j->count * j->bytes;
-  printf("bench: %s bytes=%lu ios=%lu qd=%u kicks=%u ticks=%lu us=%lu ", name, bytes, j->count, j->qd, j->kicks, ticks, tsc_to_us(ticks));
+  printf("bench: %s%s bytes=%lu ios=%lu qd=%u kicks=%u ticks=%lu us=%lu ", name, suffix, bytes, j->count, j->qd, j->kicks, ticks, tsc_to_us(ticks));
   print_rate("MBps", bytes, ticks, 1000000);
   putchar(' ');
   print_rate("IOPS", j->count, ticks, 1);
   putchar('\n');
+}
+
+/*
+ * ramp=P: first P% of the pass's requests on their own, reported as NAME-ramp, then the pass itself
+ * (fio's ramp_time, iperf's --omit): the pass then measures the device in its steady state, and the
+ * ramp shows the first moments (a JIT's warm-up, first touches of guest RAM). Random reads go on
+ * from the ramp's last "random" sector; a sequential pass starts over at sector 0.
+ */
+static int bench_timed(struct disk *k, struct job *j, u64 ramp, const char *name) {
+  u64 ticks;
+  int r;
+  if (ramp && j->count * ramp / 100) {
+    struct job warm = *j;
+    warm.count = j->count * ramp / 100;
+    if ((r = bench_run(k, &warm, &ticks))) return r;
+    bench_report(name, "-ramp", &warm, ticks);
+    j->seed = warm.seed;
+  }
+  if ((r = bench_run(k, j, &ticks))) return r;
+  bench_report(name, "", j, ticks);
+  return 0;
 }
 
 int scenario_blk_bench(void) {
@@ -293,24 +314,20 @@ int scenario_blk_bench(void) {
   vq_interrupts(&k->d.vq[0], 0); /* polled: completions need no interrupt */
   u64 qd = cmdline_u64("qd", 8), rqd = cmdline_u64("rqd", 32);
   if (qd < 1 || qd > BENCH_MAX_QD || rqd < 1 || rqd > BENCH_MAX_QD) return fail(41, "blk-bench", "qd must be 1..%d", BENCH_MAX_QD);
-  u64 bytes = cmdline_u64("mb", 64) << 20;
+  u64 bytes = cmdline_u64("mb", 64) << 20, ramp = cmdline_u64("ramp", 0);
   u64 span = k->capacity / (SEQ_BYTES / SECTOR) * (SEQ_BYTES / SECTOR); /* whole requests only */
   if (bytes / SECTOR > span) bytes = span * SECTOR;
   if (bytes < SEQ_BYTES) return fail(42, "blk-bench", "%s is too small (%lu sectors)", k->name, k->capacity);
   printf("bench: disk %s %lu sectors, %lu bytes per pass\n", k->name, k->capacity, bytes);
   struct job seq = {BLK_T_OUT, SEQ_BYTES, (u32)qd, bytes / SEQ_BYTES, seq_sector, span, 0, 0};
-  u64 ticks;
   if (!k->ro) {
     for (u32 s = 0; s < qd; s++) memset(bench_buf[s], 0xa5 + s, SEQ_BYTES);
-    if ((r = bench_run(k, &seq, &ticks))) return fail(43, "blk-bench", "seq-write: %s", virtio_strerror(r));
-    bench_report("seq-write", &seq, ticks);
+    if ((r = bench_timed(k, &seq, ramp, "seq-write"))) return fail(43, "blk-bench", "seq-write: %s", virtio_strerror(r));
     if (blk_flush(k)) return fail(44, "blk-bench", "flush failed");
   }
   seq.type = BLK_T_IN;
-  if ((r = bench_run(k, &seq, &ticks))) return fail(45, "blk-bench", "seq-read: %s", virtio_strerror(r));
-  bench_report("seq-read", &seq, ticks);
+  if ((r = bench_timed(k, &seq, ramp, "seq-read"))) return fail(45, "blk-bench", "seq-read: %s", virtio_strerror(r));
   struct job rnd = {BLK_T_IN, RAND_BYTES, (u32)rqd, cmdline_u64("ios", 20000), rand_sector, k->capacity, 0x9e3779b97f4a7c15ul, 0};
-  if ((r = bench_run(k, &rnd, &ticks))) return fail(46, "blk-bench", "rand-read: %s", virtio_strerror(r));
-  bench_report("rand-read-4k", &rnd, ticks);
+  if ((r = bench_timed(k, &rnd, ramp, "rand-read-4k"))) return fail(46, "blk-bench", "rand-read: %s", virtio_strerror(r));
   return 0;
 }

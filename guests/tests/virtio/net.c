@@ -324,19 +324,29 @@ static int blast(u64 count, u64 *ticks) {
   return 0;
 }
 
+static void report_tx(const char *name, u64 count, u32 kicks, u64 ticks) {
+  printf("bench: %s frames=%lu bytes=%lu frame-bytes=%d kicks=%u ticks=%lu us=%lu ", name, count, count * FRAME_MAX, FRAME_MAX, kicks, ticks, tsc_to_us(ticks));
+  print_rate("fps", count, ticks, 1);
+  putchar(' ');
+  print_rate("MBps", count * FRAME_MAX, ticks, 1000000);
+  putchar('\n');
+}
+
 int scenario_net_bench(void) {
   int r = net_up("net-bench");
   if (r) return fail(r == VIRTIO_ENODEV ? 2 : 65, "net-bench", "%s", virtio_strerror(r));
   print_tsc();
   if (cmdline_has("noarp")) puts("net-bench: frames go to the broadcast address");
   else if ((r = resolve_host("net-bench", 66))) return r;
-  u64 count = cmdline_u64("frames", 100000), ticks;
+  u64 count = cmdline_u64("frames", 100000), ramp = cmdline_u64("ramp", 0) * count / 100, ticks;
+  /* ramp=P: first P% as many frames on their own, reported as net-tx-ramp (see blk-bench). */
+  if (ramp) {
+    u32 k0 = nd.vq[TXQ].kicks;
+    if ((r = blast(ramp, &ticks))) return fail(67, "net-bench", "transmit (ramp): %s", virtio_strerror(r));
+    report_tx("net-tx-ramp", ramp, nd.vq[TXQ].kicks - k0, ticks);
+  }
   u32 kicks0 = nd.vq[TXQ].kicks;
   if ((r = blast(count, &ticks))) return fail(67, "net-bench", "transmit: %s", virtio_strerror(r));
-  printf("bench: net-tx frames=%lu bytes=%lu frame-bytes=%d kicks=%u ticks=%lu us=%lu ", count, count * FRAME_MAX, FRAME_MAX, nd.vq[TXQ].kicks - kicks0, ticks, tsc_to_us(ticks));
-  print_rate("fps", count, ticks, 1);
-  putchar(' ');
-  print_rate("MBps", count * FRAME_MAX, ticks, 1000000);
-  putchar('\n');
+  report_tx("net-tx", count, nd.vq[TXQ].kicks - kicks0, ticks);
   return 0;
 }
