@@ -57,6 +57,18 @@ describe('native addon', () => {
     assert.throws(() => n.startVmCreation(1_000_000), (e) => e.code === 'EBADF');
   });
 
+  it('closeLater closes the fd soon, on the addon\'s release thread (the pipe\'s reader then sees EOF); a bad fd throws at once', async () => {
+    const [r, w] = n.pipe(true, true);
+    const buf = new Uint8Array(1);
+    assert.equal(n.readFd(r, buf), -osConstants.errno.EAGAIN, 'the write end is open');
+    n.closeLater(w);
+    for (let i = 0; i < 400 && n.readFd(r, buf) !== 0; i++) await new Promise((resolve) => setTimeout(resolve, 5));
+    assert.equal(n.readFd(r, buf), 0, 'EOF: the write end was closed');
+    n.close(r);
+    assert.throws(() => n.closeLater(-1), (e) => e.code === 'EBADF');
+    assert.throws(() => n.closeLater('3'), TypeError);
+  });
+
   it('eventfds count writes and read back non-blocking', () => {
     const fd = n.eventfd(0, true);
     assert.equal(n.eventfdRead(fd), 0);
@@ -153,7 +165,7 @@ describe('native addon', () => {
       console.log('views-start');
       const views = [];
       for (let i = 0; i < 40; i++) views.push(new Uint8Array(n.mappingBuffer(n.mapAnonymous(128 << 20, 0))));
-      console.log('views-end', views[0].buffer instanceof SharedArrayBuffer, live.length);
+      console.log('views-end ' + (views[0].buffer instanceof SharedArrayBuffer) + ' ' + live.length); // one string: FORCE_COLOR (a test run on a terminal) colours booleans
     `;
     const out = execFileSync(process.execPath, ['--trace-gc', '-e', script], { encoding: 'utf8' });
     const during = out.slice(out.indexOf('views-start'), out.indexOf('views-end'));
