@@ -10,6 +10,7 @@
         "native/src/layout.cc",
         "native/src/loop_vcpu.cc",
         "native/src/mappings.cc",
+        "native/src/release_later.cc",
         "native/src/system.cc",
         "native/src/vcpu.cc",
         "native/src/vm.cc"

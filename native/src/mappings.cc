@@ -2,12 +2,9 @@
 
 #include <linux/kvm.h>
 #include <sys/mman.h>
-#include <condition_variable>
 #include <csignal>
-#include <deque>
 #include <map>
 #include <mutex>
-#include <thread>
 
 // V8's headers are not clean under -Wextra.
 #pragma GCC diagnostic push
@@ -16,6 +13,7 @@
 #pragma GCC diagnostic pop
 
 #include "common.h"
+#include "release_later.h"
 
 namespace nv {
 
@@ -34,53 +32,6 @@ uint32_t Register(std::shared_ptr<Mapping> m) {
 
 void OnKick(int) {}
 
-// Detaches released kvm_run mappings from their vCPU, on a thread of its own.
-//
-// A kvm_run mapping holds its vCPU's file, and the vCPU holds the VM: the kernel tears a VM down
-// only when the last of its vCPUs' mappings goes, whatever fds were closed before. Left to the
-// views, that happens when the garbage collector frees the last one, on whichever thread runs the
-// finalizer: under nested KVM each teardown took ~45 ms of that thread (12 in a row held the main
-// thread for ~500 ms in the middle of a later burst of machines). So a released kvm_run mapping is
-// swapped at once for anonymous memory of the same size (mmap MAP_FIXED over it; views that remain
-// then read zeros, and a late kick writes into nothing), here, off the caller's thread, and the VM
-// goes with it. The queue holds a reference, so the address cannot be unmapped (and reused) before
-// the swap; the swap's own pages go with the last view, as before.
-class Detacher {
- public:
-  void Add(std::shared_ptr<Mapping> m) {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      queue_.push_back(std::move(m));
-      if (!started_) {
-        std::thread([this] { Run(); }).detach();
-        started_ = true;
-      }
-    }
-    cv_.notify_one();
-  }
-
- private:
-  void Run() {
-    std::unique_lock<std::mutex> lock(mu_);
-    for (;;) {
-      cv_.wait(lock, [this] { return !queue_.empty(); });
-      std::shared_ptr<Mapping> m = std::move(queue_.front());
-      queue_.pop_front();
-      lock.unlock();
-      // Failure (ENOMEM) leaves the old mapping, and with it the VM, to the last view, as before.
-      ::mmap(m->addr, m->length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
-      m.reset();  // the last reference unmaps the swapped-in pages
-      lock.lock();
-    }
-  }
-
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<std::shared_ptr<Mapping>> queue_;
-  bool started_ = false;
-};
-// Never destroyed: its thread waits on it until the process ends.
-Detacher& gDetacher = *new Detacher;
 }  // namespace
 
 Mapping::~Mapping() {
@@ -203,7 +154,17 @@ Napi::Value AdviseMapping(const Napi::CallbackInfo& info) {
 }
 
 // releaseMapping(id): drops the registry's reference; pages are unmapped once no view holds them.
-// A kvm_run mapping is also detached from its vCPU at once, off this thread (Detacher above).
+//
+// A kvm_run mapping is also detached from its vCPU at once, off this thread. It holds its vCPU's
+// file, and the vCPU holds the VM: the kernel tears a VM down only when the last of its vCPUs'
+// mappings goes, whatever fds were closed before. Left to the views, that happened when the garbage
+// collector freed the last one, on whichever thread ran the finalizer: under nested KVM ~45 ms each
+// (12 in a row held the main thread for ~500 ms in the middle of a later burst of machines). So the
+// mapping is swapped for anonymous memory of the same size (mmap MAP_FIXED over it) on the release
+// thread, and the VM goes there and then; views that remain read zeros, and a late kick writes into
+// nothing. The job holds a reference, so the address cannot be unmapped (and reused) before the
+// swap; the swapped-in pages go with the last view. If the mmap fails, the old mapping (and the VM)
+// is left to the last view, as before.
 Napi::Value ReleaseMapping(const Napi::CallbackInfo& info) {
   uint32_t id = ArgU32(info, 0);
   std::shared_ptr<Mapping> m;
@@ -214,7 +175,11 @@ Napi::Value ReleaseMapping(const Napi::CallbackInfo& info) {
     m = std::move(it->second);
     gMappings.erase(it);
   }
-  if (m->isRun) gDetacher.Add(std::move(m));
+  if (m->isRun) {
+    ReleaseLater([m = std::move(m)] {
+      ::mmap(m->addr, m->length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
+    });
+  }
   return info.Env().Undefined();
 }
 

@@ -13,6 +13,7 @@
 
 #include "common.h"
 #include "kvm_abi.h"
+#include "release_later.h"
 
 namespace nv {
 namespace {
@@ -28,6 +29,15 @@ Napi::Value Open(const Napi::CallbackInfo& info) {
 Napi::Value Close(const Napi::CallbackInfo& info) {
   int fd = ArgFd(info, 0);
   if (::close(fd) < 0) ThrowErrno(info.Env(), errno, "close", "close");
+  return info.Env().Undefined();
+}
+
+// closeLater(fd): closes fd on the addon's release thread (release_later.h), for an fd whose close
+// may be the last reference to a VM (a VM made ahead that nobody took). Errors are not reported:
+// the fd is the caller's to give up, and is gone either way.
+Napi::Value CloseLater(const Napi::CallbackInfo& info) {
+  int fd = ArgFd(info, 0);
+  ReleaseLater([fd] { ::close(fd); });
   return info.Env().Undefined();
 }
 
@@ -153,6 +163,7 @@ Napi::Value FinishVmCreation(const Napi::CallbackInfo& info) {
 void InitSystem(Napi::Env env, Napi::Object exports) {
   exports.Set("open", Napi::Function::New(env, Open, "open"));
   exports.Set("close", Napi::Function::New(env, Close, "close"));
+  exports.Set("closeLater", Napi::Function::New(env, CloseLater, "closeLater"));
   exports.Set("apiVersion", Napi::Function::New(env, ApiVersion, "apiVersion"));
   exports.Set("checkExtension", Napi::Function::New(env, CheckExtension, "checkExtension"));
   exports.Set("vcpuMmapSize", Napi::Function::New(env, VcpuMmapSize, "vcpuMmapSize"));

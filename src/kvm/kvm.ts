@@ -145,9 +145,10 @@ function makeSpareVm(n: NativeBinding, kvmFd: number): void {
   } catch {
     return; // no thread or fd to spare: the next machine makes its VM itself
   }
+  // Closing it is the VM's teardown (tens of ms under nested KVM): not on this thread.
   const expiry = setTimeout(() => {
     const fd = takeSpareVm(n);
-    if (fd !== undefined) n.close(fd);
+    if (fd !== undefined) n.closeLater(fd);
   }, BURST_MS).unref();
   spare = { job, expiry };
 }

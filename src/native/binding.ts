@@ -13,6 +13,8 @@ export interface NativeBinding {
   // system (/dev/kvm)
   open(path?: string): number;
   close(fd: number): void;
+  /** Closes fd on the addon's release thread: for an fd whose close may tear a VM down (slow). */
+  closeLater(fd: number): void;
   apiVersion(kvmFd: number): number;
   checkExtension(fd: number, cap: number): number;
   vcpuMmapSize(kvmFd: number): number;

@@ -8,6 +8,7 @@ import { Machine } from '../../dist/index.js';
 import { guest, needsKvm } from '../helpers/kvm.mjs';
 import { native } from '../../dist/native/binding.js';
 import { KVM_CAP } from '../../dist/kvm/constants.js';
+import { Kvm, BURST_MS } from '../../dist/kvm/kvm.js';
 
 const COUNTER = 0x10008; // counter.bin keeps its count at image offset 8
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -139,6 +140,21 @@ describe('Machine lifecycle', needsKvm, () => {
     } finally {
       native().close(vm);
     }
+  });
+
+  it('a VM made ahead that nobody takes is closed after BURST_MS', async () => {
+    const vmFds = () => readdirSync('/proc/self/fd').filter((fd) => { try { return readlinkSync(`/proc/self/fd/${fd}`) === 'anon_inode:kvm-vm'; } catch { return false; } }).length;
+    const settled = async (what) => {
+      for (let i = 0; i < 300 && vmFds() > 0; i++) await new Promise((r) => setTimeout(r, 10));
+      assert.equal(vmFds(), 0, what);
+    };
+    await new Promise((r) => setTimeout(r, BURST_MS)); // a spare of the tests before has expired
+    await settled('no VM before the test');
+    Kvm.shared().prepareVm();
+    for (let i = 0; i < 100 && vmFds() === 0; i++) await new Promise((r) => setTimeout(r, 10));
+    assert.equal(vmFds(), 1, 'the spare VM is made');
+    await new Promise((r) => setTimeout(r, BURST_MS));
+    await settled('and closed once nobody took it');
   });
 
   it('a released kvm_run mapping lets its VM go at once, though views of it are still alive (they read zeros)', async () => {
