@@ -10,7 +10,7 @@
  * CommonJS, and outside the bundles, so that the bin and a vCPU thread can load it before anything
  * else: an ES module as the main file costs Node ~14 ms more to start (its module loader).
  */
-import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import Module = require('node:module');
 import os = require('node:os');
 import path = require('node:path');
@@ -65,9 +65,26 @@ function codeCachePath(bundle: string, kind: string): string {
   return path.join(dir, `${name}-${h.toString(16)}-${kind}-${process.version}-${process.arch}-${st.size}-${Math.floor(st.mtimeMs)}.v8`);
 }
 
+/**
+ * mkdir -p, one level at a time: Node 20's `mkdirSync(dir, { recursive: true })` loops for ever,
+ * at full CPU, where mkdir says ENOENT under a parent that exists (XDG_CACHE_HOME=/proc/x: the
+ * process hung at exit). Throws what the first failing mkdir says.
+ */
+export function makeDirs(dir: string): void {
+  const missing: string[] = [];
+  for (let d = path.resolve(dir); !existsSync(d) && path.dirname(d) !== d; d = path.dirname(d)) missing.push(d);
+  for (const d of missing.reverse()) {
+    try {
+      mkdirSync(d);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e; // another process made it meanwhile: fine
+    }
+  }
+}
+
 function saveCodeCache(s: Script, file: string): void {
   try {
-    mkdirSync(path.dirname(file), { recursive: true });
+    makeDirs(path.dirname(file));
     // Per process and thread: the vCPU threads of one process may all be saving at once. (Required
     // here, not at the top: the main thread of a `run` has no other use for node:worker_threads,
     // whose first require compiles Node's worker modules.)

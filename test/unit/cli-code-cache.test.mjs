@@ -66,6 +66,15 @@ describe('CLI code cache', () => {
     assert.equal(r.stderr, '');
   });
 
+  it('a cache folder under a parent where mkdir says ENOENT (/proc) only means compiling: the command ends at once', async () => {
+    // Node 20's recursive mkdirSync loops for ever there, at full CPU: the bin hung at exit.
+    const r = await runCli(['--version'], { env: { XDG_CACHE_HOME: '/proc/nonexistent-nodevisor' }, killAfterMs: 15_000 });
+    assert.equal(r.signal, null, 'killed: it did not end');
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout.trim(), version);
+    assert.equal(r.stderr, '');
+  });
+
   it('a vCPU thread writes its own cache when it ends, and the next thread uses it', async () => {
     const home = mkdtempSync(path.join(os.tmpdir(), 'nv-cc-'));
     // A thread that gets an init it cannot use ends at once (with an error), as any thread ends: through exit.
