@@ -324,12 +324,18 @@ static int blast(u64 count, u64 *ticks) {
   return 0;
 }
 
-static void report_tx(const char *name, u64 count, u32 kicks, u64 ticks) {
-  printf("bench: %s frames=%lu bytes=%lu frame-bytes=%d kicks=%u ticks=%lu us=%lu ", name, count, count * FRAME_MAX, FRAME_MAX, kicks, ticks, tsc_to_us(ticks));
+/* Sends `count` frames and reports them, with the notifications they took, as `name`. */
+static int blast_report(const char *name, u64 count) {
+  u32 kicks0 = nd.vq[TXQ].kicks;
+  u64 ticks;
+  int r = blast(count, &ticks);
+  if (r) return r;
+  printf("bench: %s frames=%lu bytes=%lu frame-bytes=%d kicks=%u ticks=%lu us=%lu ", name, count, count * FRAME_MAX, FRAME_MAX, nd.vq[TXQ].kicks - kicks0, ticks, tsc_to_us(ticks));
   print_rate("fps", count, ticks, 1);
   putchar(' ');
   print_rate("MBps", count * FRAME_MAX, ticks, 1000000);
   putchar('\n');
+  return 0;
 }
 
 int scenario_net_bench(void) {
@@ -338,15 +344,9 @@ int scenario_net_bench(void) {
   print_tsc();
   if (cmdline_has("noarp")) puts("net-bench: frames go to the broadcast address");
   else if ((r = resolve_host("net-bench", 66))) return r;
-  u64 count = cmdline_u64("frames", 100000), ramp = cmdline_u64("ramp", 0) * count / 100, ticks;
+  u64 count = cmdline_u64("frames", 100000), ramp = cmdline_u64("ramp", 0) * count / 100;
   /* ramp=P: first P% as many frames on their own, reported as net-tx-ramp (see blk-bench). */
-  if (ramp) {
-    u32 k0 = nd.vq[TXQ].kicks;
-    if ((r = blast(ramp, &ticks))) return fail(67, "net-bench", "transmit (ramp): %s", virtio_strerror(r));
-    report_tx("net-tx-ramp", ramp, nd.vq[TXQ].kicks - k0, ticks);
-  }
-  u32 kicks0 = nd.vq[TXQ].kicks;
-  if ((r = blast(count, &ticks))) return fail(67, "net-bench", "transmit: %s", virtio_strerror(r));
-  report_tx("net-tx", count, nd.vq[TXQ].kicks - kicks0, ticks);
+  if (ramp && (r = blast_report("net-tx-ramp", ramp))) return fail(67, "net-bench", "transmit (ramp): %s", virtio_strerror(r));
+  if ((r = blast_report("net-tx", count))) return fail(67, "net-bench", "transmit: %s", virtio_strerror(r));
   return 0;
 }
