@@ -70,7 +70,7 @@ function codeCachePath(bundle: string, kind: string): string {
  * at full CPU, where mkdir says ENOENT under a parent that exists (XDG_CACHE_HOME=/proc/x: the
  * process hung at exit). Throws what the first failing mkdir says.
  */
-export function makeDirs(dir: string): void {
+function makeDirs(dir: string): void {
   const missing: string[] = [];
   for (let d = path.resolve(dir); !existsSync(d) && path.dirname(d) !== d; d = path.dirname(d)) missing.push(d);
   for (const d of missing.reverse()) {

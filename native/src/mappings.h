@@ -4,10 +4,10 @@
 // runs in a worker thread while the main thread also needs a view, so mappings live in a
 // process-wide registry keyed by a small id. Each isolate asks for its own view of the same pages;
 // every view holds a reference, so the pages stay mapped until the registry entry is released and
-// the last view is garbage-collected (a kvm_run mapping is swapped for zeros when released, since it
-// keeps its vCPU and so its whole VM alive: mappings.cc, ReleaseMapping). KVM's contract for a memory slot (the pages stay mapped until
-// the slot is deleted or the VM fd is closed) is kept by the TS Vm, which releases RAM only after
-// closing the VM.
+// the last view is garbage-collected (a kvm_run mapping is swapped for zeros when released, since
+// it keeps its vCPU and so its whole VM alive: mappings.cc, ReleaseMapping). KVM's contract for a
+// memory slot (the pages stay mapped until the slot is deleted or the VM fd is closed) is kept by
+// the TS Vm, which releases RAM only after closing the VM.
 #pragma once
 
 #include <atomic>
