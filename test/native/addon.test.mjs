@@ -156,6 +156,39 @@ describe('native addon', () => {
     n.releaseMapping(id);
   });
 
+  it('a released mapping is unmapped, all of it, once its last view is collected (on the release thread, in chunks)', () => {
+    // In a child with --expose-gc. 100 MiB + 12 KiB: not a multiple of the unmap chunk, and a size
+    // no other mapping of the child has, to find it in /proc/self/maps.
+    const script = `
+      const { readFileSync } = require('node:fs');
+      const n = require(${JSON.stringify(addonPath())});
+      const SIZE = (100 << 20) + 12288;
+      const ranges = () => readFileSync('/proc/self/maps', 'utf8').trim().split('\\n').map((l) => l.split(' ')[0].split('-').map((x) => parseInt(x, 16)));
+      const before = new Set(ranges().map(([a]) => a));
+      const id = n.mapAnonymous(SIZE, 0);
+      let view = new Uint8Array(n.mappingBuffer(id));
+      for (let i = 0; i < SIZE; i += 4096) view[i] = 1; // touched: real pages to free
+      const found = ranges().find(([a, b]) => b - a === SIZE && !before.has(a));
+      if (!found) throw new Error('the mapping is not in /proc/self/maps');
+      const [start, end] = found;
+      const left = () => ranges().filter(([a, b]) => a < end && b > start).length;
+      n.releaseMapping(id);
+      global.gc();
+      console.log('after release, view alive: ' + left());
+      view = null;
+      global.gc();
+      const t0 = Date.now();
+      (function check() {
+        if (left() === 0) return console.log('unmapped');
+        if (Date.now() - t0 > 10000) return console.log('still mapped: ' + left());
+        setTimeout(check, 10);
+      })();
+    `;
+    const out = execFileSync(process.execPath, ['--expose-gc', '-e', script], { encoding: 'utf8' });
+    assert.match(out, /after release, view alive: 1\n/, 'a view keeps its pages mapped');
+    assert.match(out, /unmapped/);
+  });
+
   it('guest RAM views cost no garbage collection, however large (SharedArrayBuffers, outside V8\'s external-memory count)', () => {
     // A child with --trace-gc and a live heap: 40 views of 128 MiB, as 40 machines' RAM. As external
     // ArrayBuffers they started several full collections of that heap; now none.
