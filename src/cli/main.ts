@@ -8,6 +8,8 @@ import { EXIT_STATUS } from '../vmm/stop.js';
 import { packageVersion } from '../package-root.js';
 import { Kvm } from '../kvm/kvm.js';
 
+export { guestRan } from './guest-ran.js';
+
 /** Our version, put in by scripts/bundle.mjs; undefined in tsc's tree, which reads package.json. */
 declare const __NODEVISOR_VERSION__: string | undefined;
 

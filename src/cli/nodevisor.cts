@@ -9,8 +9,13 @@ import { runCachedBundle } from '../code-cache.cjs';
 
 const args = process.argv.slice(2);
 
-// `run` has a cache of its own: its runs compile other functions than the other commands'.
-const cli = runCachedBundle(path.join(__dirname, 'cli-bundle.cjs'), args[0] === 'run' ? 'run' : 'other');
-process.once('exit', () => cli.save());
-void (cli.exports as typeof import('./main.js')).main(args);
+// `run` has a cache of its own: its runs compile other functions than the other commands'. Only a
+// run that booted a guest writes it (guest-ran.ts says why).
+const isRun = args[0] === 'run';
+const cli = runCachedBundle(path.join(__dirname, 'cli-bundle.cjs'), isRun ? 'run' : 'other');
+const exported = cli.exports as typeof import('./main.js');
+process.once('exit', () => {
+  if (!isRun || exported.guestRan()) cli.save();
+});
+void exported.main(args);
 

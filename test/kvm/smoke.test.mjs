@@ -4,6 +4,9 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { guest, needsKvm, runCli } from '../helpers/kvm.mjs';
 import { Machine } from '../../dist/index.js';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 
 describe('smoke-boot helpers', needsKvm, () => {
   it('--expect succeeds (status 0) as soon as a console line matches, stopping the guest', async () => {
@@ -22,6 +25,25 @@ describe('smoke-boot helpers', needsKvm, () => {
     const bad = await runCli(['run', '--kernel', guest('hello.bin'), '--expect', '(']);
     assert.equal(bad.status, 2);
     assert.match(bad.stderr, /^nodevisor: --expect \(: not a regular expression/);
+  });
+
+  it('a run that booted a guest writes the code cache for later runs (a refused one writes none: test/unit/cli-code-cache)', async () => {
+    const home = mkdtempSync(path.join(os.tmpdir(), 'nv-cc-'));
+    const runCaches = () => {
+      try {
+        return readdirSync(path.join(home, 'nodevisor', 'code-cache')).filter((f) => /^cli-bundle-.*-run-v\d+.*\.v8$/.test(f));
+      } catch {
+        return [];
+      }
+    };
+    try {
+      const r = await runCli(['run', '--kernel', guest('hello.bin'), '--log-level', 'error'], { env: { XDG_CACHE_HOME: home } });
+      assert.equal(r.status, 1, r.stderr);
+      assert.equal(r.stdout, 'Hello from real mode\n');
+      assert.equal(runCaches().length, 1);
+    } finally {
+      rmSync(home, { recursive: true, force: true });
+    }
   });
 
   it('--json prints one event per line: started, output, exited with status, reason and timing', async () => {

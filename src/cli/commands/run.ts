@@ -14,6 +14,7 @@ import { checkDeviceSet, parseDisk, parseNet, parseShare } from '../device-flags
 import { nowMs } from '../../clock.js';
 import { stdinUnlessNull } from '../stdin.js';
 import { outputFdsLikeNode } from '../output-fds.js';
+import { noteGuestRan } from '../guest-ran.js';
 
 interface RunArgs {
   kernel?: string;
@@ -150,6 +151,7 @@ export const runCommand: CommandModule<object, RunArgs> = {
       // Loaded here: the command runner and its streams are not needed to boot a guest.
       const { runCommandInGuest } = await import('./run-command.js');
       const run = await runCommandInGuest({ argv: command, config, shareCwd: argv['share-cwd'], json: argv.json, timeoutSec: argv.timeout, log });
+      noteGuestRan();
       // A pool thread may still be blocked writing to a reader that stopped reading: do not wait for it.
       if (run.outputAbandoned) process.exit(run.status);
       process.exitCode = run.status;
@@ -166,6 +168,7 @@ export const runCommand: CommandModule<object, RunArgs> = {
       if (watch) watchConsole(machine, { expect, json: argv.json, emit });
       if (argv.json) emit({ event: 'started', boot, ms: Math.round(nowMs() - started) });
       reason = await machine.start();
+      noteGuestRan();
       // With --expect, a guest that ends without the line has failed, whatever way it ended.
       if (expect && reason.kind !== 'expect-matched' && reason.kind !== 'timeout' && reason.kind !== 'reboot') reason = { kind: 'expect-failed', pattern: argv.expect! };
       if (reason.kind === 'timeout') reason = { kind: 'timeout', seconds: argv.timeout! };
