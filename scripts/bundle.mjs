@@ -69,9 +69,16 @@ const lazyPinoIsMainThread = patchSource('lazy-pino-is-main-thread', /pino[\\/]l
 // current directory (listing every folder on the way, as many as the user's cwd has above it);
 // src/cli/main.ts registers its own at once, so the guess is skipped in the bundle.
 const noYargsVersionGuess = patchSource('no-yargs-version-guess', /yargs[\\/]build[\\/]lib[\\/]yargs-factory\.js$/, [['        yargs.version();\n', '']]);
+// yargs checks the types of the arguments of each call to its own API (argsert: it parses a usage
+// string such as '<string|array> [object]' at every call, ~5% of `nodevisor run` under nested
+// emulation), and only warns on a mismatch, never fails. Our calls are type-checked by tsc against
+// yargs' own declarations, so the bundle leaves the check out.
+const noYargsArgsert = patchSource('no-yargs-argsert', /yargs[\\/]build[\\/]lib[\\/]argsert\.js$/, [
+  ['export function argsert(arg1, arg2, arg3) {\n', 'export function argsert() {}\nfunction checkArguments(arg1, arg2, arg3) {\n'],
+]);
 const common = {
   bundle: true,
-  plugins: [lazyAssert, lazyYargsColumns, lazyThreadStream, lazyPinoIsMainThread, noYargsVersionGuess],
+  plugins: [lazyAssert, lazyYargsColumns, lazyThreadStream, lazyPinoIsMainThread, noYargsVersionGuess, noYargsArgsert],
   platform: 'node',
   target: 'node20',
   format: 'cjs',
