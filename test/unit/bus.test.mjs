@@ -78,6 +78,21 @@ describe('Bus', () => {
     for (const gap of [0x24, 0x68, 0x2fc, 0x3fc, 0xd00, 0]) assert.equal(bus.read(gap, 1), 0xff, `port ${gap.toString(16)} is unclaimed`);
   });
 
+  it('pio: ranges across a 256-port page boundary, and spanning whole pages, are found on every port', () => {
+    // Port lookups go through pages of 256 ports (made only where a device is).
+    const bus = new Bus('pio');
+    const a = recorder('across'), b = recorder('wide'), c = recorder('after');
+    bus.insert(a.dev, 0x1fe, 4); // 0x1fe-0x201: the end of one page, the start of the next
+    bus.insert(b.dev, 0x4f0, 0x220); // 0x4f0-0x70f: three pages, one of them whole
+    bus.insert(c.dev, 0x202, 2); // inserted after, before `wide`: `wide` moves up in the table
+    for (const [port, rec, off] of [[0x1fe, a, 0], [0x201, a, 3], [0x202, c, 0], [0x203, c, 1], [0x4f0, b, 0], [0x5ff, b, 0x10f], [0x600, b, 0x110], [0x70f, b, 0x21f]]) {
+      assert.equal(bus.read(port, 1), 0x100 + off, `port ${port.toString(16)}`);
+      assert.deepEqual(rec.log.at(-1), ['r', off, 1]);
+    }
+    for (const gap of [0x1fd, 0x204, 0x4ef, 0x710, 0x7ff, 0xffff]) assert.equal(bus.read(gap, 1), 0xff, `port ${gap.toString(16)} is unclaimed`);
+    assert.equal(bus.read(0x200, 4), 0xffffffff, 'a read from `across` into `after` is nobody\'s');
+  });
+
   it('mmio: finds the right device among many (binary search)', () => {
     const bus = new Bus('mmio');
     const devs = [];
