@@ -92,19 +92,52 @@ Napi::Value CreateVm(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), NV_IOCTL(info.Env(), ArgFd(info, 0), KVM_CREATE_VM, type));
 }
 
-// KVM_CREATE_VM on a thread of its own, for a VM wanted soon: startVmCreation(kvmFd[, type]) -> job,
-// then finishVmCreation(job) -> VM fd, which waits for the thread if it is not done yet. Creating a
-// VM takes the kernel milliseconds (a third of Machine.create under emulation); this lets a program
-// creating machines in a burst have the next VM made on another core meanwhile. When to do that is
-// the caller's business (src/kvm/kvm.ts). The thread works on a duplicate of kvmFd, so the caller may
-// close its own at once.
+// KVM_CREATE_VM on a thread of its own, for a VM wanted soon: startVmCreation(kvmFd[, type[, tssAddr,
+// identityMapAddr, pit2Flags]]) -> job, then finishVmCreation(job) -> VM fd, which waits for the
+// thread if it is not done yet. Creating a VM takes the kernel milliseconds (a third of
+// Machine.create under emulation); this lets a program creating machines in a burst have the next
+// VM made on another core meanwhile. When to do that is the caller's business (src/kvm/kvm.ts).
+// Given the three numbers, the thread also gives the VM the x86 calls every VM of ours starts with,
+// in this order: KVM_SET_TSS_ADDR, KVM_SET_IDENTITY_MAP_ADDR, KVM_CREATE_IRQCHIP and
+// KVM_CREATE_PIT2 (another ~6 ms of each machine under nested KVM); which values, the caller says.
+// If one fails, the VM is closed there and finishVmCreation throws that call's errno and name. The
+// thread works on a duplicate of kvmFd, so the caller may close its own at once.
 struct VmCreation {
   std::mutex mu;
   std::condition_variable cv;
   bool done = false;
   int fd = -1;
   int err = 0;
+  const char* failed = "KVM_CREATE_VM";  // the call that set err
 };
+
+struct VmSetup {
+  bool x86 = false;
+  unsigned long tssAddr = 0;
+  uint64_t identityMapAddr = 0;
+  uint32_t pit2Flags = 0;
+};
+
+// Runs on the creation thread: the VM, then its set-up; on failure err and failed say which call.
+void CreateVmWithSetup(int kvmFd, unsigned long type, const VmSetup& setup, int& fd, int& err, const char*& failed) {
+  fd = ::ioctl(kvmFd, KVM_CREATE_VM, type);
+  if (fd < 0) {
+    err = errno;
+    return;
+  }
+  if (!setup.x86) return;
+  uint64_t idmap = setup.identityMapAddr;
+  kvm_pit_config pit{};
+  pit.flags = setup.pit2Flags;
+  if (::ioctl(fd, KVM_SET_TSS_ADDR, setup.tssAddr) < 0) failed = "KVM_SET_TSS_ADDR";
+  else if (::ioctl(fd, KVM_SET_IDENTITY_MAP_ADDR, &idmap) < 0) failed = "KVM_SET_IDENTITY_MAP_ADDR";
+  else if (::ioctl(fd, KVM_CREATE_IRQCHIP, 0) < 0) failed = "KVM_CREATE_IRQCHIP";
+  else if (::ioctl(fd, KVM_CREATE_PIT2, &pit) < 0) failed = "KVM_CREATE_PIT2";
+  else return;
+  err = errno;
+  ::close(fd);
+  fd = -1;
+}
 std::mutex gCreationsMu;
 std::map<uint32_t, std::shared_ptr<VmCreation>> gCreations;
 uint32_t gNextCreation = 1;
@@ -112,6 +145,13 @@ uint32_t gNextCreation = 1;
 Napi::Value StartVmCreation(const Napi::CallbackInfo& info) {
   int kvmFd = ArgFd(info, 0);
   unsigned long type = info.Length() > 1 ? ArgU32(info, 1) : 0;
+  VmSetup setup;
+  if (info.Length() > 2) {
+    setup.x86 = true;
+    setup.tssAddr = ArgU32(info, 2);
+    setup.identityMapAddr = ArgU64(info, 3);
+    setup.pit2Flags = ArgU32(info, 4);
+  }
   int dup = ::fcntl(kvmFd, F_DUPFD_CLOEXEC, 0);
   if (dup < 0) ThrowErrno(info.Env(), errno, "fcntl", "startVmCreation");
   auto job = std::make_shared<VmCreation>();
@@ -122,13 +162,15 @@ Napi::Value StartVmCreation(const Napi::CallbackInfo& info) {
     gCreations[id] = job;
   }
   try {
-    std::thread([job, dup, type] {
-      int r = ::ioctl(dup, KVM_CREATE_VM, type);
-      int e = r < 0 ? errno : 0;
+    std::thread([job, dup, type, setup] {
+      int fd = -1, err = 0;
+      const char* failed = "KVM_CREATE_VM";
+      CreateVmWithSetup(dup, type, setup, fd, err, failed);
       ::close(dup);
       std::lock_guard<std::mutex> lk(job->mu);
-      job->fd = r;
-      job->err = e;
+      job->fd = fd;
+      job->err = err;
+      job->failed = failed;
       job->done = true;
       job->cv.notify_all();
     }).detach();
@@ -154,7 +196,7 @@ Napi::Value FinishVmCreation(const Napi::CallbackInfo& info) {
   }
   std::unique_lock<std::mutex> lk(job->mu);
   job->cv.wait(lk, [&] { return job->done; });
-  if (job->err) ThrowErrno(info.Env(), job->err, "ioctl", "KVM_CREATE_VM");
+  if (job->err) ThrowErrno(info.Env(), job->err, "ioctl", job->failed);
   return Napi::Number::New(info.Env(), job->fd);
 }
 

@@ -7,6 +7,7 @@ import { describeError, VmmError } from '../errors.js';
 import { EXIT_STATUS } from '../vmm/stop.js';
 import { packageVersion } from '../package-root.js';
 import { Kvm } from '../kvm/kvm.js';
+import { VM_SETUP } from '../vmm/machine.js';
 
 export { guestRan } from './guest-ran.js';
 
@@ -18,7 +19,7 @@ export async function main(args: string[]): Promise<void> {
   // failure here is left for Machine.create to report, with the flags checked first).
   if (args[0] === 'run') {
     try {
-      Kvm.shared().prepareVm();
+      Kvm.shared().prepareVm(VM_SETUP);
     } catch {
       // no KVM: said later, in context
     }

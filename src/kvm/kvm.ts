@@ -102,26 +102,42 @@ export class Kvm {
   }
 
   /**
-   * A new VM. When machines come in a burst (this call less than BURST_MS after the last), the next
-   * one's VM is made meanwhile, on another core (native startVmCreation): KVM_CREATE_VM takes the
-   * kernel milliseconds, a third of Machine.create under nested emulation, and the burst's next
+   * A new VM, given the x86 set-up every VM of ours starts with (`setup`). When machines come in a
+   * burst (this call less than BURST_MS after the last), the next one's VM is made and set up
+   * meanwhile, on another core (native startVmCreation): KVM_CREATE_VM and those four calls take
+   * the kernel milliseconds, a third of Machine.create under nested emulation, and the burst's next
    * create then finds its VM ready. A spare nobody takes within BURST_MS is closed.
    */
-  createVm(): Vm {
+  createVm(setup: VmSetup): Vm {
     const now = nowMs();
-    const fd = takeSpareVm(this.n) ?? this.n.createVm(this.fd, 0);
-    if (now - lastVmCreatedAt < BURST_MS) makeSpareVm(this.n, this.fd);
+    const spareFd = takeSpareVm(this.n, setup);
+    let vm: Vm;
+    if (spareFd !== undefined) vm = new Vm(spareFd, this, this.n);
+    else {
+      vm = new Vm(this.n.createVm(this.fd, 0), this, this.n);
+      try {
+        vm.setTssAddr(setup.tssAddr);
+        vm.setIdentityMapAddr(setup.identityMapAddr);
+        vm.createIrqchip();
+        vm.createPit2(setup.pit2Flags);
+      } catch (e) {
+        this.n.closeLater(vm.fd);
+        throw e;
+      }
+    }
+    if (now - lastVmCreatedAt < BURST_MS) makeSpareVm(this.n, this.fd, setup);
     lastVmCreatedAt = now;
-    return new Vm(fd, this, this.n);
+    return vm;
   }
 
   /**
    * Starts making the next VM now, on another core, for a caller that knows one is coming and has
-   * other work to do first (`run` parsing its command line). The next createVm takes it; if none
-   * comes within BURST_MS it is closed. Failing to start it only means createVm makes its own.
+   * other work to do first (`run` parsing its command line). The next createVm with the same
+   * `setup` takes it; if none comes within BURST_MS it is closed. Failing to start it only means
+   * createVm makes its own.
    */
-  prepareVm(): void {
-    makeSpareVm(this.n, this.fd);
+  prepareVm(setup: VmSetup): void {
+    makeSpareVm(this.n, this.fd, setup);
   }
 
   close(): void {
@@ -134,14 +150,27 @@ const sharedKvm = new Map<string, Kvm>();
 /** Machine creations closer together than this are a burst (see Kvm.createVm). */
 export const BURST_MS = 1000;
 let lastVmCreatedAt = -Infinity;
-/** The VM being made for the burst's next machine (a native job), and the timer that gives up on it. */
-let spare: { job: number; expiry: NodeJS.Timeout } | undefined;
+/** The VM being made for the burst's next machine (a native job), its set-up, and the timer that gives up on it. */
+let spare: { job: number; setup: VmSetup; expiry: NodeJS.Timeout } | undefined;
 
-function makeSpareVm(n: NativeBinding, kvmFd: number): void {
+/**
+ * What every VM is given before anything else: KVM_SET_TSS_ADDR, KVM_SET_IDENTITY_MAP_ADDR,
+ * KVM_CREATE_IRQCHIP and KVM_CREATE_PIT2 (with pit2Flags), in that order (the machine's layout
+ * says where: src/vmm/machine.ts).
+ */
+export interface VmSetup {
+  readonly tssAddr: number;
+  readonly identityMapAddr: number;
+  readonly pit2Flags: number;
+}
+
+const sameSetup = (a: VmSetup, b: VmSetup): boolean => a.tssAddr === b.tssAddr && a.identityMapAddr === b.identityMapAddr && a.pit2Flags === b.pit2Flags;
+
+function makeSpareVm(n: NativeBinding, kvmFd: number, setup: VmSetup): void {
   if (spare) return;
   let job: number;
   try {
-    job = n.startVmCreation(kvmFd, 0);
+    job = n.startVmCreation(kvmFd, 0, setup.tssAddr, setup.identityMapAddr, setup.pit2Flags);
   } catch {
     return; // no thread or fd to spare: the next machine makes its VM itself
   }
@@ -150,20 +179,28 @@ function makeSpareVm(n: NativeBinding, kvmFd: number): void {
     const fd = takeSpareVm(n);
     if (fd !== undefined) n.closeLater(fd);
   }, BURST_MS).unref();
-  spare = { job, expiry };
+  spare = { job, setup, expiry };
 }
 
-/** The spare VM's fd, or undefined when there is none or making it failed (the caller makes one, and sees why). */
-function takeSpareVm(n: NativeBinding): number | undefined {
+/**
+ * The spare VM's fd, or undefined when there is none, making it failed (the caller makes one, and
+ * sees why), or it was set up otherwise than `setup` asks (then closed). No `setup`: any.
+ */
+function takeSpareVm(n: NativeBinding, setup?: VmSetup): number | undefined {
   if (!spare) return undefined;
   const { job, expiry } = spare;
+  const fits = setup === undefined || sameSetup(spare.setup, setup);
   spare = undefined;
   clearTimeout(expiry);
+  let fd: number;
   try {
-    return n.finishVmCreation(job);
+    fd = n.finishVmCreation(job);
   } catch {
     return undefined;
   }
+  if (fits) return fd;
+  n.closeLater(fd);
+  return undefined;
 }
 
 /** madvise(2) advice (Linux uapi asm-generic/mman-common.h). */

@@ -21,8 +21,12 @@ export interface NativeBinding {
   supportedCpuid(kvmFd: number): Uint8Array;
   msrIndexList(kvmFd: number): Uint32Array;
   createVm(kvmFd: number, type?: number): number;
-  /** KVM_CREATE_VM on a thread of the addon's: a job for finishVmCreation, which returns the VM fd. */
-  startVmCreation(kvmFd: number, type?: number): number;
+  /**
+   * KVM_CREATE_VM on a thread of the addon's: a job for finishVmCreation, which returns the VM fd.
+   * With the last three, that thread also calls KVM_SET_TSS_ADDR, KVM_SET_IDENTITY_MAP_ADDR,
+   * KVM_CREATE_IRQCHIP and KVM_CREATE_PIT2 on it, in that order.
+   */
+  startVmCreation(kvmFd: number, type?: number, tssAddr?: number, identityMapAddr?: number, pit2Flags?: number): number;
   finishVmCreation(job: number): number;
   // VM
   setUserMemoryRegion(vmFd: number, slot: number, flags: number, gpa: number, size: number, mappingId: number, mappingOffset: number): void;

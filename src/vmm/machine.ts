@@ -9,7 +9,7 @@ import type { Readable } from 'node:stream';
 import { EventEmitter } from 'node:events';
 import { closeSync } from 'node:fs';
 import type { Logger } from 'pino';
-import { Kvm, GuestRam, type Vcpu, type Vm } from '../kvm/kvm.js';
+import { Kvm, GuestRam, type Vcpu, type Vm, type VmSetup } from '../kvm/kvm.js';
 import { KVM_PIT_SPEAKER_DUMMY } from '../kvm/constants.js';
 import { hostFlavour, type KvmFlavour } from '../kvm/host.js';
 import { native } from '../native/binding.js';
@@ -115,6 +115,12 @@ export const DEFAULT_CMDLINE_VIRTIO_CONSOLE = 'console=hvc0 reboot=k panic=1';
 /** Where the VMM places virtio BARs in the 32-bit PCI window: slot N's BAR 0 at base + N * 64 KiB. */
 /** Guest RAM kept in small pages from address 0 (see Machine.create). */
 const LOW_SMALL_PAGES = 2 << 20;
+
+/**
+ * Every VM's first calls (Kvm.createVm): KVM's TSS and identity-map pages in the MMIO hole, the
+ * in-kernel irqchip and a PIT whose speaker port is harmless.
+ */
+export const VM_SETUP: VmSetup = { tssAddr: KVM_TSS_ADDR, identityMapAddr: KVM_IDENTITY_MAP_ADDR, pit2Flags: KVM_PIT_SPEAKER_DUMMY };
 const VIRTIO_BAR_BASE = 0xe000_0000;
 const VIRTIO_BAR_STRIDE = 0x1_0000;
 /** PCI slots 1..31 are free for virtio functions (slot 0 is the host bridge). */
@@ -260,11 +266,7 @@ export class Machine extends EventEmitter {
     const vcpus: Vcpu[] = [];
     let machine: Machine | undefined;
     try {
-      vm = kvm.createVm();
-      vm.setTssAddr(KVM_TSS_ADDR);
-      vm.setIdentityMapAddr(KVM_IDENTITY_MAP_ADDR);
-      vm.createIrqchip();
-      vm.createPit2(KVM_PIT_SPEAKER_DUMMY);
+      vm = kvm.createVm(VM_SETUP);
       ram = GuestRam.allocate(config.memBytes, config.hugepages ?? 0);
       // Below 2 MiB go the firmware tables, the boot parameters and a test guest's image: a few
       // KiB written at once by every machine. In small pages, that zeroes a few KiB, not a huge

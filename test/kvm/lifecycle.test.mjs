@@ -9,6 +9,8 @@ import { guest, needsKvm } from '../helpers/kvm.mjs';
 import { native } from '../../dist/native/binding.js';
 import { KVM_CAP } from '../../dist/kvm/constants.js';
 import { Kvm, BURST_MS } from '../../dist/kvm/kvm.js';
+import { VM_SETUP } from '../../dist/vmm/machine.js';
+import { SIZEOF } from '../../dist/kvm/layout.js';
 
 const COUNTER = 0x10008; // counter.bin keeps its count at image offset 8
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -128,18 +130,45 @@ describe('Machine lifecycle', needsKvm, () => {
     assert.equal(kvmFds(), 1, 'still open for the next machine');
   });
 
-  it('a VM made ahead on the addon\'s thread (machines created in a burst) works like one made at once', async () => {
-    const kvm = native().open('/dev/kvm');
-    const job = native().startVmCreation(kvm);
-    native().close(kvm);
-    const vm = native().finishVmCreation(job);
+  it('a VM made ahead on the addon\'s thread (machines created in a burst) works like one made at once, set up as asked', async () => {
+    const n = native();
+    const kvm = n.open('/dev/kvm');
+    const plain = n.startVmCreation(kvm);
+    const setUp = n.startVmCreation(kvm, 0, VM_SETUP.tssAddr, VM_SETUP.identityMapAddr, VM_SETUP.pit2Flags);
+    n.close(kvm);
+    const [vm, vm2] = [n.finishVmCreation(plain), n.finishVmCreation(setUp)];
     try {
-      assert.ok(native().checkExtension(vm, KVM_CAP.USER_MEMORY) > 0, 'the fd is a VM that answers ioctls');
-      const vcpu = native().createVcpu(vm, 0);
-      native().close(vcpu);
+      assert.ok(n.checkExtension(vm, KVM_CAP.USER_MEMORY) > 0, 'the fd is a VM that answers ioctls');
+      const vcpu = n.createVcpu(vm, 0);
+      n.close(vcpu);
+      // Without the set-up, no irqchip or PIT to read; with it, both are there, and made once only.
+      assert.throws(() => n.getIrqchip(vm, new Uint8Array(SIZEOF.kvm_irqchip)), (e) => e.ioctl === 'KVM_GET_IRQCHIP');
+      n.getIrqchip(vm2, new Uint8Array(SIZEOF.kvm_irqchip));
+      n.getPit2(vm2, new Uint8Array(SIZEOF.kvm_pit_state2));
+      assert.throws(() => n.createIrqchip(vm2), (e) => e.code === 'EEXIST');
+      assert.throws(() => n.createPit2(vm2, VM_SETUP.pit2Flags), (e) => e.code === 'EEXIST');
     } finally {
-      native().close(vm);
+      n.close(vm);
+      n.close(vm2);
     }
+  });
+
+  it('a VM made ahead with another set-up is not used: it is closed, and the machine gets a VM set up as it needs', async () => {
+    const vmFds = () => readdirSync('/proc/self/fd').filter((fd) => { try { return readlinkSync(`/proc/self/fd/${fd}`) === 'anon_inode:kvm-vm'; } catch { return false; } });
+    await new Promise((r) => setTimeout(r, BURST_MS)); // no burst: creating the machine makes no spare of its own
+    for (let i = 0; i < 300 && vmFds().length > 0; i++) await new Promise((r) => setTimeout(r, 10));
+    assert.deepEqual(vmFds(), [], 'no VM before the test');
+    Kvm.shared().prepareVm({ ...VM_SETUP, pit2Flags: 0 });
+    for (let i = 0; i < 100 && vmFds().length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+    const [spare] = vmFds();
+    assert.ok(spare, 'the spare VM is made');
+    const m = Machine.create({ kernel: guest('c-exit.elf'), memBytes: 32 << 20, startOnMainThread: true });
+    // The machine's VM was made while the spare was still open, so it has another number; the spare goes.
+    for (let i = 0; i < 300 && vmFds().length > 1; i++) await new Promise((r) => setTimeout(r, 10));
+    const left = vmFds();
+    assert.equal(left.length, 1);
+    assert.notEqual(left[0], spare, 'the machine did not take the spare set up otherwise');
+    assert.deepEqual(await m.start(), { kind: 'debug-exit', value: 0, status: 1 });
   });
 
   it('a VM made ahead that nobody takes is closed after BURST_MS', async () => {
@@ -150,7 +179,7 @@ describe('Machine lifecycle', needsKvm, () => {
     };
     await new Promise((r) => setTimeout(r, BURST_MS)); // a spare of the tests before has expired
     await settled('no VM before the test');
-    Kvm.shared().prepareVm();
+    Kvm.shared().prepareVm(VM_SETUP);
     for (let i = 0; i < 100 && vmFds() === 0; i++) await new Promise((r) => setTimeout(r, 10));
     assert.equal(vmFds(), 1, 'the spare VM is made');
     await new Promise((r) => setTimeout(r, BURST_MS));
