@@ -99,7 +99,7 @@ Napi::Value CreateVm(const Napi::CallbackInfo& info) {
 // VM made on another core meanwhile. When to do that is the caller's business (src/kvm/kvm.ts).
 // Given the three numbers, the thread also gives the VM the x86 calls every VM of ours starts with,
 // in this order: KVM_SET_TSS_ADDR, KVM_SET_IDENTITY_MAP_ADDR, KVM_CREATE_IRQCHIP and
-// KVM_CREATE_PIT2 (another ~6 ms of each machine under nested KVM); which values, the caller says.
+// KVM_CREATE_PIT2 (another ~4 ms of each machine under nested KVM); which values, the caller says.
 // If one fails, the VM is closed there and finishVmCreation throws that call's errno and name. The
 // thread works on a duplicate of kvmFd, so the caller may close its own at once.
 struct VmCreation {
