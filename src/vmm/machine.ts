@@ -112,15 +112,14 @@ export const DEFAULT_CMDLINE = 'console=ttyS0 reboot=k panic=1';
 /** The same, with the console on virtio-console (hvc0). */
 export const DEFAULT_CMDLINE_VIRTIO_CONSOLE = 'console=hvc0 reboot=k panic=1';
 
-/** Where the VMM places virtio BARs in the 32-bit PCI window: slot N's BAR 0 at base + N * 64 KiB. */
 /** Guest RAM kept in small pages from address 0 (see Machine.create). */
 const LOW_SMALL_PAGES = 2 << 20;
-
 /**
  * Every VM's first calls (Kvm.createVm): KVM's TSS and identity-map pages in the MMIO hole, the
  * in-kernel irqchip and a PIT whose speaker port is harmless.
  */
 export const VM_SETUP: VmSetup = { tssAddr: KVM_TSS_ADDR, identityMapAddr: KVM_IDENTITY_MAP_ADDR, pit2Flags: KVM_PIT_SPEAKER_DUMMY };
+/** Where the VMM places virtio BARs in the 32-bit PCI window: slot N's BAR 0 at base + N * 64 KiB. */
 const VIRTIO_BAR_BASE = 0xe000_0000;
 const VIRTIO_BAR_STRIDE = 0x1_0000;
 /** PCI slots 1..31 are free for virtio functions (slot 0 is the host bridge). */
