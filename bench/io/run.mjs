@@ -25,7 +25,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { median, timedRun } from '../lib/stats.mjs';
+import { median, pairSpread, timedRun } from '../lib/stats.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const { values: opt } = parseArgs({
@@ -136,7 +136,7 @@ try {
 const rows = Object.entries(figures).map(([name, f]) => {
   const nv = median(f.nodevisor);
   const q = median(f.qemu);
-  return { name, nodevisor: nv, qemu: q, ratio: nv !== undefined && q ? +(nv / q).toFixed(3) : undefined };
+  return { name, nodevisor: nv, qemu: q, ratio: nv !== undefined && q ? +(nv / q).toFixed(3) : undefined, pairs: pairSpread(f.nodevisor, f.qemu) };
 });
 const kickRows = Object.entries(kicks).map(([run, k]) => ({ run, nodevisor: median(k.nodevisor), qemu: median(k.qemu) }));
 if (opt.json) console.log(JSON.stringify({ runs: Number(opt.runs), qemuAccel: opt['qemu-accel'], rows, guestNotifications: kickRows }, null, 2));
@@ -144,7 +144,7 @@ else {
   console.log(`bench/io: c-virtio.elf (PVH) and, for linux figures, the kit's Linux; medians of ${opt.runs} runs; QEMU q35 (${opt['qemu-accel']}), vhost off; each pass after a ramp of ${opt.ramp}% as many requests, timed apart`);
   for (const r of [...rows.filter((r) => !r.name.endsWith(RAMP)), ...rows.filter((r) => r.name.endsWith(RAMP))]) {
     const verdict = r.ratio === undefined ? '' : r.name.endsWith(RAMP) ? 'no target' : `target >= 1.0: ${r.ratio >= 1 ? 'met' : 'NOT MET'}`;
-    console.log(`${r.name.padEnd(31)} nodevisor ${String(r.nodevisor?.toFixed(1)).padStart(10)}  qemu ${String(r.qemu?.toFixed(1)).padStart(10)}  ratio nodevisor/qemu ${r.ratio} (${verdict})`);
+    console.log(`${r.name.padEnd(31)} nodevisor ${String(r.nodevisor?.toFixed(1)).padStart(10)}  qemu ${String(r.qemu?.toFixed(1)).padStart(10)}  ratio nodevisor/qemu ${r.ratio} (run by run ${r.pairs}; ${verdict})`);
   }
   for (const k of kickRows) console.log(`guest notifications, ${k.run.padEnd(12)} nodevisor ${String(k.nodevisor).padStart(7)}  qemu ${String(k.qemu).padStart(7)}  (medians; fewer is better)`);
 }

@@ -8,6 +8,16 @@ export const median = (xs) => {
 };
 
 /**
+ * The ratio a[i] / b[i] of each pair of runs taken side by side (the benchmarks alternate the two
+ * VMMs), as "lo-hi": under nested emulation one run can be off by a third, so the median ratio is
+ * printed with the spread of the pairs behind it.
+ */
+export const pairSpread = (a, b, digits = 2) => {
+  const r = a.map((x, i) => (x !== undefined && b[i] ? x / b[i] : undefined)).filter((x) => x !== undefined).sort((x, y) => x - y);
+  return r.length ? `${r[0].toFixed(digits)}-${r.at(-1).toFixed(digits)}` : 'n/a';
+};
+
+/**
  * Runs `cmd args`, timestamping each line of stdout (ms since spawn). Resolves when the process
  * exits, or kills it when its output has been quiet for `quietMs` after `settleOn` matched (QEMU
  * pauses rather than exits on an emulation failure), or at `limitMs`.
