@@ -14,6 +14,9 @@ import { SIZEOF } from '../../dist/kvm/layout.js';
 
 const COUNTER = 0x10008; // counter.bin keeps its count at image offset 8
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+/** This process's fds that are `target` (a path, or an anon inode such as 'anon_inode:kvm-vm'). */
+const fdsOf = (target) => readdirSync('/proc/self/fd').filter((fd) => { try { return readlinkSync(`/proc/self/fd/${fd}`) === target; } catch { return false; } });
+const vmFds = () => fdsOf('anon_inode:kvm-vm');
 
 /** A debug logger whose records land in `lines`. */
 function debugLog() {
@@ -123,7 +126,7 @@ describe('Machine lifecycle', needsKvm, () => {
   });
 
   it('machines share the process\'s /dev/kvm: one fd, however many machines there are, kept once they end', async () => {
-    const kvmFds = () => readdirSync('/proc/self/fd').filter((fd) => { try { return readlinkSync(`/proc/self/fd/${fd}`) === '/dev/kvm'; } catch { return false; } }).length;
+    const kvmFds = () => fdsOf('/dev/kvm').length;
     const ms = Array.from({ length: 3 }, () => Machine.create({ kernel: guest('c-exit.elf'), memBytes: 32 << 20, startOnMainThread: true }));
     assert.equal(kvmFds(), 1, 'three machines, one /dev/kvm');
     for (const r of await Promise.all(ms.map((m) => m.start()))) assert.deepEqual(r, { kind: 'debug-exit', value: 0, status: 1 });
@@ -154,17 +157,16 @@ describe('Machine lifecycle', needsKvm, () => {
   });
 
   it('a VM made ahead with another set-up is not used: it is closed, and the machine gets a VM set up as it needs', async () => {
-    const vmFds = () => readdirSync('/proc/self/fd').filter((fd) => { try { return readlinkSync(`/proc/self/fd/${fd}`) === 'anon_inode:kvm-vm'; } catch { return false; } });
-    await new Promise((r) => setTimeout(r, BURST_MS)); // no burst: creating the machine makes no spare of its own
-    for (let i = 0; i < 300 && vmFds().length > 0; i++) await new Promise((r) => setTimeout(r, 10));
+    await sleep(BURST_MS); // no burst: creating the machine makes no spare of its own
+    for (let i = 0; i < 300 && vmFds().length > 0; i++) await sleep(10);
     assert.deepEqual(vmFds(), [], 'no VM before the test');
     Kvm.shared().prepareVm({ ...VM_SETUP, pit2Flags: 0 });
-    for (let i = 0; i < 100 && vmFds().length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+    for (let i = 0; i < 100 && vmFds().length === 0; i++) await sleep(10);
     const [spare] = vmFds();
     assert.ok(spare, 'the spare VM is made');
     const m = Machine.create({ kernel: guest('c-exit.elf'), memBytes: 32 << 20, startOnMainThread: true });
     // The machine's VM was made while the spare was still open, so it has another number; the spare goes.
-    for (let i = 0; i < 300 && vmFds().length > 1; i++) await new Promise((r) => setTimeout(r, 10));
+    for (let i = 0; i < 300 && vmFds().length > 1; i++) await sleep(10);
     const left = vmFds();
     assert.equal(left.length, 1);
     assert.notEqual(left[0], spare, 'the machine did not take the spare set up otherwise');
@@ -172,17 +174,16 @@ describe('Machine lifecycle', needsKvm, () => {
   });
 
   it('a VM made ahead that nobody takes is closed after BURST_MS', async () => {
-    const vmFds = () => readdirSync('/proc/self/fd').filter((fd) => { try { return readlinkSync(`/proc/self/fd/${fd}`) === 'anon_inode:kvm-vm'; } catch { return false; } }).length;
     const settled = async (what) => {
-      for (let i = 0; i < 300 && vmFds() > 0; i++) await new Promise((r) => setTimeout(r, 10));
-      assert.equal(vmFds(), 0, what);
+      for (let i = 0; i < 300 && vmFds().length > 0; i++) await sleep(10);
+      assert.equal(vmFds().length, 0, what);
     };
-    await new Promise((r) => setTimeout(r, BURST_MS)); // a spare of the tests before has expired
+    await sleep(BURST_MS); // a spare of the tests before has expired
     await settled('no VM before the test');
     Kvm.shared().prepareVm(VM_SETUP);
-    for (let i = 0; i < 100 && vmFds() === 0; i++) await new Promise((r) => setTimeout(r, 10));
-    assert.equal(vmFds(), 1, 'the spare VM is made');
-    await new Promise((r) => setTimeout(r, BURST_MS));
+    for (let i = 0; i < 100 && vmFds().length === 0; i++) await sleep(10);
+    assert.equal(vmFds().length, 1, 'the spare VM is made');
+    await sleep(BURST_MS);
     await settled('and closed once nobody took it');
   });
 
@@ -191,7 +192,7 @@ describe('Machine lifecycle', needsKvm, () => {
     // collector, the teardown happened whenever (and on whichever thread) the last view was freed.
     const vcpuMappings = () => readFileSync('/proc/self/maps', 'utf8').split('\n').filter((l) => l.includes('kvm-vcpu')).length;
     const gone = async (count, what) => {
-      for (let i = 0; i < 200 && vcpuMappings() > count; i++) await new Promise((r) => setTimeout(r, 10));
+      for (let i = 0; i < 200 && vcpuMappings() > count; i++) await sleep(10);
       assert.equal(vcpuMappings(), count, what);
     };
     await gone(0, 'no vCPU mapped before the test');
