@@ -102,13 +102,17 @@ Napi::Value CreateVm(const Napi::CallbackInfo& info) {
 // KVM_CREATE_PIT2 (another ~4 ms of each machine under nested KVM); which values, the caller says.
 // If one fails, the VM is closed there and finishVmCreation throws that call's errno and name. The
 // thread works on a duplicate of kvmFd, so the caller may close its own at once.
+struct CreatedVm {
+  int fd = -1;
+  int err = 0;
+  const char* failed = "KVM_CREATE_VM";  // the call that set err
+};
+
 struct VmCreation {
   std::mutex mu;
   std::condition_variable cv;
   bool done = false;
-  int fd = -1;
-  int err = 0;
-  const char* failed = "KVM_CREATE_VM";  // the call that set err
+  CreatedVm result;
 };
 
 struct VmSetup {
@@ -119,24 +123,26 @@ struct VmSetup {
 };
 
 // Runs on the creation thread: the VM, then its set-up; on failure err and failed say which call.
-void CreateVmWithSetup(int kvmFd, unsigned long type, const VmSetup& setup, int& fd, int& err, const char*& failed) {
-  fd = ::ioctl(kvmFd, KVM_CREATE_VM, type);
-  if (fd < 0) {
-    err = errno;
-    return;
+CreatedVm CreateVmWithSetup(int kvmFd, unsigned long type, const VmSetup& setup) {
+  CreatedVm r;
+  r.fd = ::ioctl(kvmFd, KVM_CREATE_VM, type);
+  if (r.fd < 0) {
+    r.err = errno;
+    return r;
   }
-  if (!setup.x86) return;
+  if (!setup.x86) return r;
   uint64_t idmap = setup.identityMapAddr;
   kvm_pit_config pit{};
   pit.flags = setup.pit2Flags;
-  if (::ioctl(fd, KVM_SET_TSS_ADDR, setup.tssAddr) < 0) failed = "KVM_SET_TSS_ADDR";
-  else if (::ioctl(fd, KVM_SET_IDENTITY_MAP_ADDR, &idmap) < 0) failed = "KVM_SET_IDENTITY_MAP_ADDR";
-  else if (::ioctl(fd, KVM_CREATE_IRQCHIP, 0) < 0) failed = "KVM_CREATE_IRQCHIP";
-  else if (::ioctl(fd, KVM_CREATE_PIT2, &pit) < 0) failed = "KVM_CREATE_PIT2";
-  else return;
-  err = errno;
-  ::close(fd);
-  fd = -1;
+  if (::ioctl(r.fd, KVM_SET_TSS_ADDR, setup.tssAddr) < 0) r.failed = "KVM_SET_TSS_ADDR";
+  else if (::ioctl(r.fd, KVM_SET_IDENTITY_MAP_ADDR, &idmap) < 0) r.failed = "KVM_SET_IDENTITY_MAP_ADDR";
+  else if (::ioctl(r.fd, KVM_CREATE_IRQCHIP, 0) < 0) r.failed = "KVM_CREATE_IRQCHIP";
+  else if (::ioctl(r.fd, KVM_CREATE_PIT2, &pit) < 0) r.failed = "KVM_CREATE_PIT2";
+  else return r;
+  r.err = errno;
+  ::close(r.fd);
+  r.fd = -1;
+  return r;
 }
 std::mutex gCreationsMu;
 std::map<uint32_t, std::shared_ptr<VmCreation>> gCreations;
@@ -163,14 +169,10 @@ Napi::Value StartVmCreation(const Napi::CallbackInfo& info) {
   }
   try {
     std::thread([job, dup, type, setup] {
-      int fd = -1, err = 0;
-      const char* failed = "KVM_CREATE_VM";
-      CreateVmWithSetup(dup, type, setup, fd, err, failed);
+      CreatedVm r = CreateVmWithSetup(dup, type, setup);
       ::close(dup);
       std::lock_guard<std::mutex> lk(job->mu);
-      job->fd = fd;
-      job->err = err;
-      job->failed = failed;
+      job->result = r;
       job->done = true;
       job->cv.notify_all();
     }).detach();
@@ -196,8 +198,8 @@ Napi::Value FinishVmCreation(const Napi::CallbackInfo& info) {
   }
   std::unique_lock<std::mutex> lk(job->mu);
   job->cv.wait(lk, [&] { return job->done; });
-  if (job->err) ThrowErrno(info.Env(), job->err, "ioctl", job->failed);
-  return Napi::Number::New(info.Env(), job->fd);
+  if (job->result.err) ThrowErrno(info.Env(), job->result.err, "ioctl", job->result.failed);
+  return Napi::Number::New(info.Env(), job->result.fd);
 }
 
 }  // namespace
