@@ -10,6 +10,7 @@ import { native } from '../../dist/native/binding.js';
 import { KVM_CAP } from '../../dist/kvm/constants.js';
 import { Kvm, BURST_MS } from '../../dist/kvm/kvm.js';
 import { VM_SETUP } from '../../dist/vmm/machine.js';
+import { HANDOFF_SLICELESS_MS } from '../../dist/vmm/main-thread-vcpu.js';
 import { SIZEOF } from '../../dist/kvm/layout.js';
 
 const COUNTER = 0x10008; // counter.bin keeps its count at image offset 8
@@ -109,6 +110,30 @@ describe('Machine lifecycle', needsKvm, () => {
       assert.ok(m.mem.readU32(COUNTER) > 0, 'the guest runs');
     } finally {
       m.kill(); // also when an assertion failed: a starved guest would otherwise keep this process alive
+    }
+    assert.deepEqual(await done, { kind: 'killed' });
+    closeSync(fd);
+  });
+
+  it('startOnMainThread: a guest whose first slice comes after the first check still starts its thread once it has had its time, not a second later', async () => {
+    const { lines, log } = debugLog();
+    const fd = openSync('/dev/null', 'w');
+    const m = Machine.create({ kernel: guest('counter.bin'), memBytes: 32 << 20, consoleFd: fd, startOnMainThread: true, logLevel: 'debug' }, log);
+    const done = m.start();
+    try {
+      // Synchronous work right after start(), longer than HANDOFF_AFTER_MS: the first check of the
+      // guest's clock comes before its first slice (as it does for `nodevisor run` under emulation).
+      const t0 = performance.now();
+      while (performance.now() - t0 < 100);
+      const starting = () => lines.find((l) => /starting its vCPU thread/.test(l.msg));
+      for (let i = 0; i < 500 && !starting(); i++) await sleep(10);
+      assert.ok(starting(), 'its thread was started');
+      // The clock runs from the first slice: ~HANDOFF_AFTER_MS of guest time after the 100 ms above,
+      // not HANDOFF_SLICELESS_MS after the first check (then it started at >= 1100 ms).
+      assert.ok(starting().ms < HANDOFF_SLICELESS_MS, `started ${starting().ms} ms after start(): not before a second look HANDOFF_SLICELESS_MS (${HANDOFF_SLICELESS_MS} ms) after the first`);
+      assert.equal(starting().msg, 'guest still running: starting its vCPU thread', 'it had its time: not starved');
+    } finally {
+      m.kill();
     }
     assert.deepEqual(await done, { kind: 'killed' });
     closeSync(fd);
