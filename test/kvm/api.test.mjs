@@ -226,14 +226,16 @@ describe('serve --config-file: a Firecracker configuration file boots the microV
     }
   });
 
-  it('with --api-sock: the API serves the running microVM (GET / says Running, pause and resume work)', async () => {
+  it('with --api-sock: the API serves the running microVM (GET / says Running, pause and resume work); the guest started on the main thread', async () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'nv-api-'));
     const sock = path.join(dir, 'api.sock');
     const config = path.join(dir, 'vm.json');
     writeFileSync(config, JSON.stringify({ 'boot-source': { kernel_image_path: guest('spin.bin') }, 'machine-config': { vcpu_count: 1, mem_size_mib: 64 } }));
     let stdout = '';
-    const child = spawn(process.execPath, [cli, 'serve', '--api-sock', sock, '--config-file', config, '--log-level', 'error'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    const child = spawn(process.execPath, [cli, 'serve', '--api-sock', sock, '--config-file', config, '--log-level', 'debug'], { stdio: ['ignore', 'pipe', 'pipe'] });
     child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
     const exited = new Promise((resolve) => child.on('exit', (code) => resolve(code)));
     try {
       assert.ok(await waitFor(() => existsSync(sock)));
@@ -243,6 +245,9 @@ describe('serve --config-file: a Firecracker configuration file boots the microV
       assert.equal((await request(sock, 'PUT', '/boot-source', { kernel_image_path: guest('spin.bin') })).status, 400);
       assert.equal((await request(sock, 'PATCH', '/vm', { state: 'Paused' })).status, 204);
       assert.equal((await request(sock, 'PATCH', '/vm', { state: 'Resumed' })).status, 204);
+      // InstanceStart did not wait for a worker thread's start-up: the guest ran on the main thread
+      // first, and moved to its own thread once it kept running (debug log).
+      assert.ok(await waitFor(() => /"msg":"vcpu moved from the main thread to its own thread"/.test(stderr)), 'the vCPU moved from the main thread');
       child.kill('SIGTERM');
       assert.equal(await exited, 143);
     } finally {
