@@ -132,7 +132,8 @@ export class MainThreadVcpu extends EventEmitter {
   /**
    * The holder's clock. Its thread starts once the guest has had HANDOFF_AFTER_MS in slices, or
    * HANDOFF_AT_LATEST_MS after its first slice: the event loop is then too busy to run a guest, and
-   * a loop that never waits at all (no slice for HANDOFF_SLICELESS_MS from the first check on) is too.
+   * a loop that never waits at all (no slice for HANDOFF_SLICELESS_MS from the first check on) is
+   * too.
    * The clock starts at the first slice, not at take(): after a long stretch of synchronous work
    * (a program creating 50 machines in one go) the first check comes late, and the loop is fine.
    */
@@ -144,8 +145,9 @@ export class MainThreadVcpu extends EventEmitter {
         // soon after its first slice. (Looking only once more, HANDOFF_SLICELESS_MS later, let a
         // guest whose first slice came just after the first look run on this thread for a second:
         // under nested emulation, a disk benchmark's guest and its I/O took turns here for 1.8 s.)
-        const since = slicelessSince || nowMs();
-        if (nowMs() - since >= HANDOFF_SLICELESS_MS) return this.#starved();
+        const now = nowMs();
+        const since = slicelessSince || now;
+        if (now - since >= HANDOFF_SLICELESS_MS) return this.#starved();
         return this.#checkAfter(HANDOFF_AFTER_MS, since);
       }
       const guestLeft = HANDOFF_AFTER_MS - this.#inGuestMs;

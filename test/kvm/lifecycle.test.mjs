@@ -32,7 +32,7 @@ function counterOnMainThread() {
   const fd = openSync('/dev/null', 'w');
   const m = Machine.create({ kernel: guest('counter.bin'), memBytes: 32 << 20, consoleFd: fd, startOnMainThread: true, logLevel: 'debug' }, log);
   const moved = () => lines.some((l) => l.msg === 'vcpu moved from the main thread to its own thread');
-  return { m, fd, moved };
+  return { m, fd, moved, lines };
 }
 
 describe('Machine lifecycle', needsKvm, () => {
@@ -116,9 +116,7 @@ describe('Machine lifecycle', needsKvm, () => {
   });
 
   it('startOnMainThread: a guest whose first slice comes after the first check still starts its thread once it has had its time, not a second later', async () => {
-    const { lines, log } = debugLog();
-    const fd = openSync('/dev/null', 'w');
-    const m = Machine.create({ kernel: guest('counter.bin'), memBytes: 32 << 20, consoleFd: fd, startOnMainThread: true, logLevel: 'debug' }, log);
+    const { m, fd, lines } = counterOnMainThread();
     const done = m.start();
     try {
       // Synchronous work right after start(), longer than HANDOFF_AFTER_MS: the first check of the
