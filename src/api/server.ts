@@ -9,13 +9,15 @@
 import { existsSync, lstatSync, statSync, chmodSync, unlinkSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifySchemaCompiler, type FastifyServerOptions } from 'fastify';
 import type { Logger } from 'pino';
 import { createLogger, createLoggerTo, type LogLevel } from '../log.js';
 import { Machine, type MachineConfig } from '../vmm/machine.js';
 import type { StopReason } from '../vmm/stop.js';
 import { VmmError, describeError } from '../errors.js';
+import * as schemas from './schemas.js';
 import { actionSchema, bootSourceSchema, driveSchema, entropySchema, loggerSchema, machineConfigPatchSchema, machineConfigSchema, metricsSchema, networkInterfaceSchema, vmStateSchema } from './schemas.js';
+import precompiled from './api-validators.js';
 import { deviceMetrics, METRICS_PERIOD_MS, MetricsFile } from './metrics.js';
 import { OutputFile } from './output-file.js';
 
@@ -40,6 +42,36 @@ const FIRECRACKER_LEVELS: Record<string, LogLevel> = { error: 'error', warning: 
 
 /** Firecracker's InstanceInfo.state values. */
 export type InstanceState = 'Not started' | 'Running' | 'Paused';
+
+/**
+ * The body validators, compiled from schemas.ts at build time (scripts/build-validators.mjs), by the
+ * schema object a route names: fastify would otherwise load ajv and compile every schema at start-up.
+ */
+const validators = new Map<object, NonNullable<(typeof precompiled)[string]>>();
+for (const [name, schema] of Object.entries(schemas)) {
+  const validate = precompiled[name];
+  if (validate) validators.set(schema, validate);
+}
+const precompiledValidator: FastifySchemaCompiler<unknown> = ({ schema }) => {
+  const validate = validators.get(schema as object);
+  // A route given a schema that is not an export of schemas.ts: a bug of ours, found at start-up.
+  if (!validate) throw new Error(`no precompiled validator for the schema ${JSON.stringify(schema)} (export it from src/api/schemas.ts)`);
+  return validate;
+};
+/**
+ * Fastify's factory of validator compilers. Fastify calls the compiler with the route's schema
+ * definition ({ schema, method, url, httpPart }: lib/validation.js), as setValidatorCompiler's type
+ * says; the option's type, taken from @fastify/ajv-compiler, says it gets the bare schema.
+ */
+type CompilersFactory = NonNullable<NonNullable<FastifyServerOptions['schemaController']>['compilersFactory']>;
+const buildValidator = (() => precompiledValidator) as unknown as CompilersFactory['buildValidator'];
+/**
+ * Replies have no response schemas (fastify sends them with JSON.stringify), so nothing needs a
+ * serializer compiler; the default one would load fast-json-stringify and, with it, ajv.
+ */
+const buildSerializer = (() => () => {
+  throw new Error('response schemas are not used by the API server');
+}) as unknown as CompilersFactory['buildSerializer'];
 
 class ApiError extends Error {}
 const fault = (message: string) => new ApiError(message);
@@ -91,7 +123,9 @@ export class ApiServer {
         if (socket.writable) socket.end(`HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
         else socket.destroy();
       },
-      ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
+      // Bodies are checked by validators compiled at build time (no coercion, unknown fields refused,
+      // the first error only: see scripts/build-validators.mjs), not by an ajv built at start-up.
+      schemaController: { compilersFactory: { buildValidator, buildSerializer } },
       // One line naming the field: "vcpu_count must be >= 1", "unknown field bogus".
       schemaErrorFormatter: (errors) =>
         new Error(errors.map((e) => (e.keyword === 'additionalProperties' ? `unknown field ${String((e.params as { additionalProperty?: string }).additionalProperty)}` : `${e.instancePath.replace(/^\//, '') || 'body'} ${e.message ?? 'is invalid'}`)).join('; ')),
