@@ -1,14 +1,16 @@
 // The `nodevisor` bin and every vCPU thread evaluate their bundles through V8's code cache
 // (src/code-cache.cts). The cache only ever saves time: a missing, corrupt or unwritable one still
-// gives a working command. Runs on any host: `--version`, a refused flag and a vCPU thread ended
-// before it reaches KVM need no /dev/kvm.
+// gives a working command. Runs on any host: `--version`, a refused flag, `serve` before any guest
+// and a vCPU thread ended before it reaches KVM need no /dev/kvm.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import os from 'node:os';
 import path from 'node:path';
-import { runCli } from '../helpers/kvm.mjs';
+import { request, waitFor } from '../helpers/api-socket.mjs';
+import { cli, runCli } from '../helpers/kvm.mjs';
 
 const version = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')).version;
 
@@ -19,6 +21,20 @@ function cacheFiles(home) {
   } catch {
     return [];
   }
+}
+
+/** `nodevisor serve --api-sock`: GET / once it answers, then SIGTERM; its body, how serve ended and its stderr. */
+async function serveOnce(env) {
+  const sock = path.join(mkdtempSync(path.join(os.tmpdir(), 'nv-cc-sock-')), 'api.sock');
+  const child = spawn(process.execPath, [cli, 'serve', '--api-sock', sock], { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (d) => (stderr += d));
+  const exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
+  let reply;
+  await waitFor(async () => (reply = await request(sock, 'GET', '/').catch(() => undefined)) !== undefined || child.exitCode !== null);
+  child.kill(reply ? 'SIGTERM' : 'SIGKILL');
+  if (!reply) throw new Error(`serve did not answer; stderr: ${stderr}`);
+  return { body: reply.body, ...(await exited), stderr };
 }
 
 describe('CLI code cache', () => {
@@ -76,6 +92,21 @@ describe('CLI code cache', () => {
     assert.equal(r.status, 0, r.stderr);
     assert.equal(r.stdout.trim(), version);
     assert.equal(r.stderr, '');
+  });
+
+  it('serve loads its REST framework from a bundle of its own with a cache of its own, written at exit and used by the next', async () => {
+    const home = mkdtempSync(path.join(os.tmpdir(), 'nv-cc-'));
+    const first = await serveOnce({ XDG_CACHE_HOME: home });
+    assert.equal(first.body.state, 'Not started', first.stderr);
+    const fastifyCache = () => cacheFiles(home).filter((f) => /^fastify-bundle-.*-serve-v\d+/.test(path.basename(f)));
+    const [file] = fastifyCache();
+    assert.ok(file, `no cache for the framework's bundle: ${cacheFiles(home).map((f) => path.basename(f))}`);
+    assert.ok(statSync(file).size > 10_000);
+    const inode = statSync(file).ino;
+    const second = await serveOnce({ XDG_CACHE_HOME: home });
+    assert.equal(second.body.app_name, 'nodevisor', second.stderr);
+    assert.deepEqual(fastifyCache(), [file]);
+    assert.equal(statSync(file).ino, inode, 'accepted: not written again');
   });
 
   it('a vCPU thread writes its own cache when it ends, and the next thread uses it', async () => {
