@@ -91,10 +91,40 @@ function saveCodeCache(s: Script, file: string): void {
     const tmp = `${file}.${process.pid}.${(require('node:worker_threads') as typeof import('node:worker_threads')).threadId}`;
     writeFileSync(tmp, s.createCachedData());
     renameSync(tmp, file);
-    // This install's caches from earlier builds or Node versions, for the same kind, are of no more use.
-    const prefix = path.basename(file).replace(/-v\d.*$/, '-');
-    for (const f of readdirSync(path.dirname(file))) if (f.startsWith(prefix) && f !== path.basename(file) && !f.includes('.v8.')) rmSync(path.join(path.dirname(file), f), { force: true });
+    removeStale(path.dirname(file), path.basename(file));
   } catch {
     // a read-only home: the next start compiles again
+  }
+}
+
+/**
+ * Caches unused for this long are dropped when another is written: those of installs that are gone
+ * (every CI clone makes its own) would otherwise pile up, ~0.5 MB each. A cache in use is read at
+ * every start, which keeps its access time recent (relatime updates it daily); where the file
+ * system keeps no access times, its age is that of its last write, and it is rebuilt once a month.
+ */
+export const CODE_CACHE_UNUSED_DAYS = 30;
+const DAY_MS = 24 * 60 * 60 * 1000;
+
+/**
+ * Removes, from the cache folder, this install's caches of earlier builds or Node versions for the
+ * same kind as `current` (of no more use), caches of any install unused for CODE_CACHE_UNUSED_DAYS,
+ * and temporary files a day old (a save that died between write and rename).
+ */
+function removeStale(dir: string, current: string): void {
+  const prefix = current.replace(/-v\d.*$/, '-');
+  const now = Date.now();
+  for (const f of readdirSync(dir)) {
+    if (f === current) continue;
+    const at = path.join(dir, f);
+    try {
+      const temporary = /\.v8\./.test(f);
+      if (!temporary && !f.endsWith('.v8')) continue; // not ours
+      const st = statSync(at);
+      const age = now - Math.max(st.atimeMs, st.mtimeMs);
+      if ((!temporary && f.startsWith(prefix)) || age > (temporary ? DAY_MS : CODE_CACHE_UNUSED_DAYS * DAY_MS)) rmSync(at, { force: true });
+    } catch {
+      // gone meanwhile (another process cleaning up), or not ours to remove
+    }
   }
 }

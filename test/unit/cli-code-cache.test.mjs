@@ -5,13 +5,15 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
 import os from 'node:os';
 import path from 'node:path';
 import { request, waitFor } from '../helpers/api-socket.mjs';
 import { cli, runCli } from '../helpers/kvm.mjs';
 
+const { CODE_CACHE_UNUSED_DAYS } = createRequire(import.meta.url)('../../dist/code-cache.cjs');
 const version = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')).version;
 
 function cacheFiles(home) {
@@ -92,6 +94,29 @@ describe('CLI code cache', () => {
     assert.equal(r.status, 0, r.stderr);
     assert.equal(r.stdout.trim(), version);
     assert.equal(r.stderr, '');
+  });
+
+  it('writing a cache removes the caches of any install unused for a month, and temporary files a day old', async () => {
+    const home = mkdtempSync(path.join(os.tmpdir(), 'nv-cc-'));
+    const dir = path.join(home, 'nodevisor', 'code-cache');
+    mkdirSync(dir, { recursive: true });
+    const daysAgo = (d) => new Date(Date.now() - d * 24 * 60 * 60 * 1000);
+    const file = (name, age) => {
+      const f = path.join(dir, name);
+      writeFileSync(f, 'x');
+      utimesSync(f, daysAgo(age), daysAgo(age));
+      return f;
+    };
+    // Another install's: gone (not read for a month), and in use (read yesterday).
+    const gone = file('cli-bundle-deadbeef-run-v20.0.0-x64-1-1.v8', CODE_CACHE_UNUSED_DAYS + 1);
+    const inUse = file('cli-bundle-cafef00d-run-v20.0.0-x64-1-1.v8', 1);
+    const deadTemp = file('cli-bundle-cafef00d-other-v20.0.0-x64-1-1.v8.4242.0', 2);
+    const liveTemp = file('cli-bundle-cafef00d-other-v20.0.0-x64-1-1.v8.4343.0', 0);
+    const notOurs = file('notes.txt', 400);
+    const r = await runCli(['--version'], { env: { XDG_CACHE_HOME: home } });
+    assert.equal(r.status, 0, r.stderr);
+    assert.ok(cacheFiles(home).some((f) => /^cli-bundle-.*-other-v\d.*\.v8$/.test(path.basename(f)) && !f.includes('cafef00d')), 'its own cache written');
+    assert.deepEqual([gone, inUse, deadTemp, liveTemp, notOurs].map((f) => existsSync(f)), [false, true, false, true, true]);
   });
 
   it('serve loads its REST framework from a bundle of its own with a cache of its own, written at exit and used by the next', async () => {
