@@ -35,6 +35,9 @@ describe('device flags: bad input', () => {
     [['--cmdline', '-x foo'], /^nodevisor: --cmdline: needs a value \(a value that starts with "-" is given as --cmdline="-x foo"\)\n$/],
     [['--cmdline', '--timeout', '3'], /^nodevisor: --cmdline: needs a value\n$/],
     [['--api-sock', 'x'], /^nodevisor: Unknown argument: api-sock\n$/],
+    // One spelling per flag: no camelCase aliases (and, with two unknown ones, each named once).
+    [['--logLevel', 'debug'], /^nodevisor: Unknown argument: logLevel\n$/],
+    [['--foo-bar', '1', '--baz'], /^nodevisor: Unknown arguments: foo-bar, baz\n$/],
     [['--timeout', '3000000'], /^nodevisor: --timeout "3000000": must be a positive number of seconds, at most 2147483/],
     [['--cpus', 'abc'], /^nodevisor: --cpus "abc": must be a whole number from 1 to 254\n$/],
     [['--net', 'tap=a,tap=b'], /^nodevisor: --net tap=a,tap=b: option "tap" given twice\n$/],
