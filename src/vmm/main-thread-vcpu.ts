@@ -132,8 +132,7 @@ export class MainThreadVcpu extends EventEmitter {
   /**
    * The holder's clock. Its thread starts once the guest has had HANDOFF_AFTER_MS in slices, or
    * HANDOFF_AT_LATEST_MS after its first slice: the event loop is then too busy to run a guest, and
-   * a loop that never waits at all (no slice for HANDOFF_SLICELESS_MS from the first check on) is
-   * too.
+   * so is a loop that never waits at all (no slice for HANDOFF_SLICELESS_MS from the first check on).
    * The clock starts at the first slice, not at take(): after a long stretch of synchronous work
    * (a program creating 50 machines in one go) the first check comes late, and the loop is fine.
    */
