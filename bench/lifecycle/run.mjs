@@ -45,7 +45,7 @@ for (let i = 0; i < Number(opt.runs); i++) {
 
 // (2) machines per second
 // With startOnMainThread (the CLI's setting, for programs that start short-lived machines): the
-// guests take turns on the main thread and those that end within 20 ms never start a vCPU thread.
+// guests take turns on the main thread and those that end within 50 ms never start a vCPU thread.
 // Without it every machine starts a Node worker for its vCPU; both are printed.
 async function machinesAtOnce(n, startOnMainThread) {
   const t0 = performance.now();

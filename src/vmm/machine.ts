@@ -94,7 +94,7 @@ export interface MachineConfig {
   readonly logLevel?: LogLevel;
   /**
    * With one vCPU: start it on this (the main) thread and move it to a vCPU thread once the guest
-   * has run for 20 ms (main-thread-vcpu.ts), so that a guest that ends at once costs no thread
+   * has run for 50 ms (main-thread-vcpu.ts), so that a guest that ends at once costs no thread
    * start-up (~50 ms of CPU). One guest runs there at a time; machines started together take turns.
    * A guest the event loop has no time for starts its thread (main-thread-vcpu.ts).
    */

@@ -71,7 +71,7 @@ describe('Machine lifecycle', needsKvm, () => {
     const count = () => m.mem.readU32(COUNTER);
     const done = m.start();
     try {
-      // Paused at once, before the guest has run 20 ms: it is still on the main thread, and stays
+      // Paused at once, before the guest has run HANDOFF_AFTER_MS: it is still on the main thread, and stays
       // there while paused.
       await m.pause();
       const p0 = count();
@@ -139,8 +139,8 @@ describe('Machine lifecycle', needsKvm, () => {
 
   it('startOnMainThread: guests that exit at once, started together, take turns on the main thread and end as on threads, with no thread started', async () => {
     const { lines, log } = debugLog();
-    // c-exit.elf makes one exit, its debug-exit: under nested emulation even hello.bin's 21 port
-    // writes can add up to the 20 ms in the guest that move it to a thread.
+    // c-exit.elf makes one exit, its debug-exit, and runs 2-5 ms in the guest under nested emulation
+    // (hello.bin's 21 port writes can add up to far more), well short of HANDOFF_AFTER_MS.
     const ms = Array.from({ length: 5 }, () => Machine.create({ kernel: guest('c-exit.elf'), memBytes: 32 << 20, startOnMainThread: true, logLevel: 'debug' }, log));
     const reasons = await Promise.all(ms.map((m) => m.start()));
     for (const r of reasons) assert.deepEqual(r, { kind: 'debug-exit', value: 0, status: 1 });
@@ -250,7 +250,7 @@ describe('Machine lifecycle', needsKvm, () => {
       assert.equal(second.state, 'paused');
       for (let i = 0; i < 500 && count(first) === 0; i++) await sleep(10);
       assert.ok(count(first) > 0, 'the first guest runs');
-      // The first has had its 20 ms and moved to its thread by now, handing the main thread on to
+      // The first has had its HANDOFF_AFTER_MS and moved to its thread by now, handing the main thread on to
       // the paused second one, which must not run there.
       await sleep(500);
       assert.equal(count(second), 0, 'no progress while paused in line');
