@@ -71,8 +71,8 @@ describe('Machine lifecycle', needsKvm, () => {
     const count = () => m.mem.readU32(COUNTER);
     const done = m.start();
     try {
-      // Paused at once, before the guest has run HANDOFF_AFTER_MS: it is still on the main thread, and stays
-      // there while paused.
+      // Paused at once, before the guest has run HANDOFF_AFTER_MS: it is still on the main thread,
+      // and stays there while paused.
       await m.pause();
       const p0 = count();
       await sleep(300);
@@ -250,8 +250,8 @@ describe('Machine lifecycle', needsKvm, () => {
       assert.equal(second.state, 'paused');
       for (let i = 0; i < 500 && count(first) === 0; i++) await sleep(10);
       assert.ok(count(first) > 0, 'the first guest runs');
-      // The first has had its HANDOFF_AFTER_MS and moved to its thread by now, handing the main thread on to
-      // the paused second one, which must not run there.
+      // The first has had its HANDOFF_AFTER_MS and moved to its thread by now, handing the main
+      // thread on to the paused second one, which must not run there.
       await sleep(500);
       assert.equal(count(second), 0, 'no progress while paused in line');
       second.resume();

@@ -15,6 +15,8 @@
 .globl _start
 _start:
 #ifdef FLAT
+    /* The image, its page tables included, may cover 0x18000, where the machine contract's SP and
+     * boot.inc's mode switches point the stack: nothing is pushed before lm64_main moves it. */
     jmp enter_pm32
 #else
     EXIT(99) /* a PVH image entered flat: refuse */
