@@ -99,6 +99,10 @@ export interface MachineConfig {
    * A guest the event loop has no time for starts its thread (main-thread-vcpu.ts).
    */
   readonly startOnMainThread?: boolean;
+  /**
+   * Guest RAM's pages: 0 (default) as the host gives them; 1 transparent huge pages (madvise, and
+   * RAM aligned to 2 MiB so that KVM can map the guest's pages 2 MiB at a time); 2 hugetlbfs.
+   */
   readonly hugepages?: 0 | 1 | 2;
 }
 

@@ -43,6 +43,13 @@ describe('Machine', needsKvm, () => {
     closeSync(fd);
   });
 
+  it('a guest runs in RAM with transparent huge pages asked for (then aligned to 2 MiB), of a size that is no multiple of 2 MiB', async () => {
+    const fd = devNull();
+    const m = Machine.create({ kernel: guest('hello.bin'), memBytes: 35 << 20, hugepages: 1, consoleFd: fd });
+    assert.deepEqual(await m.start(), { kind: 'debug-exit', value: 0, status: 1 });
+    closeSync(fd);
+  });
+
   it('Ctrl-A x on the console input stops the VM (status 0); Ctrl-A Ctrl-A sends one Ctrl-A', async () => {
     const r = await runCli(['run', '--kernel', guest('spin.bin'), '--log-level', 'error'], { input: 'typed\x01x', killAfterMs: 20_000 });
     assert.equal(r.status, 0, r.stderr);

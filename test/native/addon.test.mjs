@@ -146,6 +146,27 @@ describe('native addon', () => {
     ram.release();
   });
 
+  it('guest RAM with transparent huge pages asked for starts on a 2 MiB boundary, and is exactly the size asked for', () => {
+    // Flagged hg (MADV_HUGEPAGE), each mapping is a region of its own in smaps (not merged with
+    // neighbours), so its start and size can be read there. A size that is not a multiple of 2 MiB
+    // is where kernels leave a mapping unaligned (all of them before 6.7).
+    const hgRegions = () => new Set(readFileSync('/proc/self/smaps', 'utf8').split(/\n(?=[0-9a-f]+-[0-9a-f]+ )/)
+      .filter((r) => /^VmFlags:.* hg/m.test(r)).map((r) => r.slice(0, r.indexOf(' '))));
+    for (const bytes of [4096, (6 << 20) + 4096, 64 << 20, (130 << 20) + (1 << 20)]) {
+      const before = hgRegions();
+      const id = n.mapAnonymous(bytes, 1);
+      try {
+        const added = [...hgRegions()].filter((r) => !before.has(r));
+        assert.equal(added.length, 1, `one new region for ${bytes} bytes: ${added}`);
+        const [start, end] = added[0].split('-').map((x) => BigInt(`0x${x}`));
+        assert.equal(end - start, BigInt(bytes), `${added[0]} is the ${bytes} bytes asked for`);
+        assert.equal(start % (2n << 20n), 0n, `${added[0]} starts on a 2 MiB boundary`);
+      } finally {
+        n.releaseMapping(id);
+      }
+    }
+  });
+
   it('views a mapping in parts, and refuses views past its end or larger than 2 GiB (ERANGE)', () => {
     const id = n.mapAnonymous(3 * 2 ** 30); // MAP_NORESERVE: costs nothing until touched
     const part = new Uint8Array(n.mappingBuffer(id, 2 ** 30, 4096));
