@@ -2,6 +2,7 @@
 
 #include <linux/kvm.h>
 #include <sys/mman.h>
+#include <unistd.h>
 #include <algorithm>
 #include <csignal>
 #include <map>
@@ -136,7 +137,8 @@ Napi::Value MapAnonymous(const Napi::CallbackInfo& info) {
     uintptr_t start = reinterpret_cast<uintptr_t>(p);
     uintptr_t aligned = (start + kHugeAlign - 1) & ~(kHugeAlign - 1);
     if (aligned > start) ::munmap(p, aligned - start);
-    uintptr_t end = aligned + bytes;
+    uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+    uintptr_t end = (aligned + bytes + page - 1) & ~(page - 1);  // the kernel maps whole pages
     if (start + reserved > end) ::munmap(reinterpret_cast<void*>(end), start + reserved - end);
     p = reinterpret_cast<void*>(aligned);
     ::madvise(p, bytes, MADV_HUGEPAGE);  // best effort: THP may be disabled on the host
