@@ -146,7 +146,7 @@ describe('native addon', () => {
     ram.release();
   });
 
-  it('guest RAM with transparent huge pages asked for starts on a 2 MiB boundary, and is exactly the size asked for', () => {
+  it('guest RAM with transparent huge pages asked for starts on a 2 MiB boundary, and is the size asked for in whole pages', () => {
     // Flagged hg (MADV_HUGEPAGE), each mapping is a region of its own in smaps (not merged with
     // neighbours), so its start and size can be read there. A size that is not a multiple of 2 MiB
     // is where kernels leave a mapping unaligned (all of them before 6.7).
