@@ -6,6 +6,8 @@
 _start:
     mov $R(msg), %si
     call puts16
-1:  jmp 1b
+.globl spin_loop /* where a timed-out run must say vcpu0 was */
+spin_loop:
+    jmp spin_loop
 #include "boot.inc"
 msg: .asciz "spinning\n"

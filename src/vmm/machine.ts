@@ -53,6 +53,7 @@ import type { VirtioPciFunctionSpec } from '../devices/virtio/pci-transport.js';
 import { MsiRouter } from '../kvm/msi-routes.js';
 import { checkMachineConfig } from './config-check.js';
 import type { VcpuWorkerInit, VcpuWorkerMessage } from './vcpu-worker.js';
+import type { VcpuStopState } from './vcpu-setup.js';
 import { vcpuThread } from './vcpu-threads.js';
 import { MainThreadVcpu } from './main-thread-vcpu.js';
 import type { StopReason } from './stop.js';
@@ -170,6 +171,8 @@ export class Machine extends EventEmitter {
   /** Per vCPU: its worker thread, or a MainThreadVcpu (same events). */
   #workers: EventEmitter[] = [];
   #stop: StopReason | undefined;
+  /** Where each vCPU was as it stopped, for a timeout's message. */
+  readonly #stopStates: VcpuStopState[] = [];
   #closed = false;
   #state: MachineState = 'created';
   #resolve!: (r: StopReason) => void;
@@ -346,6 +349,7 @@ export class Machine extends EventEmitter {
       w.on('message', (msg: VcpuWorkerMessage) => {
         if (msg.type === 'stopped') {
           reported = true;
+          if (msg.at) this.#stopStates.push(msg.at);
           this.log.debug({ vcpu: vcpu.id, exits: msg.exits, reason: msg.reason }, 'vcpu stopped');
           this.#halt(msg.reason);
         } else if (msg.type === 'paused') {
@@ -424,7 +428,8 @@ export class Machine extends EventEmitter {
       input?.close();
       void this.#close().then(() => {
         this.#setState('stopped');
-        this.#resolve(this.#stop ?? { kind: 'stopped' });
+        const stop = this.#stop ?? { kind: 'stopped' };
+        this.#resolve(stop.kind === 'timeout' ? { ...stop, vcpus: this.#stopStates.sort((a, b) => a.vcpu - b.vcpu) } : stop);
       });
     });
     this.#openGate();

@@ -32,7 +32,7 @@ import { native, type NativeBinding } from '../native/binding.js';
 import type { Vcpu } from '../kvm/kvm.js';
 import { threadLogger, type ThreadLogger } from './thread-log.js';
 import { CONTROL, type VcpuLoop } from './vcpu-loop.js';
-import { logStopState, setUpVcpu, type VcpuWorkerInit } from './vcpu-setup.js';
+import { setUpVcpu, vcpuStopState, type VcpuWorkerInit } from './vcpu-setup.js';
 import type { VcpuWorkerMessage } from './vcpu-worker.js';
 import type { StopReason } from './stop.js';
 import { nowMs } from '../clock.js';
@@ -257,7 +257,9 @@ export class MainThreadVcpu extends EventEmitter {
       }
       // A thread let go without taking over reports a stop that is not the guest's.
       if (this.#phase !== 'handed-off') return;
-      this.emit('message', msg.type === 'stopped' ? { ...msg, exits: msg.exits + this.#loop.exits } : msg);
+      if (msg.type !== 'stopped') return void this.emit('message', msg);
+      const exits = msg.exits + this.#loop.exits; // the guest's, on both threads
+      this.emit('message', { ...msg, exits, at: msg.at && { ...msg.at, exits } });
     });
     // A thread that fails before it takes over costs the guest nothing: it stays here.
     t.on('error', (e) => {
@@ -293,10 +295,10 @@ export class MainThreadVcpu extends EventEmitter {
     else if (this.#phase === 'queued') queue.splice(queue.indexOf(this), 1);
     this.#phase = 'done';
     clearTimeout(this.#timer);
-    logStopState(this.#log, this.#vcpu, this.#loop.exits);
+    const at = vcpuStopState(this.#log, this.#vcpu, this.#loop.exits);
     // The machine sets STOP as it takes this in, so a thread started meanwhile, let go below, leaves
     // without entering the guest; its 'exit' is then this vCPU's.
-    this.emit('message', { type: 'stopped', reason, exits: this.#loop.exits } satisfies VcpuWorkerMessage);
+    this.emit('message', { type: 'stopped', reason, exits: this.#loop.exits, at } satisfies VcpuWorkerMessage);
     if (this.#thread) this.#open();
     else setImmediate(() => this.emit('exit', 0));
   }

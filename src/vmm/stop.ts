@@ -1,4 +1,5 @@
 /** How a VM ended, and the process exit status each way maps to (listed in README). */
+import type { VcpuStopState } from './vcpu-setup.js';
 
 export type StopReason =
   | { kind: 'poweroff' }
@@ -7,7 +8,8 @@ export type StopReason =
   | { kind: 'triple-fault'; message: string }
   | { kind: 'emulation-failure'; message: string }
   | { kind: 'kvm-failure'; message: string }
-  | { kind: 'timeout'; seconds: number }
+  /** `vcpus`: where each vCPU was when the time ran out (running in the guest, or halted, and its RIP). */
+  | { kind: 'timeout'; seconds: number; vcpus?: readonly VcpuStopState[] }
   | { kind: 'stopped' }
   | { kind: 'killed' }
   | { kind: 'expect-matched'; line: string }
@@ -42,11 +44,15 @@ export function describeStop(r: StopReason): string {
     case 'triple-fault': return r.message;
     case 'emulation-failure': return r.message;
     case 'kvm-failure': return r.message;
-    case 'timeout': return `timed out after ${r.seconds} s`;
+    case 'timeout': return `timed out after ${r.seconds} s${r.vcpus?.length ? ` (${r.vcpus.map(describeVcpu).join('; ')})` : ''}`;
     case 'stopped': return 'stopped';
     case 'killed': return 'killed';
     case 'expect-matched': return `--expect matched: ${r.line}`;
     case 'expect-failed': return `the guest stopped before a console line matched --expect ${r.pattern}`;
     case 'error': return r.message;
   }
+}
+
+function describeVcpu(v: VcpuStopState): string {
+  return `vcpu${v.vcpu} ${v.state} at RIP ${v.rip} after ${v.exits} exits`;
 }

@@ -12,6 +12,8 @@ import type { KvmFlavour } from '../kvm/host.js';
 import { attachDevices, type DeviceSpec } from './devices.js';
 import { VcpuLoop } from './vcpu-loop.js';
 import { diagnoser } from './diagnose.js';
+import { KVM_MP_STATE } from '../kvm/constants.js';
+import { hex } from '../errors.js';
 
 export interface VcpuWorkerInit {
   readonly vmFd: number;
@@ -47,13 +49,38 @@ export function setUpVcpu(init: VcpuWorkerInit, log: ThreadLogger, onPark?: (par
   return { loop, vcpu };
 }
 
-/** At debug level, where the guest was when it stopped: the first thing to look at after a timeout. */
-export function logStopState(log: ThreadLogger, vcpu: Vcpu, exits: number): void {
-  if (!log.isLevelEnabled('debug')) return;
+/** Where a vCPU was when its thread left the guest: reported with a timeout, where it says why. */
+export interface VcpuStopState {
+  readonly vcpu: number;
+  /** RIP, in hex. */
+  readonly rip: string;
+  /** KVM's MP state: 'halted' (waiting for an interrupt), 'running', or the state's name. */
+  readonly state: string;
+  /** Exits this vCPU answered. */
+  readonly exits: number;
+}
+
+const MP_STATE_NAMES = new Map<number, string>([
+  [KVM_MP_STATE.RUNNABLE, 'running'], [KVM_MP_STATE.HALTED, 'halted'], [KVM_MP_STATE.UNINITIALIZED, 'not started'],
+  [KVM_MP_STATE.INIT_RECEIVED, 'waiting for SIPI'], [KVM_MP_STATE.SIPI_RECEIVED, 'SIPI received'],
+]);
+
+/**
+ * Where the guest was as this vCPU stopped (three ioctls, once per stop): the first thing to look
+ * at after a timeout. The whole register set goes to the debug log.
+ */
+export function vcpuStopState(log: ThreadLogger, vcpu: Vcpu, exits: number): VcpuStopState | undefined {
   try {
-    const sregs = vcpu.getSregs();
-    log.debug({ regs: vcpu.getRegs().toJSON(), cr0: sregs.get('cr0').toString(16), cr3: sregs.get('cr3').toString(16), efer: sregs.get('efer').toString(16), exits }, 'vcpu state at stop');
+    const regs = vcpu.getRegs();
+    const mp = vcpu.getMpState();
+    const where = { vcpu: vcpu.id, rip: hex(regs.get('rip')), state: MP_STATE_NAMES.get(mp) ?? `MP state ${mp}`, exits };
+    if (log.isLevelEnabled('debug')) {
+      const sregs = vcpu.getSregs();
+      log.debug({ regs: regs.toJSON(), cr0: hex(sregs.get('cr0')), cr3: hex(sregs.get('cr3')), efer: hex(sregs.get('efer')), ...where }, 'vcpu state at stop');
+    }
+    return where;
   } catch (e) {
     log.debug({ err: (e as Error).message }, 'vcpu state unavailable');
+    return undefined;
   }
 }

@@ -6,12 +6,12 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { native } from '../native/binding.js';
 import { threadLogger, type ThreadLogRecord } from './thread-log.js';
 import { CONTROL } from './vcpu-loop.js';
-import { logStopState, setUpVcpu, type VcpuWorkerInit } from './vcpu-setup.js';
+import { setUpVcpu, vcpuStopState, type VcpuStopState, type VcpuWorkerInit } from './vcpu-setup.js';
 import type { StopReason } from './stop.js';
 
 export type { VcpuWorkerInit } from './vcpu-setup.js';
 
-export type VcpuWorkerMessage = { type: 'ready' } | { type: 'paused' } | { type: 'resumed' } | ThreadLogRecord | { type: 'stopped'; reason: StopReason; exits: number };
+export type VcpuWorkerMessage = { type: 'ready' } | { type: 'paused' } | { type: 'resumed' } | ThreadLogRecord | { type: 'stopped'; reason: StopReason; exits: number; at?: VcpuStopState };
 
 function main(init: VcpuWorkerInit): void {
   const n = native();
@@ -34,8 +34,8 @@ function main(init: VcpuWorkerInit): void {
   } finally {
     n.setRunner(init.runMappingId, false);
   }
-  logStopState(log, vcpu, loop.exits);
-  parentPort!.postMessage({ type: 'stopped', reason, exits: loop.exits } satisfies VcpuWorkerMessage);
+  const at = vcpuStopState(log, vcpu, loop.exits);
+  parentPort!.postMessage({ type: 'stopped', reason, exits: loop.exits, at } satisfies VcpuWorkerMessage);
 }
 
 // A thread started on demand has its init as workerData; a pre-started one (vcpu-threads.ts) waits

@@ -3,11 +3,18 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { Machine } from '../../dist/index.js';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { cli, guest, needsKvm, runCli } from '../helpers/kvm.mjs';
 import { openSync, closeSync } from 'node:fs';
 
 const devNull = () => openSync('/dev/null', 'w');
+
+/** RIP in spin.bin's loop: its address less the flat image's code segment base (1000:0000). */
+const spinLoopRip = () => {
+  const sym = execFileSync('nm', [guest('spin.flat.elf')], { encoding: 'utf8' }).match(/^([0-9a-f]+) T spin_loop$/m);
+  assert.ok(sym, 'spin.flat.elf has a spin_loop symbol');
+  return `0x${(parseInt(sym[1], 16) - 0x10000).toString(16)}`;
+};
 
 describe('Machine', needsKvm, () => {
   it('timers on the main thread fire on time while the guest spins in a tight loop', async () => {
@@ -85,9 +92,20 @@ describe('Machine', needsKvm, () => {
   it('--timeout ends a spinning guest with status 124', async () => {
     const r = await runCli(['run', '--kernel', guest('spin.bin'), '--timeout', '1', '--json', '--log-level', 'error'], { killAfterMs: 60_000 });
     assert.equal(r.status, 124, r.stderr);
-    assert.match(r.stderr, /nodevisor: timed out after 1 s/);
+    // Where the guest was: on its loop, having answered exits for the message it printed first.
+    const at = r.stderr.match(/nodevisor: timed out after 1 s \(vcpu0 running at RIP (0x[0-9a-f]+) after (\d+) exits\)\n/);
+    assert.ok(at, r.stderr);
+    assert.equal(at[1], spinLoopRip());
+    assert.ok(Number(at[2]) >= 'spinning\n'.length, `${at[2]} exits: fewer than the bytes printed`);
     // Timed from the run's start (the --json events), so a slow Node start-up does not count.
     const exited = r.stdout.trim().split('\n').map((l) => JSON.parse(l)).find((e) => e.event === 'exited');
     assert.ok(exited.ms < 3000, `the run took ${exited.ms} ms for a 1 s timeout`);
+  });
+
+  it('a timed-out run says where every vCPU was: an AP the guest never started, too', async () => {
+    const r = await runCli(['run', '--kernel', guest('spin.bin'), '--cpus', '2', '--timeout', '1', '--log-level', 'error'], { killAfterMs: 60_000 });
+    assert.equal(r.status, 124, r.stderr);
+    // An AP waits for INIT and SIPI at the reset vector's offset (F000:FFF0).
+    assert.match(r.stderr, new RegExp(`^nodevisor: timed out after 1 s \\(vcpu0 running at RIP ${spinLoopRip()} after \\d+ exits; vcpu1 not started at RIP 0xfff0 after 0 exits\\)$`, 'm'));
   });
 });

@@ -171,7 +171,7 @@ export const runCommand: CommandModule<object, RunArgs> = {
       noteGuestRan();
       // With --expect, a guest that ends without the line has failed, whatever way it ended.
       if (expect && reason.kind !== 'expect-matched' && reason.kind !== 'timeout' && reason.kind !== 'reboot') reason = { kind: 'expect-failed', pattern: argv.expect! };
-      if (reason.kind === 'timeout') reason = { kind: 'timeout', seconds: argv.timeout! };
+      if (reason.kind === 'timeout') reason = { ...reason, seconds: argv.timeout! };
       if (reason.kind !== 'reboot' || argv['on-reboot'] !== 'restart') break;
       log.info({ boot: boot + 1 }, 'guest rebooted: starting it again');
     }
