@@ -53,10 +53,9 @@ import type { VirtioPciFunctionSpec } from '../devices/virtio/pci-transport.js';
 import { MsiRouter } from '../kvm/msi-routes.js';
 import { checkMachineConfig } from './config-check.js';
 import type { VcpuWorkerInit, VcpuWorkerMessage } from './vcpu-worker.js';
-import type { VcpuStopState } from './vcpu-setup.js';
 import { vcpuThread } from './vcpu-threads.js';
 import { MainThreadVcpu } from './main-thread-vcpu.js';
-import type { StopReason } from './stop.js';
+import type { StopReason, VcpuStopState } from './stop.js';
 
 export interface MachineConfig {
   /** Path of the kernel or guest image. */

@@ -1,5 +1,15 @@
 /** How a VM ended, and the process exit status each way maps to (listed in README). */
-import type { VcpuStopState } from './vcpu-setup.js';
+
+/** Where a vCPU was when its thread left the guest: reported with a timeout. */
+export interface VcpuStopState {
+  readonly vcpu: number;
+  /** RIP, in hex. */
+  readonly rip: string;
+  /** KVM's MP state: 'halted' (waiting for an interrupt), 'running', or the state's name. */
+  readonly state: string;
+  /** Exits this vCPU answered. */
+  readonly exits: number;
+}
 
 export type StopReason =
   | { kind: 'poweroff' }

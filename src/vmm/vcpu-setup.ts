@@ -14,6 +14,7 @@ import { VcpuLoop } from './vcpu-loop.js';
 import { diagnoser } from './diagnose.js';
 import { KVM_MP_STATE } from '../kvm/constants.js';
 import { hex } from '../errors.js';
+import type { VcpuStopState } from './stop.js';
 
 export interface VcpuWorkerInit {
   readonly vmFd: number;
@@ -47,17 +48,6 @@ export function setUpVcpu(init: VcpuWorkerInit, log: ThreadLogger, onPark?: (par
     control: new Int32Array(init.control), log, diagnose: diagnoser(vcpu, mem, init.flavour, log), onPark,
   });
   return { loop, vcpu };
-}
-
-/** Where a vCPU was when its thread left the guest: reported with a timeout, where it says why. */
-export interface VcpuStopState {
-  readonly vcpu: number;
-  /** RIP, in hex. */
-  readonly rip: string;
-  /** KVM's MP state: 'halted' (waiting for an interrupt), 'running', or the state's name. */
-  readonly state: string;
-  /** Exits this vCPU answered. */
-  readonly exits: number;
 }
 
 const MP_STATE_NAMES = new Map<number, string>([

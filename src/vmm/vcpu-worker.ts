@@ -6,8 +6,8 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { native } from '../native/binding.js';
 import { threadLogger, type ThreadLogRecord } from './thread-log.js';
 import { CONTROL } from './vcpu-loop.js';
-import { setUpVcpu, vcpuStopState, type VcpuStopState, type VcpuWorkerInit } from './vcpu-setup.js';
-import type { StopReason } from './stop.js';
+import { setUpVcpu, vcpuStopState, type VcpuWorkerInit } from './vcpu-setup.js';
+import type { StopReason, VcpuStopState } from './stop.js';
 
 export type { VcpuWorkerInit } from './vcpu-setup.js';
 
