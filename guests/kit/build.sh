@@ -58,7 +58,7 @@ build_small() {
   key="linux-source-6.1=$ver $(sha256sum "$here/small-kernel.config" | cut -c1-16)"
   if [ -f "$out/key" ] && [ "$(cat "$out/key")" = "$key" ] && [ -f "$out/vmlinux" ] && [ -f "$out/bzImage" ]; then return; fi
   need make make gcc gcc flex flex bison bison bc bc xz-utils xz libelf-dev /usr/include/libelf.h libssl-dev /usr/include/openssl/ssl.h
-  say "building the small kernel from Debian's linux-source-6.1 $ver (about 4 minutes on 2 cores)..."
+  say "building the small kernel from Debian's linux-source-6.1 $ver (about 12 minutes on 2 cores)..."
   local work
   work=$(mktemp -d "$kit/.small.XXXXXX")
   fetch_deb linux-source-6.1 "$work/pkg"
