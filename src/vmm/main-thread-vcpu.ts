@@ -295,7 +295,7 @@ export class MainThreadVcpu extends EventEmitter {
     else if (this.#phase === 'queued') queue.splice(queue.indexOf(this), 1);
     this.#phase = 'done';
     clearTimeout(this.#timer);
-    const at = vcpuStopState(this.#log, this.#vcpu, this.#loop.exits);
+    const at = vcpuStopState(this.#log, this.#vcpu, this.#loop.exits, reason);
     // The machine sets STOP as it takes this in, so a thread started meanwhile, let go below, leaves
     // without entering the guest; its 'exit' is then this vCPU's.
     this.emit('message', { type: 'stopped', reason, exits: this.#loop.exits, at } satisfies VcpuWorkerMessage);

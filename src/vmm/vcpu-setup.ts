@@ -14,7 +14,7 @@ import { VcpuLoop } from './vcpu-loop.js';
 import { diagnoser } from './diagnose.js';
 import { KVM_MP_STATE } from '../kvm/constants.js';
 import { hex } from '../errors.js';
-import type { VcpuStopState } from './stop.js';
+import type { StopReason, VcpuStopState } from './stop.js';
 
 export interface VcpuWorkerInit {
   readonly vmFd: number;
@@ -56,17 +56,19 @@ const MP_STATE_NAMES = new Map<number, string>([
 ]);
 
 /**
- * Where the guest was as this vCPU stopped (three ioctls, once per stop): the first thing to look
- * at after a timeout. The whole register set goes to the debug log.
+ * Where the guest was as this vCPU stopped: the first thing to look at after a timeout. Only for a
+ * vCPU the machine stopped (a timeout, stop(), another vCPU's exit), since a guest that ended by
+ * itself said where it was; the whole register set goes to the debug log whatever the reason.
  */
-export function vcpuStopState(log: ThreadLogger, vcpu: Vcpu, exits: number): VcpuStopState | undefined {
+export function vcpuStopState(log: ThreadLogger, vcpu: Vcpu, exits: number, reason: StopReason): VcpuStopState | undefined {
+  if (reason.kind !== 'stopped' && !log.isLevelEnabled('debug')) return undefined;
   try {
     const regs = vcpu.getRegs();
     const mp = vcpu.getMpState();
     const where = { vcpu: vcpu.id, rip: hex(regs.get('rip')), state: MP_STATE_NAMES.get(mp) ?? `MP state ${mp}`, exits };
     if (log.isLevelEnabled('debug')) {
       const sregs = vcpu.getSregs();
-      log.debug({ regs: regs.toJSON(), cr0: hex(sregs.get('cr0')), cr3: hex(sregs.get('cr3')), efer: hex(sregs.get('efer')), ...where }, 'vcpu state at stop');
+      log.debug({ regs: regs.toJSON(), cr0: sregs.get('cr0').toString(16), cr3: sregs.get('cr3').toString(16), efer: sregs.get('efer').toString(16), ...where }, 'vcpu state at stop');
     }
     return where;
   } catch (e) {

@@ -34,7 +34,7 @@ function main(init: VcpuWorkerInit): void {
   } finally {
     n.setRunner(init.runMappingId, false);
   }
-  const at = vcpuStopState(log, vcpu, loop.exits);
+  const at = vcpuStopState(log, vcpu, loop.exits, reason);
   parentPort!.postMessage({ type: 'stopped', reason, exits: loop.exits, at } satisfies VcpuWorkerMessage);
 }
 
