@@ -100,6 +100,8 @@ describe('Machine', needsKvm, () => {
     // Timed from the run's start (the --json events), so a slow Node start-up does not count.
     const exited = r.stdout.trim().split('\n').map((l) => JSON.parse(l)).find((e) => e.event === 'exited');
     assert.ok(exited.ms < 3000, `the run took ${exited.ms} ms for a 1 s timeout`);
+    // --json's reason carries the same, as data.
+    assert.deepEqual(exited.reason.vcpus.map((v) => [v.vcpu, v.state, v.rip, v.exits]), [[0, 'running', at[1], Number(at[2])]]);
   });
 
   it('a timed-out run says where every vCPU was: an AP the guest never started, too', async () => {
