@@ -10,7 +10,7 @@ import { native } from '../../dist/native/binding.js';
 import { KVM_CAP } from '../../dist/kvm/constants.js';
 import { Kvm, BURST_MS } from '../../dist/kvm/kvm.js';
 import { VM_SETUP } from '../../dist/vmm/machine.js';
-import { HANDOFF_SLICELESS_MS } from '../../dist/vmm/main-thread-vcpu.js';
+import { HANDOFF_SLICELESS_MS, HANDOFF_AT_LATEST_MS, STALL_MS } from '../../dist/vmm/main-thread-vcpu.js';
 import { SIZEOF } from '../../dist/kvm/layout.js';
 
 const COUNTER = 0x10008; // counter.bin keeps its count at image offset 8
@@ -130,6 +130,35 @@ describe('Machine lifecycle', needsKvm, () => {
       // not HANDOFF_SLICELESS_MS after the first check (then it started at >= 1100 ms).
       assert.ok(starting().ms < HANDOFF_SLICELESS_MS, `started ${starting().ms} ms after start(): not before a second look HANDOFF_SLICELESS_MS (${HANDOFF_SLICELESS_MS} ms) after the first`);
       assert.equal(starting().msg, 'guest still running: starting its vCPU thread', 'it had its time: not starved');
+    } finally {
+      m.kill();
+    }
+    assert.deepEqual(await done, { kind: 'killed' });
+    closeSync(fd);
+  });
+
+  it('startOnMainThread: a stretch in which the event loop could not run at all (a long synchronous call, or no CPU for the process) is not counted as the loop being too busy for the guest', async () => {
+    const { m, fd, lines } = counterOnMainThread();
+    const count = () => m.mem.readU32(COUNTER);
+    const done = m.start();
+    try {
+      // A few short waits of the loop: slices of a millisecond or so each, which start the guest's
+      // clock and leave it far from its HANDOFF_AFTER_MS (under nested KVM the counter guest needs
+      // ~50 ms in the guest before it first counts, so waiting for that could see it move first).
+      for (let i = 0; i < 3; i++) await sleep(1);
+      // Blocks the loop for longer than HANDOFF_AT_LATEST_MS, as a stalled host does.
+      const t0 = performance.now();
+      while (performance.now() - t0 < HANDOFF_AT_LATEST_MS + 150);
+      const starting = () => lines.find((l) => /starting its vCPU thread/.test(l.msg));
+      for (let i = 0; i < 500 && !starting(); i++) await sleep(10);
+      assert.ok(starting(), 'its thread was started');
+      // The loop turns again at once and gives the guest its time: it moves for having had it.
+      assert.equal(starting().msg, 'guest still running: starting its vCPU thread', JSON.stringify(starting()));
+      assert.ok(starting().notCountedMs >= 150, `the blocked stretch was left out of its clock: ${JSON.stringify(starting())}`);
+      const stall = lines.find((l) => /could not run for a while/.test(l.msg));
+      assert.ok(stall && stall.lateMs >= STALL_MS, 'the late check is logged');
+      for (let i = 0; i < 500 && count() === 0; i++) await sleep(10);
+      assert.ok(count() > 0, 'the guest runs');
     } finally {
       m.kill();
     }
