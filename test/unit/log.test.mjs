@@ -26,6 +26,31 @@ describe('loggers', () => {
     assert.equal(JSON.parse(stderr).msg, 'last words');
   });
 
+  it('pino is loaded only when a line is first written; until then levels and children behave as pino\'s', () => {
+    const { stdout } = child(`
+      import { createRequire } from 'node:module';
+      const req = createRequire('${logJs}');
+      const loaded = () => Object.keys(req.cache).some((k) => /[\\/]pino[\\/]pino\.js$/.test(k));
+      const out = [];
+      const l = createLogger('info');
+      const c = l.child({ machine: 2 });
+      c.debug('hidden');
+      silentLogger.child({ a: 1 }).fatal('no');
+      out.push(loaded(), l.level, c.level, c.isLevelEnabled('info'), c.isLevelEnabled('debug'));
+      const quiet = createLogger('info');
+      quiet.level = 'debug';
+      out.push(quiet.isLevelEnabled('debug'), loaded());
+      c.info('shown');
+      out.push(loaded(), typeof l.bindings, JSON.stringify(c.bindings()));
+      console.log(JSON.stringify(out));`);
+    assert.deepEqual(JSON.parse(stdout), [false, 'info', 'info', true, false, true, false, true, 'function', '{"machine":2}']);
+  });
+
+  it('a child made after its parent has written is the parent\'s own pino child, at the parent\'s level', () => {
+    const { stderr } = child(`const l = createLogger('warn'); l.warn('first'); l.level = 'info'; const c = l.child({ device: 'x' }); c.info('second'); c.debug('hidden');`);
+    assert.deepEqual(stderr.trim().split('\n').map((x) => JSON.parse(x)).map((x) => [x.msg, x.device]), [['first', undefined], ['second', 'x']]);
+  });
+
   it('silentLogger writes nothing anywhere', () => {
     const { stdout, stderr } = child(`silentLogger.fatal('no'); silentLogger.child({ a: 1 }).error('no');`);
     assert.equal(stdout + stderr, '');
