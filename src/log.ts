@@ -6,9 +6,9 @@
  * The loggers made here load pino when they first write a line. Loading it (its module tree:
  * sonic-boom, its transport code, tracing channels) and making the root logger were ~45 ms of a CPU
  * profile of `nodevisor run` under nested emulation; not doing it made the run ~25-30 ms shorter
- * there (40 alternated runs). And most runs, at the default level, log nothing. Until then a level method below the level returns at once, and child() remembers its
- * bindings; the first line makes the real logger (and the parent's, and so on up), then goes on
- * through it.
+ * there (40 alternated runs). And most runs, at the default level, log nothing. Until then a level
+ * method below the level returns at once, and child() remembers its bindings; the first line makes
+ * the real logger (and the parent's, and so on up), then goes on through it.
  */
 import type { DestinationStream, Logger, LoggerOptions } from 'pino';
 import { loadPino } from './pino-loader.cjs';
@@ -25,20 +25,23 @@ type WritingLevel = (typeof WRITING_LEVELS)[number];
 export function createLogger(level: LogLevel = 'warn', fd = 2): Logger {
   return lazyLogger(level, () => {
     const pino = loadPino();
-    return pino(rootOptions(level), pino.destination({ fd, sync: true }));
+    return pino(rootOptions(pino, level), pino.destination({ fd, sync: true }));
   });
 }
 
 /** A logger writing each line to `dest` as it is logged (the API's PUT /logger: api/output-file.ts). */
 export function createLoggerTo(level: LogLevel, dest: { write(line: string): void }): Logger {
-  return lazyLogger(level, () => loadPino()(rootOptions(level), dest as DestinationStream));
+  return lazyLogger(level, () => {
+    const pino = loadPino();
+    return pino(rootOptions(pino, level), dest as DestinationStream);
+  });
 }
 
 /** Writes nothing, ever: so it needs no destination (pino would make one on stdout), and rarely pino. */
 export const silentLogger: Logger = lazyLogger('silent', () => loadPino()({ level: 'silent' }, { write: () => {} }));
 
-function rootOptions(level: LogLevel): LoggerOptions {
-  return { level, base: { pid: process.pid }, timestamp: loadPino().stdTimeFunctions.isoTime };
+function rootOptions(pino: ReturnType<typeof loadPino>, level: LogLevel): LoggerOptions {
+  return { level, base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime };
 }
 
 /**

@@ -91,7 +91,7 @@ export class MainThreadVcpu extends EventEmitter {
   #firstSliceAt = 0;
   /** Milliseconds spent in slices so far: in the guest, give or take an exit. */
   #inGuestMs = 0;
-  /** Slices so far, and the stalls left out of the clocks (STALL_MS): for the record of a move. */
+  /** Slices that entered the guest, and the stalls left out of the clocks (STALL_MS): for the record of a move. */
   #slices = 0;
   #stalledMs = 0;
   /**
@@ -169,7 +169,7 @@ export class MainThreadVcpu extends EventEmitter {
         if (stalled > 0) {
           this.#stalledMs += stalled;
           if (this.#firstSliceAt !== 0) this.#firstSliceAt += stalled;
-          else if (slicelessSince !== 0) slicelessSince += stalled;
+          else slicelessSince += stalled;
           this.#log.debug({ lateMs: Math.round(late), notCountedMs: Math.round(stalled) }, 'the event loop could not run for a while: not counted against it');
         }
       }
@@ -188,7 +188,7 @@ export class MainThreadVcpu extends EventEmitter {
       else if (guestLeft > 0 && !this.#parked) this.#starved();
       else {
         // It had its time, or is paused: either way the hook is not starved.
-        this.#log.debug({ ms: Math.round(nowMs() - this.#startedAt), inGuestMs: Math.round(this.#inGuestMs), slices: this.#slices, notCountedMs: Math.round(this.#stalledMs) }, 'guest still running: starting its vCPU thread');
+        this.#log.debug({ ms: Math.round(now - this.#startedAt), inGuestMs: Math.round(this.#inGuestMs), slices: this.#slices, notCountedMs: Math.round(this.#stalledMs) }, 'guest still running: starting its vCPU thread');
         this.#moveOut();
       }
     }, ms).unref();
@@ -238,7 +238,6 @@ export class MainThreadVcpu extends EventEmitter {
   readonly #slice = (): void => {
     if (this.#phase !== 'running') return;
     if (this.#firstSliceAt === 0) this.#firstSliceAt = nowMs();
-    this.#slices++;
     const c = this.#control;
     if (Atomics.load(c, CONTROL.STOP) !== 0) return this.#finish({ kind: 'stopped' });
     // Paused: this callback keeps coming, once per loop iteration, and returns until resume() or a
@@ -258,6 +257,7 @@ export class MainThreadVcpu extends EventEmitter {
     const n = this.#n;
     n.setRunner(this.#init.runMappingId, true);
     let reason: StopReason | undefined;
+    this.#slices++;
     const t0 = nowMs();
     try {
       reason = this.#loop.runSlice();
