@@ -19,8 +19,8 @@ export type LogLevel = (typeof LOG_LEVELS)[number];
 
 /** pino's numbers for its levels. */
 const LEVEL_VALUES: Readonly<Record<LogLevel, number>> = { trace: 10, debug: 20, info: 30, warn: 40, error: 50, fatal: 60, silent: Infinity };
-const WRITING_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal'] as const;
-type WritingLevel = (typeof WRITING_LEVELS)[number];
+type WritingLevel = Exclude<LogLevel, 'silent'>;
+const WRITING_LEVELS = LOG_LEVELS.filter((l): l is WritingLevel => l !== 'silent');
 
 export function createLogger(level: LogLevel = 'warn', fd = 2): Logger {
   return lazyLogger(level, () => {
@@ -64,7 +64,7 @@ function lazyLogger(level: LogLevel, make: () => Logger): Logger {
   for (const l of WRITING_LEVELS) {
     target[l] = (...args: unknown[]): void => {
       if (!enabled(l)) return;
-      (materialize()[l as WritingLevel] as (...a: unknown[]) => void)(...args);
+      (materialize()[l] as (...a: unknown[]) => void)(...args);
     };
   }
   return new Proxy(target, {
