@@ -189,6 +189,49 @@ napi_value Transfer(napi_env env, napi_callback_info cbinfo) {
   return out;
 }
 
+// writeEach(fd, bytes, spans, count, results): write(2) of each of `count` ranges of `bytes`, one
+// call per range, in order: spans holds (offset, length) pairs, results gets each call's bytes or
+// -errno. For frames to a tap, where one write(2) is one frame and no call takes several: this is
+// writeFd in a loop, without a trip through JavaScript and Node-API per frame. Ranges are checked
+// against the view (the caller has checked them against guest RAM already).
+napi_value WriteEach(napi_env env, napi_callback_info cbinfo) {
+  size_t argc = 5;
+  napi_value argv[5];
+  napi_get_cb_info(env, cbinfo, &argc, argv, nullptr, nullptr);
+  int32_t fd = -1;
+  uint32_t count = 0;
+  napi_typedarray_type type[3];
+  size_t length[3] = {0, 0, 0};
+  void* data[3] = {nullptr, nullptr, nullptr};
+  bool ok = argc >= 5 && napi_get_value_int32(env, argv[0], &fd) == napi_ok && napi_get_value_uint32(env, argv[3], &count) == napi_ok;
+  const int views[3] = {1, 2, 4};
+  for (int k = 0; ok && k < 3; k++) {
+    napi_value ab;
+    size_t offset;
+    ok = napi_get_typedarray_info(env, argv[views[k]], &type[k], &length[k], &data[k], &ab, &offset) == napi_ok;
+  }
+  if (!ok || type[0] != napi_uint8_array || type[1] != napi_uint32_array || type[2] != napi_int32_array ||
+      count > length[1] / 2 || count > length[2]) {
+    napi_throw_type_error(env, nullptr, "writeEach: expected (fd, Uint8Array, Uint32Array of count pairs, count, Int32Array of count)");
+    return nullptr;
+  }
+  auto* bytes = static_cast<uint8_t*>(data[0]);
+  auto* spans = static_cast<const uint32_t*>(data[1]);
+  auto* results = static_cast<int32_t*>(data[2]);
+  for (uint32_t i = 0; i < count; i++) {
+    uint64_t off = spans[2 * i], len = spans[2 * i + 1];
+    if (off > length[0] || len > length[0] - off) {
+      results[i] = -ERANGE;
+      continue;
+    }
+    ssize_t r;
+    do r = ::write(fd, bytes + off, len);
+    while (r < 0 && errno == EINTR);
+    results[i] = r < 0 ? -errno : static_cast<int32_t>(r);
+  }
+  return nullptr;
+}
+
 }  // namespace
 
 void InitFdio(Napi::Env env, Napi::Object exports) {
@@ -202,6 +245,8 @@ void InitFdio(Napi::Env env, Napi::Object exports) {
   exports.Set("readFd", Napi::Value(env, fn));
   napi_create_function(env, "writeFd", NAPI_AUTO_LENGTH, Transfer<true>, nullptr, &fn);
   exports.Set("writeFd", Napi::Value(env, fn));
+  napi_create_function(env, "writeEach", NAPI_AUTO_LENGTH, WriteEach, nullptr, &fn);
+  exports.Set("writeEach", Napi::Value(env, fn));
 }
 
 }  // namespace nv

@@ -20,6 +20,8 @@ export class GuestMemoryError extends VmmError {
 /** A region with the DataView the scalar accessors use (made once: they run on every virtqueue access). */
 interface Region extends GuestRegion {
   readonly dv: DataView;
+  /** Its place in `regions`. */
+  readonly index: number;
 }
 
 export class GuestMemory {
@@ -30,8 +32,8 @@ export class GuestMemory {
   constructor(regions: readonly GuestRegion[]) {
     this.#regions = [...regions]
       .sort((a, b) => a.gpa - b.gpa)
-      .map((r) => ({ gpa: r.gpa, size: r.size, bytes: r.bytes, dv: new DataView(r.bytes.buffer, r.bytes.byteOffset, r.bytes.byteLength) }));
-    this.#last = this.#regions[0] ?? { gpa: 0, size: 0, bytes: new Uint8Array(0), dv: new DataView(new ArrayBuffer(0)) };
+      .map((r, index) => ({ gpa: r.gpa, size: r.size, bytes: r.bytes, dv: new DataView(r.bytes.buffer, r.bytes.byteOffset, r.bytes.byteLength), index }));
+    this.#last = this.#regions[0] ?? { gpa: 0, size: 0, bytes: new Uint8Array(0), dv: new DataView(new ArrayBuffer(0)), index: -1 };
   }
 
   get regions(): readonly GuestRegion[] {
@@ -64,6 +66,15 @@ export class GuestMemory {
     const r = this.#find(gpa, len);
     if (!r) throw new GuestMemoryError(gpa, len, what);
     return r;
+  }
+
+  /**
+   * The index in `regions` of the region holding all of [gpa, gpa+len), or -1. For batching accesses
+   * by region without making a view per access.
+   */
+  regionIndex(gpa: number, len: number): number {
+    const r = this.#find(gpa, len);
+    return r ? r.index : -1;
   }
 
   /** True when [gpa, gpa+len) lies inside one RAM region. */

@@ -107,6 +107,8 @@ export interface NativeBinding {
   /** read(2) / write(2) of one view: bytes, or -errno (-EAGAIN on a non-blocking fd is not thrown). The per-frame tap path. */
   readFd(fd: number, view: Uint8Array): number;
   writeFd(fd: number, view: Uint8Array): number;
+  /** write(2) of `count` ranges of `bytes` ((offset, length) pairs in `spans`), one call each, in order; results[i]: bytes or -errno (-ERANGE: outside `bytes`). Frames to a tap. */
+  writeEach(fd: number, bytes: Uint8Array, spans: Uint32Array, count: number, results: Int32Array): void;
 
   readonly layout: Readonly<Record<string, number>>;
   readonly kickSignal: number;

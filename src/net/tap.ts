@@ -36,6 +36,12 @@ export interface TapDevice {
    * full or the interface is down. Throws for a frame the kernel refuses (malformed).
    */
   write(frame: Uint8Array): boolean;
+  /**
+   * Sends `count` frames, each a range of `bytes` ((offset, length) pairs in `spans`), in order, and
+   * sets sent[i] to whether frame i went out (false: dropped as write() drops). A frame the kernel
+   * refuses is dropped too, and the first such error is returned; the frames after it are still sent.
+   */
+  writeEach(bytes: Uint8Array, spans: Uint32Array, count: number, sent: Uint8Array): Error | undefined;
   /** Calls `cb` on the main thread while frames are waiting (level-triggered); returns stop(). */
   onReadable(cb: (error?: string) => void): () => void;
   /** Which offloads (TUN_F bits) frames read from now on may carry; 0: whole, checksummed frames only. */
@@ -50,6 +56,8 @@ export class Tap implements TapDevice {
   readonly #stops = new Set<() => void>();
   /** Frames dropped because the kernel's queue was full (EAGAIN) or the interface was down (EIO). */
   writeDrops = 0;
+  /** writeEach's per-frame results, kept between calls. */
+  #results = new Int32Array(0);
 
   private constructor(fd: number, readonly name: string) {
     this.#fd = fd;
@@ -89,6 +97,20 @@ export class Tap implements TapDevice {
     if (n !== -OS.errno.EAGAIN && n !== -OS.errno.EIO) throw ioError(this.name, 'write', errnoError(-n, 'write'));
     this.writeDrops++;
     return false;
+  }
+
+  writeEach(bytes: Uint8Array, spans: Uint32Array, count: number, sent: Uint8Array): Error | undefined {
+    const results = (this.#results.length >= count ? this.#results : (this.#results = new Int32Array(count)));
+    native().writeEach(this.#live(), bytes, spans, count, results);
+    let refused: Error | undefined;
+    for (let i = 0; i < count; i++) {
+      const n = results[i]!;
+      sent[i] = n >= 0 ? 1 : 0;
+      if (n >= 0) continue;
+      if (n === -OS.errno.EAGAIN || n === -OS.errno.EIO) this.writeDrops++;
+      else refused ??= ioError(this.name, 'write', errnoError(-n, 'write'));
+    }
+    return refused;
   }
 
   onReadable(cb: (error?: string) => void): () => void {

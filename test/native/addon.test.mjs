@@ -91,6 +91,34 @@ describe('native addon', () => {
     n.close(w);
   });
 
+  it('writeEach writes each (offset, length) range with its own write(2), in order, and gives each result: bytes, -errno, -ERANGE outside the view', () => {
+    const [r, w] = n.pipe(true, true);
+    const bytes = Uint8Array.from({ length: 32 }, (_, i) => i);
+    const spans = Uint32Array.of(4, 3, 30, 4, 0, 2, 10, 0, 0xffffffff, 1);
+    const results = new Int32Array(5).fill(99);
+    assert.equal(n.writeEach(w, bytes, spans, 5, results), undefined);
+    assert.deepEqual([...results], [3, -osConstants.errno.ERANGE, 2, 0, -osConstants.errno.ERANGE]);
+    const got = new Uint8Array(16);
+    assert.equal(n.readFd(r, got), 5);
+    assert.deepEqual([...got.subarray(0, 5)], [4, 5, 6, 0, 1], 'the ranges in order, nothing of the refused ones');
+    // Only `count` ranges are written, and a count beyond the arrays is refused before any write.
+    assert.equal(n.writeEach(w, bytes, spans, 1, results), undefined);
+    assert.equal(n.readFd(r, got), 3);
+    assert.throws(() => n.writeEach(w, bytes, spans, 6, new Int32Array(6)), /writeEach: expected/);
+    assert.throws(() => n.writeEach(w, bytes, spans, 5, new Int32Array(4)), /writeEach: expected/);
+    assert.throws(() => n.writeEach(w, bytes, new Float64Array(10), 5, results), /writeEach: expected/);
+    assert.equal(n.readFd(r, got), -osConstants.errno.EAGAIN, 'nothing written by the refused calls');
+    // A full pipe: -EAGAIN for the frames it cannot take, as writeFd.
+    const big = new Uint8Array(1 << 20);
+    const res = new Int32Array(2);
+    n.writeEach(w, big, Uint32Array.of(0, 1 << 20, 0, 1 << 20), 2, res);
+    assert.equal(res[1], -osConstants.errno.EAGAIN);
+    n.writeEach(1_000_000, bytes, spans, 1, results);
+    assert.equal(results[0], -osConstants.errno.EBADF);
+    n.close(r);
+    n.close(w);
+  });
+
   it('preadvNoWait scatters a file read over several views, or says why not as -errno', () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'nv-addon-'));
     try {

@@ -10,6 +10,7 @@ import { Tap } from '../../dist/net/tap.js';
 import { SplitQueue, VirtqError } from '../../dist/devices/virtio/queue.js';
 import { VIRTIO_ID } from '../../dist/devices/virtio/constants.js';
 import { fakeMemory } from '../helpers/fake-memory.mjs';
+import { GuestMemory } from '../../dist/memory/guest-memory.js';
 import { DriverQueue } from '../helpers/driver-queue.mjs';
 import { netnsProblem, runInNetns } from '../helpers/netns.mjs';
 
@@ -42,6 +43,18 @@ class FakeTap {
     if (this.full) return false;
     this.sent.push(Uint8Array.from(frame));
     return true;
+  }
+  writeEach(bytes, spans, count, sent) {
+    let refused;
+    for (let i = 0; i < count; i++) {
+      try {
+        sent[i] = this.write(bytes.subarray(spans[2 * i], spans[2 * i] + spans[2 * i + 1])) ? 1 : 0;
+      } catch (e) {
+        sent[i] = 0;
+        refused ??= e;
+      }
+    }
+    return refused;
   }
   onReadable(cb) {
     this.watches++;
@@ -273,6 +286,63 @@ describe('virtio-net: transmit', () => {
     const b = setup();
     b.tx.addChain([{ addr: (1 << 22) - 8, len: 60 }]); // runs off the end of guest RAM
     assert.throws(() => b.dev.notify(1), (e) => isVirtq(e) && e.virtqCode === 'DESC_RANGE');
+  });
+
+  it('sends one-buffer frames straight from guest RAM in batches, in order with scattered ones and across RAM regions, and returns each chain only after its frame went out', () => {
+    // Two RAM regions that touch, as the 1 GiB chunks of one RAM stretch do: the rings in the first.
+    const lo = new Uint8Array(1 << 20);
+    const hi = new Uint8Array(1 << 20);
+    const mem = new GuestMemory([{ gpa: 0, size: lo.length, bytes: lo }, { gpa: 1 << 20, size: hi.length, bytes: hi }]);
+    const tap = new FakeTap();
+    const tx = new DriverQueue(mem, 0x8000, 128);
+    const q = new SplitQueue(mem, tx.config, { indirect: false, eventIdx: false });
+    const dev = new VirtioNet({ tap, mac: MAC });
+    const events = [];
+    dev.activate({ mem, negotiated: 0n, live: true, queue: (i) => (i === 1 ? q : undefined), usedAdded: (...a) => events.push(a), configChanged() {}, fail: (e) => events.push(e), log: { warn: (_o, m) => events.push(m), info() {}, debug() {} } });
+    const frames = [];
+    const heads = [];
+    for (let i = 0; i < 100; i++) {
+      const frame = tapFrame(60 + i, { seed: i });
+      frames.push(frame);
+      // Frames 0-44 in the low region, 45-69 in the high one, 70-99 alternating; 50 and 80 scattered.
+      const addr = (i < 45 || (i >= 70 && i % 2 === 0) ? 0x20000 : (1 << 20) + 0x20000) + 0x200 * i;
+      mem.write(addr, frame);
+      heads.push(i === 50 || i === 80 ? tx.addChain([{ addr, len: 20 }, { addr: addr + 20, len: frame.length - 20 }]) : tx.addChain([{ addr, len: frame.length }]));
+    }
+    const usedAtWrite = [];
+    const write = tap.write.bind(tap);
+    tap.write = (frame) => (usedAtWrite.push(tx.usedIdx()), write(frame));
+    dev.notify(1);
+    assert.equal(tap.sent.length, 100);
+    tap.sent.forEach((f, i) => assert.deepEqual(f, frames[i], `frame ${i}`));
+    usedAtWrite.forEach((u, i) => assert.ok(u <= i, `frame ${i} was written after ${u} chains were returned: its own among them`));
+    assert.ok(usedAtWrite.some((u, i) => u < i), 'frames are sent in batches, not one write per pop');
+    assert.equal(tx.usedIdx(), 100);
+    assert.deepEqual(Array.from({ length: 100 }, (_, i) => tx.usedElem(i)), heads.map((id) => ({ id, len: 0 })));
+    assert.equal(dev.txFrames, 100);
+    assert.deepEqual(events, [[1, 0]]);
+  });
+
+  it('with a batch the tap partly refuses: counts each frame as sent or dropped, logs the refusal once, and returns every chain', () => {
+    const { mem, tx, dev, tap, events } = setup({ txSize: 64 });
+    const frame = tapFrame(60);
+    mem.write(0x20000, frame);
+    let writes = 0;
+    tap.write = (f) => {
+      writes++;
+      if (writes % 3 === 0) throw Object.assign(new Error('write failed: EINVAL'), { code: 'EINVAL' });
+      if (writes % 3 === 1) return false; // queue full
+      tap.sent.push(Uint8Array.from(f));
+      return true;
+    };
+    for (let i = 0; i < 40; i++) tx.addChain([{ addr: 0x20000, len: frame.length }]);
+    dev.notify(1);
+    assert.equal(writes, 40);
+    assert.equal(dev.txFrames, 13);
+    assert.equal(dev.txDropped, 27);
+    assert.equal(tx.usedIdx(), 40);
+    assert.equal(warnings(events).length, 1);
+    assert.match(warnings(events)[0], /tap fake0 refused a frame: .*EINVAL/);
   });
 
   it('serves at most 256 chains per turn and finishes the rest on the next one', async () => {

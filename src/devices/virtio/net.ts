@@ -88,6 +88,11 @@ export const TX_QUEUE = 1;
 const QUEUE_SIZE = 256;
 /** Chains served per turn of the event loop on either queue, so one busy queue cannot starve the VM. */
 const BURST = 256;
+/**
+ * Frames sent with one writeEach call: still one write(2) each, but one call from JavaScript for
+ * many. Small enough that the driver gets buffers back while the device goes on sending.
+ */
+const TX_BATCH = 32;
 
 export interface VirtioNetOptions {
   /** An interface name (opened, created if needed) or an already open tap. The model owns it: close() closes it. */
@@ -175,6 +180,16 @@ export class VirtioNet implements VirtioDevice {
   #rxHeld: DescriptorChain[] = [];
   readonly #rxScratch = new Uint8Array(NET_HDR_LEN + NET_MAX_FRAME + 1); // +1: a full read means truncated
   readonly #txScratch = new Uint8Array(NET_MAX_TX);
+  /**
+   * Frames staged for one writeEach (see #send): their (offset, length) in RAM region #txRegion,
+   * their chains' heads and whether each is a segmentation super-frame; #txSent gets the outcome.
+   */
+  readonly #txSpans = new Uint32Array(2 * TX_BATCH);
+  readonly #txHeads = new Uint16Array(TX_BATCH);
+  readonly #txGso = new Uint8Array(TX_BATCH);
+  readonly #txSent = new Uint8Array(TX_BATCH);
+  #txStaged = 0;
+  #txRegion = -1;
   readonly #warned = new Set<string>();
 
   constructor(opts: VirtioNetOptions) {
@@ -406,14 +421,17 @@ export class VirtioNet implements VirtioDevice {
       while (served < BURST) {
         const chain = q.pop();
         if (!chain) {
+          // Send what is staged before asking for kicks again: the driver gets its buffers back
+          // while it still need not kick, and a frame it adds meanwhile is taken without one.
+          this.#flushTx(ctx, q);
           if (q.armNotifications()) break; // drained: the driver's next chain kicks
           continue; // chains came in as we asked: take them too
         }
-        this.#send(ctx, chain);
-        q.pushUsed(chain.head, 0); // the device writes nothing into a transmit chain
+        this.#send(ctx, q, chain);
         served++;
       }
     } finally {
+      this.#flushTx(ctx, q);
       if (served > 0) ctx.usedAdded(TX_QUEUE, before);
     }
     // More may be waiting: finish on the next turn, with notifications still off (the driver is told
@@ -429,39 +447,87 @@ export class VirtioNet implements VirtioDevice {
     });
   }
 
-  /** Gathers one transmit chain into a frame and writes it to the tap, or drops it. */
-  #send(ctx: VirtioDeviceContext, chain: DescriptorChain): void {
+  /**
+   * Checks one transmit chain and sends it or drops it; the chain goes back to the driver once its
+   * frame is on the tap. A frame in one buffer (the usual case: Linux puts the header in front of the
+   * packet) is staged, to go to the tap straight from guest RAM with the others in one writeEach;
+   * a scattered one is copied together and sent at once, after the staged ones (frames keep their order).
+   */
+  #send(ctx: VirtioDeviceContext, q: SplitQueue, chain: DescriptorChain): void {
     if (chain.writable.length > 0) throw new VirtqError('WRITE_BEFORE_READ', `virtio-net transmit request ${chain.head} has a device-writable buffer`);
-    const len = chainLength(chain.readable);
+    const bufs = chain.readable;
+    const len = chainLength(bufs);
     // Oversized or runt frames are the network's problem, not the ring's: drop them as a NIC would
     // rather than fail the whole device (the driver already let them through its own checks).
-    if (len > NET_MAX_TX) return this.#dropTx(ctx, `a ${len}-byte transmit request is longer than ${NET_MAX_TX} bytes`);
-    if (len < NET_HDR_LEN + ETH_HLEN) return this.#dropTx(ctx, `a ${len}-byte transmit request is shorter than a header and an Ethernet header`);
-    // A frame in one buffer (the usual case: Linux puts the header in front of the packet) goes to
-    // the tap straight from guest RAM; only a scattered one is copied together. A guest rewriting its
-    // header after the checks below only reaches the tap's own checks of the header against the
-    // frame, which any unprivileged tap writer faces.
-    const bufs = chain.readable;
-    const frame = bufs.length === 1 ? ctx.mem.slice(bufs[0]!.addr, len, 'virtio-net transmit buffer') : gatherBytes(ctx.mem, bufs, this.#txScratch, 'virtio-net transmit buffer');
-    // The tap acts on checksum and segmentation requests: only the negotiated ones may reach it
-    // (§5.1.6.2); the kernel then checks their offsets and sizes against the frame itself.
-    const flags = frame[HDR.flags]!;
-    const gso = frame[HDR.gso_type]!;
-    if (flags & ~NET_HDR_F.NEEDS_CSUM || (flags && !this.#rules.txCsum)) return this.#dropTx(ctx, `the header asks for checksum offload (flags ${flags}), which was not negotiated`);
-    if (!this.#rules.txGso.has(gso)) return this.#dropTx(ctx, `the header asks for segmentation offload (gso_type ${gso}), which was not negotiated`);
-    let sent: boolean;
-    try {
-      sent = this.tap.write(frame);
-    } catch (e) {
-      return this.#dropTx(ctx, `tap ${this.tap.name} refused a frame: ${describeError(e)}`);
+    if (len > NET_MAX_TX) return this.#dropTx(ctx, q, chain.head, `a ${len}-byte transmit request is longer than ${NET_MAX_TX} bytes`);
+    if (len < NET_HDR_LEN + ETH_HLEN) return this.#dropTx(ctx, q, chain.head, `a ${len}-byte transmit request is shorter than a header and an Ethernet header`);
+    // A one-buffer chain lies in one RAM region (the queue splits buffers at region boundaries).
+    const region = bufs.length === 1 ? ctx.mem.regionIndex(bufs[0]!.addr, len) : -1;
+    let frame: Uint8Array;
+    let at: number;
+    if (region >= 0) {
+      if (region !== this.#txRegion) this.#flushTx(ctx, q);
+      this.#txRegion = region;
+      const r = ctx.mem.regions[region]!;
+      frame = r.bytes;
+      at = bufs[0]!.addr - r.gpa;
+    } else {
+      this.#flushTx(ctx, q);
+      frame = gatherBytes(ctx.mem, bufs, this.#txScratch, 'virtio-net transmit buffer');
+      at = 0;
     }
-    if (sent) {
-      this.txFrames++;
-      if (gso !== NET_HDR_GSO.NONE) this.txGsoFrames++;
-    } else this.txDropped++; // queue full or link down: ordinary loss, not worth a log line
+    // The tap acts on checksum and segmentation requests: only the negotiated ones may reach it
+    // (§5.1.6.2); the kernel then checks their offsets and sizes against the frame itself. A guest
+    // rewriting its header after these checks only reaches those checks, which any unprivileged tap
+    // writer faces.
+    const flags = frame[at + HDR.flags]!;
+    const gso = frame[at + HDR.gso_type]!;
+    if (flags & ~NET_HDR_F.NEEDS_CSUM || (flags && !this.#rules.txCsum)) return this.#dropTx(ctx, q, chain.head, `the header asks for checksum offload (flags ${flags}), which was not negotiated`);
+    if (!this.#rules.txGso.has(gso)) return this.#dropTx(ctx, q, chain.head, `the header asks for segmentation offload (gso_type ${gso}), which was not negotiated`);
+    if (region < 0) {
+      let sent: boolean;
+      try {
+        sent = this.tap.write(frame.subarray(0, len));
+      } catch (e) {
+        return this.#dropTx(ctx, q, chain.head, `tap ${this.tap.name} refused a frame: ${describeError(e)}`);
+      }
+      this.#countTx(sent, gso);
+      q.pushUsed(chain.head, 0);
+      return;
+    }
+    const n = this.#txStaged++;
+    this.#txSpans[2 * n] = at;
+    this.#txSpans[2 * n + 1] = len;
+    this.#txHeads[n] = chain.head;
+    this.#txGso[n] = gso;
+    if (this.#txStaged === TX_BATCH) this.#flushTx(ctx, q);
   }
 
-  #dropTx(ctx: VirtioDeviceContext, why: string): void {
+  /** Writes the staged frames to the tap and gives their chains back (the device writes nothing into them). */
+  #flushTx(ctx: VirtioDeviceContext, q: SplitQueue): void {
+    const n = this.#txStaged;
+    if (n === 0) return;
+    this.#txStaged = 0;
+    const refused = this.tap.writeEach(ctx.mem.regions[this.#txRegion]!.bytes, this.#txSpans, n, this.#txSent);
+    for (let i = 0; i < n; i++) {
+      this.#countTx(this.#txSent[i] === 1, this.#txGso[i]!);
+      q.pushUsed(this.#txHeads[i]!, 0);
+    }
+    if (refused) this.#warnOnce(ctx, 'tx:refused', `virtio-net: dropped a transmitted frame: tap ${this.tap.name} refused a frame: ${describeError(refused)}`);
+  }
+
+  /** Counts a frame the tap took (sent) or dropped: queue full or link down, ordinary loss not worth a log line. */
+  #countTx(sent: boolean, gso: number): void {
+    if (!sent) {
+      this.txDropped++;
+      return;
+    }
+    this.txFrames++;
+    if (gso !== NET_HDR_GSO.NONE) this.txGsoFrames++;
+  }
+
+  #dropTx(ctx: VirtioDeviceContext, q: SplitQueue, head: number, why: string): void {
+    q.pushUsed(head, 0);
     this.txDropped++;
     this.#warnOnce(ctx, `tx:${why.replace(/\d+/g, 'N')}`, `virtio-net: dropped a transmitted frame: ${why}`);
   }
