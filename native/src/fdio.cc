@@ -3,7 +3,7 @@
 // ioeventfds, tap character devices), and opening a tap interface (TUNSETIFF). What happens when an
 // fd becomes readable is decided in TypeScript, and so is which offloads a tap gets (TUNSETOFFLOAD).
 // Also a read that never waits (preadv2 RWF_NOWAIT), so a disk read served by the page cache needs
-// no trip through libuv's thread pool, and plain read(2)/write(2) for the per-frame tap path, where
+// no trip through libuv's thread pool, and plain read(2) and batched write(2)s for the tap, where
 // fs.readSync/writeSync cost more than the system call itself (and throw an Error for each EAGAIN).
 #include <fcntl.h>
 #include <linux/if.h>
@@ -163,10 +163,9 @@ Napi::Value PwritevAt(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, r < 0 ? -errno : static_cast<double>(r));
 }
 
-// readFd(fd, view) / writeFd(fd, view) -> bytes, or -errno (EAGAIN included: a non-blocking fd with
-// nothing to read or no room is ordinary flow, not an exception). Raw Node-API: one per frame.
-template <bool kWrite>
-napi_value Transfer(napi_env env, napi_callback_info cbinfo) {
+// readFd(fd, view) -> bytes, or -errno (EAGAIN included: a non-blocking fd with nothing to read is
+// ordinary flow, not an exception). Raw Node-API: one per received frame.
+napi_value ReadFd(napi_env env, napi_callback_info cbinfo) {
   size_t argc = 2;
   napi_value argv[2];
   napi_get_cb_info(env, cbinfo, &argc, argv, nullptr, nullptr);
@@ -178,11 +177,11 @@ napi_value Transfer(napi_env env, napi_callback_info cbinfo) {
   size_t offset = 0;
   if (argc < 2 || napi_get_value_int32(env, argv[0], &fd) != napi_ok ||
       napi_get_typedarray_info(env, argv[1], &type, &length, &data, &ab, &offset) != napi_ok || type != napi_uint8_array) {
-    napi_throw_type_error(env, nullptr, kWrite ? "writeFd: expected (fd, Uint8Array)" : "readFd: expected (fd, Uint8Array)");
+    napi_throw_type_error(env, nullptr, "readFd: expected (fd, Uint8Array)");
     return nullptr;
   }
   ssize_t r;
-  do r = kWrite ? ::write(fd, data, length) : ::read(fd, data, length);
+  do r = ::read(fd, data, length);
   while (r < 0 && errno == EINTR);
   napi_value out;
   napi_create_double(env, r < 0 ? -errno : static_cast<double>(r), &out);
@@ -191,9 +190,10 @@ napi_value Transfer(napi_env env, napi_callback_info cbinfo) {
 
 // writeEach(fd, bytes, spans, count, results): write(2) of each of `count` ranges of `bytes`, one
 // call per range, in order: spans holds (offset, length) pairs, results gets each call's bytes or
-// -errno. For frames to a tap, where one write(2) is one frame and no call takes several: this is
-// writeFd in a loop, without a trip through JavaScript and Node-API per frame. Ranges are checked
-// against the view (the caller has checked them against guest RAM already).
+// -errno (EAGAIN included: a full queue on a non-blocking fd is ordinary flow, not an exception). For
+// frames to a tap, where one write(2) is one frame and no call takes several: one call from
+// JavaScript for a batch of frames. Ranges are checked against the view (the caller has checked them
+// against guest RAM already).
 napi_value WriteEach(napi_env env, napi_callback_info cbinfo) {
   size_t argc = 5;
   napi_value argv[5];
@@ -241,10 +241,8 @@ void InitFdio(Napi::Env env, Napi::Object exports) {
   exports.Set("preadvNoWait", Napi::Function::New(env, PreadvNoWait, "preadvNoWait"));
   exports.Set("pwritevAt", Napi::Function::New(env, PwritevAt, "pwritevAt"));
   napi_value fn;
-  napi_create_function(env, "readFd", NAPI_AUTO_LENGTH, Transfer<false>, nullptr, &fn);
+  napi_create_function(env, "readFd", NAPI_AUTO_LENGTH, ReadFd, nullptr, &fn);
   exports.Set("readFd", Napi::Value(env, fn));
-  napi_create_function(env, "writeFd", NAPI_AUTO_LENGTH, Transfer<true>, nullptr, &fn);
-  exports.Set("writeFd", Napi::Value(env, fn));
   napi_create_function(env, "writeEach", NAPI_AUTO_LENGTH, WriteEach, nullptr, &fn);
   exports.Set("writeEach", Napi::Value(env, fn));
 }

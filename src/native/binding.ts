@@ -104,9 +104,8 @@ export interface NativeBinding {
   preadvNoWait(fd: number, views: Uint8Array[], position: number, mayWait?: boolean): number;
   /** A plain (blocking) pwritev: bytes, or -errno. Only for images on tmpfs, where a write is a copy. */
   pwritevAt(fd: number, views: Uint8Array[], position: number): number;
-  /** read(2) / write(2) of one view: bytes, or -errno (-EAGAIN on a non-blocking fd is not thrown). The per-frame tap path. */
+  /** read(2) into one view: bytes, or -errno (-EAGAIN on a non-blocking fd is not thrown). The per-frame tap receive path. */
   readFd(fd: number, view: Uint8Array): number;
-  writeFd(fd: number, view: Uint8Array): number;
   /** write(2) of `count` ranges of `bytes` ((offset, length) pairs in `spans`), one call each, in order; results[i]: bytes or -errno (-ERANGE: outside `bytes`). Frames to a tap. */
   writeEach(fd: number, bytes: Uint8Array, spans: Uint32Array, count: number, results: Int32Array): void;
 

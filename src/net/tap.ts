@@ -1,12 +1,14 @@
 /**
- * A host tap interface as a frame pipe: each read() returns one Ethernet frame, each write() sends
- * one. The fd is non-blocking and carries a 12-byte virtio_net_hdr_v1 in front of every frame
- * (IFF_VNET_HDR), so the virtio-net model can pass frames through without translating headers.
+ * A host tap interface as a frame pipe: each read() returns one Ethernet frame, writeEach() sends
+ * frames, one write(2) each. The fd is non-blocking and carries a 12-byte virtio_net_hdr_v1 in front
+ * of every frame (IFF_VNET_HDR), so the virtio-net model can pass frames through without translating
+ * headers.
  *
  * Nothing here ever blocks the main thread: an empty tap reads as `undefined`, and a frame the
  * kernel cannot take right now is dropped and counted, as a real NIC would under load. Reads and
- * writes go through the addon's readFd/writeFd, which return -errno rather than throw: per frame,
- * fs.readSync/writeSync cost more than the system call (and an Error for every empty read).
+ * writes go through the addon's readFd/writeEach, which return -errno rather than throw: per frame,
+ * fs.readSync/writeSync cost more than the system call (and an Error for every empty read), and
+ * writeEach sends a batch of frames with one call from JavaScript.
  */
 import { closeSync } from 'node:fs';
 import { constants as OS } from 'node:os';
@@ -32,14 +34,10 @@ export interface TapDevice {
   /** Reads one frame (vnet header included) into `into`; undefined when none is queued. */
   read(into: Uint8Array): number | undefined;
   /**
-   * Sends one frame (vnet header included); false if it was dropped because the kernel's queue was
-   * full or the interface is down. Throws for a frame the kernel refuses (malformed).
-   */
-  write(frame: Uint8Array): boolean;
-  /**
-   * Sends `count` frames, each a range of `bytes` ((offset, length) pairs in `spans`), in order, and
-   * sets sent[i] to whether frame i went out (false: dropped as write() drops). A frame the kernel
-   * refuses is dropped too, and the first such error is returned; the frames after it are still sent.
+   * Sends `count` frames (vnet header included), each a range of `bytes` ((offset, length) pairs in
+   * `spans`), in order, and sets sent[i] to whether frame i went out. A frame is dropped when the
+   * kernel's queue is full or the interface is down (ordinary loss), or when the kernel refuses it
+   * (malformed): the first such refusal is returned; the frames after it are still sent.
    */
   writeEach(bytes: Uint8Array, spans: Uint32Array, count: number, sent: Uint8Array): Error | undefined;
   /** Calls `cb` on the main thread while frames are waiting (level-triggered); returns stop(). */
@@ -88,17 +86,6 @@ export class Tap implements TapDevice {
     throw ioError(this.name, 'read', errnoError(-n, 'read'));
   }
 
-  write(frame: Uint8Array): boolean {
-    // A tap takes a frame whole or not at all: one write(2) is one frame.
-    const n = native().writeFd(this.#live(), frame);
-    if (n >= 0) return true;
-    // EAGAIN: the queue is full; EIO: the interface is down, a cable pulled out. The frame is lost,
-    // nothing is wrong with it.
-    if (n !== -OS.errno.EAGAIN && n !== -OS.errno.EIO) throw ioError(this.name, 'write', errnoError(-n, 'write'));
-    this.writeDrops++;
-    return false;
-  }
-
   writeEach(bytes: Uint8Array, spans: Uint32Array, count: number, sent: Uint8Array): Error | undefined {
     const results = (this.#results.length >= count ? this.#results : (this.#results = new Int32Array(count)));
     native().writeEach(this.#live(), bytes, spans, count, results);
@@ -107,6 +94,8 @@ export class Tap implements TapDevice {
       const n = results[i]!;
       sent[i] = n >= 0 ? 1 : 0;
       if (n >= 0) continue;
+      // A tap takes a frame whole or not at all: one write(2) is one frame. EAGAIN: the queue is
+      // full; EIO: the interface is down, a cable pulled out. The frame is lost, nothing is wrong with it.
       if (n === -OS.errno.EAGAIN || n === -OS.errno.EIO) this.writeDrops++;
       else refused ??= ioError(this.name, 'write', errnoError(-n, 'write'));
     }

@@ -181,15 +181,15 @@ export class VirtioNet implements VirtioDevice {
   readonly #rxScratch = new Uint8Array(NET_HDR_LEN + NET_MAX_FRAME + 1); // +1: a full read means truncated
   readonly #txScratch = new Uint8Array(NET_MAX_TX);
   /**
-   * Frames staged for one writeEach (see #send): their (offset, length) in RAM region #txRegion,
-   * their chains' heads and whether each is a segmentation super-frame; #txSent gets the outcome.
+   * Frames staged for one writeEach (see #send): their (offset, length) in #txBytes (a RAM region's
+   * bytes or #txScratch), their chains' heads and gso types; #txSent gets the outcomes.
    */
   readonly #txSpans = new Uint32Array(2 * TX_BATCH);
   readonly #txHeads = new Uint16Array(TX_BATCH);
   readonly #txGso = new Uint8Array(TX_BATCH);
   readonly #txSent = new Uint8Array(TX_BATCH);
   #txStaged = 0;
-  #txRegion = -1;
+  #txBytes: Uint8Array = this.#txScratch;
   readonly #warned = new Set<string>();
 
   constructor(opts: VirtioNetOptions) {
@@ -448,10 +448,11 @@ export class VirtioNet implements VirtioDevice {
   }
 
   /**
-   * Checks one transmit chain and sends it or drops it; the chain goes back to the driver once its
-   * frame is on the tap. A frame in one buffer (the usual case: Linux puts the header in front of the
-   * packet) is staged, to go to the tap straight from guest RAM with the others in one writeEach;
-   * a scattered one is copied together and sent at once, after the staged ones (frames keep their order).
+   * Checks one transmit chain and stages its frame, or drops it; the chain goes back to the driver
+   * once its frame is on the tap. Staged frames go to the tap together, with one writeEach, straight
+   * from the buffer that holds them: guest RAM for a frame in one buffer (the usual case: Linux puts
+   * the header in front of the packet), or a copy for a scattered one, sent at once (the next one
+   * reuses the copy). Frames from another buffer are sent first, so frames keep their order.
    */
   #send(ctx: VirtioDeviceContext, q: SplitQueue, chain: DescriptorChain): void {
     if (chain.writable.length > 0) throw new VirtqError('WRITE_BEFORE_READ', `virtio-net transmit request ${chain.head} has a device-writable buffer`);
@@ -463,44 +464,31 @@ export class VirtioNet implements VirtioDevice {
     if (len < NET_HDR_LEN + ETH_HLEN) return this.#dropTx(ctx, q, chain.head, `a ${len}-byte transmit request is shorter than a header and an Ethernet header`);
     // A one-buffer chain lies in one RAM region (the queue splits buffers at region boundaries).
     const region = bufs.length === 1 ? ctx.mem.regionIndex(bufs[0]!.addr, len) : -1;
-    let frame: Uint8Array;
-    let at: number;
+    let bytes: Uint8Array;
+    let at = 0;
     if (region >= 0) {
-      if (region !== this.#txRegion) this.#flushTx(ctx, q);
-      this.#txRegion = region;
       const r = ctx.mem.regions[region]!;
-      frame = r.bytes;
+      bytes = r.bytes;
       at = bufs[0]!.addr - r.gpa;
     } else {
-      this.#flushTx(ctx, q);
-      frame = gatherBytes(ctx.mem, bufs, this.#txScratch, 'virtio-net transmit buffer');
-      at = 0;
+      bytes = gatherBytes(ctx.mem, bufs, this.#txScratch, 'virtio-net transmit buffer');
     }
     // The tap acts on checksum and segmentation requests: only the negotiated ones may reach it
     // (§5.1.6.2); the kernel then checks their offsets and sizes against the frame itself. A guest
     // rewriting its header after these checks only reaches those checks, which any unprivileged tap
     // writer faces.
-    const flags = frame[at + HDR.flags]!;
-    const gso = frame[at + HDR.gso_type]!;
+    const flags = bytes[at + HDR.flags]!;
+    const gso = bytes[at + HDR.gso_type]!;
     if (flags & ~NET_HDR_F.NEEDS_CSUM || (flags && !this.#rules.txCsum)) return this.#dropTx(ctx, q, chain.head, `the header asks for checksum offload (flags ${flags}), which was not negotiated`);
     if (!this.#rules.txGso.has(gso)) return this.#dropTx(ctx, q, chain.head, `the header asks for segmentation offload (gso_type ${gso}), which was not negotiated`);
-    if (region < 0) {
-      let sent: boolean;
-      try {
-        sent = this.tap.write(frame.subarray(0, len));
-      } catch (e) {
-        return this.#dropTx(ctx, q, chain.head, `tap ${this.tap.name} refused a frame: ${describeError(e)}`);
-      }
-      this.#countTx(sent, gso);
-      q.pushUsed(chain.head, 0);
-      return;
-    }
+    if (bytes !== this.#txBytes) this.#flushTx(ctx, q);
+    this.#txBytes = bytes;
     const n = this.#txStaged++;
     this.#txSpans[2 * n] = at;
     this.#txSpans[2 * n + 1] = len;
     this.#txHeads[n] = chain.head;
     this.#txGso[n] = gso;
-    if (this.#txStaged === TX_BATCH) this.#flushTx(ctx, q);
+    if (region < 0 || this.#txStaged === TX_BATCH) this.#flushTx(ctx, q);
   }
 
   /** Writes the staged frames to the tap and gives their chains back (the device writes nothing into them). */
@@ -508,7 +496,7 @@ export class VirtioNet implements VirtioDevice {
     const n = this.#txStaged;
     if (n === 0) return;
     this.#txStaged = 0;
-    const refused = this.tap.writeEach(ctx.mem.regions[this.#txRegion]!.bytes, this.#txSpans, n, this.#txSent);
+    const refused = this.tap.writeEach(this.#txBytes, this.#txSpans, n, this.#txSent);
     for (let i = 0; i < n; i++) {
       this.#countTx(this.#txSent[i] === 1, this.#txGso[i]!);
       q.pushUsed(this.#txHeads[i]!, 0);
