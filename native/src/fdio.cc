@@ -173,10 +173,8 @@ napi_value ReadFd(napi_env env, napi_callback_info cbinfo) {
   napi_typedarray_type type;
   size_t length = 0;
   void* data = nullptr;
-  napi_value ab;
-  size_t offset = 0;
   if (argc < 2 || napi_get_value_int32(env, argv[0], &fd) != napi_ok ||
-      napi_get_typedarray_info(env, argv[1], &type, &length, &data, &ab, &offset) != napi_ok || type != napi_uint8_array) {
+      napi_get_typedarray_info(env, argv[1], &type, &length, &data, nullptr, nullptr) != napi_ok || type != napi_uint8_array) {
     napi_throw_type_error(env, nullptr, "readFd: expected (fd, Uint8Array)");
     return nullptr;
   }
@@ -205,11 +203,7 @@ napi_value WriteEach(napi_env env, napi_callback_info cbinfo) {
   void* data[3] = {nullptr, nullptr, nullptr};
   bool ok = argc >= 5 && napi_get_value_int32(env, argv[0], &fd) == napi_ok && napi_get_value_uint32(env, argv[3], &count) == napi_ok;
   const int views[3] = {1, 2, 4};
-  for (int k = 0; ok && k < 3; k++) {
-    napi_value ab;
-    size_t offset;
-    ok = napi_get_typedarray_info(env, argv[views[k]], &type[k], &length[k], &data[k], &ab, &offset) == napi_ok;
-  }
+  for (int k = 0; ok && k < 3; k++) ok = napi_get_typedarray_info(env, argv[views[k]], &type[k], &length[k], &data[k], nullptr, nullptr) == napi_ok;
   if (!ok || type[0] != napi_uint8_array || type[1] != napi_uint32_array || type[2] != napi_int32_array ||
       count > length[1] / 2 || count > length[2]) {
     napi_throw_type_error(env, nullptr, "writeEach: expected (fd, Uint8Array, Uint32Array of count pairs, count, Int32Array of count)");
