@@ -14,13 +14,3 @@ export function request(sock, method, url, body) {
     req.end(data);
   });
 }
-
-/** Polls `cond` (which may be async) every 25 ms until it is true (true) or `ms` have passed (false). */
-export async function waitFor(cond, ms = 60_000) {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    if (await cond()) return true;
-    await new Promise((r) => setTimeout(r, 25));
-  }
-  return false;
-}

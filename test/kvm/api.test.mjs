@@ -5,7 +5,8 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, statSync, existsSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { request, waitFor } from '../helpers/api-socket.mjs';
+import { request } from '../helpers/api-socket.mjs';
+import { waitFor } from '../helpers/wait.mjs';
 import { cli, guest, needsKvm, runCli } from '../helpers/kvm.mjs';
 
 describe('REST API (Firecracker-compatible)', needsKvm, () => {

@@ -6,6 +6,7 @@ import { Writable } from 'node:stream';
 import pino from 'pino';
 import { Machine } from '../../dist/index.js';
 import { guest, needsKvm } from '../helpers/kvm.mjs';
+import { waitFor } from '../helpers/wait.mjs';
 import { native } from '../../dist/native/binding.js';
 import { KVM_CAP } from '../../dist/kvm/constants.js';
 import { Kvm, BURST_MS } from '../../dist/kvm/kvm.js';
@@ -43,7 +44,7 @@ describe('Machine lifecycle', needsKvm, () => {
     m.on('state', (s) => states.push(s));
     const done = m.start();
     const count = () => m.mem.readU32(COUNTER);
-    for (let i = 0; i < 200 && count() === 0; i++) await sleep(10);
+    await waitFor(() => count() > 0, 2_000);
     const c0 = count();
     await sleep(100);
     assert.ok(count() > c0, 'counting while running');
@@ -80,7 +81,7 @@ describe('Machine lifecycle', needsKvm, () => {
       assert.equal(moved(), false, 'a paused guest does not move');
       m.resume();
       // Running, it keeps the main thread's event loop turning (these timers fire), and moves.
-      for (let i = 0; i < 1000 && !moved(); i++) await sleep(10);
+      await waitFor(() => moved(), 10_000);
       assert.ok(moved(), 'moved to its own thread');
       assert.ok(count() > p0, 'counting after resume');
 
@@ -106,7 +107,7 @@ describe('Machine lifecycle', needsKvm, () => {
       const t0 = performance.now();
       while (!moved() && performance.now() - t0 < 30_000) await new Promise((r) => setImmediate(r));
       assert.ok(moved(), 'moved to its own thread while this thread was busy');
-      for (let i = 0; i < 500 && m.mem.readU32(COUNTER) === 0; i++) await sleep(10);
+      await waitFor(() => m.mem.readU32(COUNTER) > 0, 5_000);
       assert.ok(m.mem.readU32(COUNTER) > 0, 'the guest runs');
     } finally {
       m.kill(); // also when an assertion failed: a starved guest would otherwise keep this process alive
@@ -124,7 +125,7 @@ describe('Machine lifecycle', needsKvm, () => {
       const t0 = performance.now();
       while (performance.now() - t0 < 100);
       const starting = () => lines.find((l) => /starting its vCPU thread/.test(l.msg));
-      for (let i = 0; i < 500 && !starting(); i++) await sleep(10);
+      await waitFor(() => starting(), 5_000);
       assert.ok(starting(), 'its thread was started');
       // The clock runs from the first slice: ~HANDOFF_AFTER_MS of guest time after the 100 ms above,
       // not HANDOFF_SLICELESS_MS after the first check (then it started at >= 1100 ms).
@@ -150,14 +151,14 @@ describe('Machine lifecycle', needsKvm, () => {
       const t0 = performance.now();
       while (performance.now() - t0 < HANDOFF_AT_LATEST_MS + 150);
       const starting = () => lines.find((l) => /starting its vCPU thread/.test(l.msg));
-      for (let i = 0; i < 500 && !starting(); i++) await sleep(10);
+      await waitFor(() => starting(), 5_000);
       assert.ok(starting(), 'its thread was started');
       // The loop turns again at once and gives the guest its time: it moves for having had it.
       assert.equal(starting().msg, 'guest still running: starting its vCPU thread', JSON.stringify(starting()));
       assert.ok(starting().notCountedMs >= 150, `the blocked stretch was left out of its clock: ${JSON.stringify(starting())}`);
       const stall = lines.find((l) => /could not run for a while/.test(l.msg));
       assert.ok(stall && stall.lateMs >= STALL_MS, 'the late check is logged');
-      for (let i = 0; i < 500 && count() === 0; i++) await sleep(10);
+      await waitFor(() => count() > 0, 5_000);
       assert.ok(count() > 0, 'the guest runs');
     } finally {
       m.kill();
@@ -182,7 +183,7 @@ describe('Machine lifecycle', needsKvm, () => {
     // A VM being made ahead on the addon's thread (a burst, such as these three) holds a duplicate
     // of the fd until it is made: wait for those, briefly as a rule, longer on a loaded host.
     const settled = async () => {
-      for (let i = 0; i < 1000 && kvmFds() > 1; i++) await sleep(10);
+      await waitFor(() => kvmFds() <= 1, 10_000);
       return kvmFds();
     };
     const ms = Array.from({ length: 3 }, () => Machine.create({ kernel: guest('c-exit.elf'), memBytes: 32 << 20, startOnMainThread: true }));
@@ -216,15 +217,15 @@ describe('Machine lifecycle', needsKvm, () => {
 
   it('a VM made ahead with another set-up is not used: it is closed, and the machine gets a VM set up as it needs', async () => {
     await sleep(BURST_MS); // no burst: creating the machine makes no spare of its own
-    for (let i = 0; i < 1000 && vmFds().length > 0; i++) await sleep(10);
+    await waitFor(() => vmFds().length === 0, 10_000);
     assert.deepEqual(vmFds(), [], 'no VM before the test');
     Kvm.shared().prepareVm({ ...VM_SETUP, pit2Flags: 0 });
-    for (let i = 0; i < 500 && vmFds().length === 0; i++) await sleep(10);
+    await waitFor(() => vmFds().length > 0, 5_000);
     const [spare] = vmFds();
     assert.ok(spare, 'the spare VM is made');
     const m = Machine.create({ kernel: guest('c-exit.elf'), memBytes: 32 << 20, startOnMainThread: true });
     // The machine's VM was made while the spare was still open, so it has another number; the spare goes.
-    for (let i = 0; i < 1000 && vmFds().length > 1; i++) await sleep(10);
+    await waitFor(() => vmFds().length <= 1, 10_000);
     const left = vmFds();
     assert.equal(left.length, 1);
     assert.notEqual(left[0], spare, 'the machine did not take the spare set up otherwise');
@@ -233,13 +234,13 @@ describe('Machine lifecycle', needsKvm, () => {
 
   it('a VM made ahead that nobody takes is closed after BURST_MS', async () => {
     const settled = async (what) => {
-      for (let i = 0; i < 1000 && vmFds().length > 0; i++) await sleep(10);
+      await waitFor(() => vmFds().length === 0, 10_000);
       assert.equal(vmFds().length, 0, what);
     };
     await sleep(BURST_MS); // a spare of the tests before has expired
     await settled('no VM before the test');
     Kvm.shared().prepareVm(VM_SETUP);
-    for (let i = 0; i < 500 && vmFds().length === 0; i++) await sleep(10);
+    await waitFor(() => vmFds().length > 0, 5_000);
     assert.equal(vmFds().length, 1, 'the spare VM is made');
     await sleep(BURST_MS);
     await settled('and closed once nobody took it');
@@ -250,7 +251,7 @@ describe('Machine lifecycle', needsKvm, () => {
     // collector, the teardown happened whenever (and on whichever thread) the last view was freed.
     const vcpuMappings = () => readFileSync('/proc/self/maps', 'utf8').split('\n').filter((l) => l.includes('kvm-vcpu')).length;
     const gone = async (count, what) => {
-      for (let i = 0; i < 1000 && vcpuMappings() > count; i++) await sleep(10);
+      await waitFor(() => vcpuMappings() <= count, 10_000);
       assert.equal(vcpuMappings(), count, what);
     };
     await gone(0, 'no vCPU mapped before the test');
@@ -283,14 +284,14 @@ describe('Machine lifecycle', needsKvm, () => {
       // The first holds the main thread; the second waits for it, and pauses there.
       await second.pause();
       assert.equal(second.state, 'paused');
-      for (let i = 0; i < 500 && count(first) === 0; i++) await sleep(10);
+      await waitFor(() => count(first) > 0, 5_000);
       assert.ok(count(first) > 0, 'the first guest runs');
       // The first has had its HANDOFF_AFTER_MS and moved to its thread by now, handing the main
       // thread on to the paused second one, which must not run there.
       await sleep(500);
       assert.equal(count(second), 0, 'no progress while paused in line');
       second.resume();
-      for (let i = 0; i < 500 && count(second) === 0; i++) await sleep(10);
+      await waitFor(() => count(second) > 0, 5_000);
       assert.ok(count(second) > 0, 'counting after resume');
       await second.pause();
       const p = count(second);
@@ -327,7 +328,7 @@ describe('Machine lifecycle', needsKvm, () => {
     let out = '';
     kbd.console.on('data', (d) => (out += d));
     void kbd.start();
-    for (let i = 0; i < 500 && !out.includes('kbd: ready'); i++) await sleep(10);
+    await waitFor(() => out.includes('kbd: ready'), 5_000);
     assert.deepEqual(await kbd.shutdown(10_000), { kind: 'debug-exit', value: 0, status: 1 });
     assert.match(out, /kbd: ctrl-alt-del received/);
 

@@ -10,7 +10,8 @@ import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
 import os from 'node:os';
 import path from 'node:path';
-import { request, waitFor } from '../helpers/api-socket.mjs';
+import { request } from '../helpers/api-socket.mjs';
+import { waitFor } from '../helpers/wait.mjs';
 import { cli, runCli } from '../helpers/kvm.mjs';
 
 const { CODE_CACHE_UNUSED_DAYS } = createRequire(import.meta.url)('../../dist/code-cache.cjs');
