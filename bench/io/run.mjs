@@ -94,7 +94,6 @@ const record = (vmm, bench, pick) => {
   for (const [name, value] of pick(bench)) (figures[name] ??= { nodevisor: [], qemu: [] })[vmm].push(value);
   for (const [run, b] of Object.entries(bench)) if (b.kicks !== undefined) (kicks[run] ??= { nodevisor: [], qemu: [] })[vmm].push(b.kicks);
 };
-const recordIf = (vmm, bench, pick) => bench !== undefined && record(vmm, bench, pick);
 /** Linux rounds left out after failing twice, by label (printed with the figures). */
 const failedRounds = {};
 /** Figures named with RAMP are the ramp's: printed, with no target. */
@@ -140,7 +139,11 @@ try {
         return res;
       };
       const firstLine = (e) => e.message.split('\n')[0].slice(0, 300);
-      /** The round's figures; undefined (and said) if it failed twice, so one VMM's flaky guest does not end the bench. */
+      /**
+       * The round's figures; {} (said, and counted) if it failed twice, so that one VMM's flaky guest
+       * does not end the bench: its figures are then undefined, which medians and the run-by-run
+       * pairs skip, keeping the other rounds paired as they ran.
+       */
       const runPeer = async (label, cmd, args) => {
         for (let attempt = 1; ; attempt++) {
           try {
@@ -149,7 +152,7 @@ try {
             if (attempt === 2) {
               console.log(`bench/io: ${label}: the round failed again, left out of the medians: ${firstLine(e)}`);
               failedRounds[label] = (failedRounds[label] ?? 0) + 1;
-              return undefined;
+              return {};
             }
             console.log(`bench/io: ${label}: a round failed, running it once more: ${firstLine(e)}`);
           }
@@ -157,8 +160,8 @@ try {
       };
       const linuxFigures = (r) => [['linux tcp upload MB/s', r.uploadMBps], ['linux tcp download MB/s', r.downloadMBps]];
       for (let i = 0; i < Number(opt.runs); i++) {
-        recordIf('nodevisor', await runPeer('nodevisor linux', process.execPath, [cli, 'run', '--kernel', linux.kernel, '--initrd', linux.initrd, '--mem', '512M', '--cmdline', cmdline, '--net', 'tap=nvl0', '--log-level', 'error']), linuxFigures);
-        recordIf('qemu', await runPeer('qemu linux', 'qemu-system-x86_64', ['-M', 'q35', ...accel, '-m', '512', '-nographic', '-no-reboot', '-nodefaults', '-serial', 'stdio', '-kernel', linux.kernel, '-initrd', linux.initrd, '-append', cmdline, '-netdev', 'tap,id=n0,ifname=nvl0,script=no,downscript=no,vhost=off', '-device', 'virtio-net-pci,netdev=n0,disable-legacy=on']), linuxFigures);
+        record('nodevisor', await runPeer('nodevisor linux', process.execPath, [cli, 'run', '--kernel', linux.kernel, '--initrd', linux.initrd, '--mem', '512M', '--cmdline', cmdline, '--net', 'tap=nvl0', '--log-level', 'error']), linuxFigures);
+        record('qemu', await runPeer('qemu linux', 'qemu-system-x86_64', ['-M', 'q35', ...accel, '-m', '512', '-nographic', '-no-reboot', '-nodefaults', '-serial', 'stdio', '-kernel', linux.kernel, '-initrd', linux.initrd, '-append', cmdline, '-netdev', 'tap,id=n0,ifname=nvl0,script=no,downscript=no,vhost=off', '-device', 'virtio-net-pci,netdev=n0,disable-legacy=on']), linuxFigures);
       }
     });
   }
