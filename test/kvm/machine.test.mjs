@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { Machine } from '../../dist/index.js';
 import { execFileSync, spawn } from 'node:child_process';
 import { cli, guest, needsKvm, runCli } from '../helpers/kvm.mjs';
+import { waitFor } from '../helpers/wait.mjs';
 import { openSync, closeSync } from 'node:fs';
 
 const devNull = () => openSync('/dev/null', 'w');
@@ -71,18 +72,15 @@ describe('Machine', needsKvm, () => {
     const child = spawn('script', ['-qfec', cmd, '/dev/null'], { stdio: ['pipe', 'pipe', 'pipe'] });
     let out = '';
     child.stdout.on('data', (d) => (out += d));
-    const waitFor = async (s) => {
-      for (let i = 0; i < 3000 && !out.includes(s); i++) await new Promise((r) => setTimeout(r, 20)); // a deadline, not a timing
-      return out.includes(s);
-    };
+    const printed = (s) => waitFor(() => out.includes(s), 60_000); // a deadline, not a timing
     try {
-      assert.ok(await waitFor('echo: ready'), out);
+      assert.ok(await printed('echo: ready'), out);
       child.stdin.write('xyz');
-      assert.ok(await waitFor('xyz'), `raw mode delivers keys without a newline: ${JSON.stringify(out)}`);
+      assert.ok(await printed('xyz'), `raw mode delivers keys without a newline: ${JSON.stringify(out)}`);
       assert.equal(out.split('xyz').length - 1, 1, 'the terminal does not echo them itself');
       child.stdin.write('q');
-      assert.ok(await waitFor('echo: bye'));
-      assert.ok(await waitFor('icanon'), out);
+      assert.ok(await printed('echo: bye'));
+      assert.ok(await printed('icanon'), out);
       assert.match(out, /(^|\n)icanon/m, 'canonical mode is back after nodevisor exits');
     } finally {
       child.kill('SIGKILL');

@@ -3,6 +3,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { guest, needsKvm, runCli } from '../helpers/kvm.mjs';
+import { waitFor } from '../helpers/wait.mjs';
 import { Machine } from '../../dist/index.js';
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import os from 'node:os';
@@ -71,7 +72,7 @@ describe('smoke-boot helpers', needsKvm, () => {
       late.push(performance.now() - t0 - 20);
     }
     for (let i = 1; i < 10; i += 2) {
-      for (let n = 0; n < 500 && machines[i].mem.readU32(0x10008) === 0; n++) await new Promise((r) => setTimeout(r, 10));
+      await waitFor(() => machines[i].mem.readU32(0x10008) > 0, 5_000);
       assert.ok(machines[i].mem.readU32(0x10008) > 0, `machine ${i} counts in its own memory`);
       machines[i].kill();
     }

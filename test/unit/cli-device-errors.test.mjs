@@ -8,6 +8,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { cli, guest, runCli } from '../helpers/kvm.mjs';
+import { waitFor } from '../helpers/wait.mjs';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'nv-flags-'));
 const empty = path.join(dir, 'empty.img');
@@ -107,7 +108,7 @@ describe('serve: signals', () => {
       const child = spawn(process.execPath, [cli, 'serve', '--api-sock', sock], { stdio: 'ignore' });
       const exited = new Promise((resolve) => child.on('exit', (code) => resolve(code)));
       try {
-        for (let i = 0; i < 500 && !existsSync(sock); i++) await new Promise((r) => setTimeout(r, 20));
+        await waitFor(() => existsSync(sock), 10_000);
         const c = net.connect(sock);
         await new Promise((r) => c.on('connect', r));
         c.write('PUT /machine-config HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{');

@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { PassThrough } from 'node:stream';
 import { setImmediate as tick } from 'node:timers/promises';
 import { ConsoleInput, PENDING_HIGH_WATER } from '../../dist/vmm/console-input.js';
+import { waitFor } from '../helpers/wait.mjs';
 
 /** A receive FIFO with `room` free bytes; drain() frees more, as the guest reading it would. */
 function fakeFifo(room) {
@@ -69,7 +70,7 @@ describe('console input', () => {
     assert.ok(input.isPaused(), 'the stream is paused');
     assert.ok(accepted < total, 'the rest waits in the stream');
     fifo.drain(total);
-    for (let i = 0; i < 200 && fifo.got.length < total; i++) await new Promise((r) => setTimeout(r, 10));
+    await waitFor(() => fifo.got.length >= total, 2_000);
     assert.equal(fifo.got.length, total, 'everything arrives once the guest reads');
     assert.equal(input.isPaused(), false);
   });
