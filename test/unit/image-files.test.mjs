@@ -1,4 +1,4 @@
-import { describe, it } from 'node:test';
+import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync, utimesSync, renameSync } from 'node:fs';
 import os from 'node:os';
@@ -8,6 +8,7 @@ import { readImage, RECENT_MAX_BYTES } from '../../dist/loader/kernel-file.js';
 describe('readImage: images read again only when their file changed', () => {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'nv-image-'));
   const file = path.join(dir, 'kernel');
+  after(() => rmSync(dir, { recursive: true, force: true }));
 
   it('gives the same bytes for an unchanged file, and the new bytes once it changes in any way', () => {
     writeFileSync(file, Buffer.from('first version'));
@@ -43,6 +44,4 @@ describe('readImage: images read again only when their file changed', () => {
     const a = readImage(big);
     assert.notEqual(readImage(big), a, 'read again: too large to keep');
   });
-
-  it('cleans up', () => rmSync(dir, { recursive: true, force: true }));
 });
