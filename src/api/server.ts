@@ -75,6 +75,7 @@ const buildSerializer = (() => () => {
 
 class ApiError extends Error {}
 const fault = (message: string) => new ApiError(message);
+const EMPTY_BODY = 'the request body is empty: a JSON object was expected';
 
 export interface ApiServerOptions {
   readonly id: string;
@@ -115,6 +116,8 @@ export class ApiServer {
       logger: false,
       // On close (a signal, the guest's end), requests still being sent must not hold the process.
       forceCloseConnections: true,
+      // Firecracker routes on method and path alone: /machine-config/ and //actions are the same resources.
+      routerOptions: { ignoreTrailingSlash: true, ignoreDuplicateSlashes: true },
       // Requests fastify refuses before any route (a bad URL escape) answer like the rest.
       frameworkErrors: (err, _req, reply) => void (reply as FastifyReply).code(400).send({ fault_message: `invalid request: ${err.message}` }),
       // ...and so do requests Node's HTTP parser refuses (two Content-Length headers, a bad header).
@@ -131,9 +134,29 @@ export class ApiServer {
         new Error(errors.map((e) => (e.keyword === 'additionalProperties' ? `unknown field ${String((e.params as { additionalProperty?: string }).additionalProperty)}` : `${e.instancePath.replace(/^\//, '') || 'body'} ${e.message ?? 'is invalid'}`)).join('; ')),
     });
     this.app = app;
+    // Every body is JSON, whatever its Content-Type says: Firecracker reads the body without looking
+    // at the header, and its own examples send bodies with a bare `curl -d`, which labels them as form
+    // data. Fastify's own JSON parser, so prototype-poisoning keys are still refused; its errors speak
+    // of the header, so ours say what is wrong with the body instead.
+    app.removeAllContentTypeParsers();
+    const secureJson = app.getDefaultJsonParser('error', 'error');
+    app.addContentTypeParser('*', { parseAs: 'string' }, (req, body, done) =>
+      secureJson(req, body as string, (err, value) => {
+        if (!err) return done(null, value);
+        if (body.length === 0) return done(fault(EMPTY_BODY), undefined);
+        try {
+          JSON.parse(body as string);
+        } catch (e) {
+          return done(fault(`the request body is not JSON: ${(e as Error).message}`), undefined);
+        }
+        done(fault('the request body has a __proto__ or constructor.prototype key'), undefined);
+      }),
+    );
 
-    app.setErrorHandler((err, _req, reply) => {
+    app.setErrorHandler((err, req, reply) => {
       const e = err as Error & { validation?: unknown; statusCode?: number };
+      // No body at all (no Content-Length, or 0) reaches no parser: say so, as for an empty one.
+      if (e.validation && req.body === undefined) return reply.code(400).send({ fault_message: EMPTY_BODY });
       if (e instanceof ApiError || e.validation) return reply.code(400).send({ fault_message: e instanceof ApiError ? e.message : `invalid request: ${e.message}` });
       if (e instanceof VmmError) return reply.code(400).send({ fault_message: e.message });
       if (e.statusCode && e.statusCode < 500) return reply.code(e.statusCode).send({ fault_message: e.message });
@@ -151,6 +174,7 @@ export class ApiServer {
       return reply.code(204).send();
     });
     app.patch<{ Body: MachineConfigBody }>('/machine-config', { schema: { body: machineConfigPatchSchema } }, async (req, reply) => {
+      if (Object.keys(req.body).length === 0) throw fault('Empty PATCH request.'); // Firecracker's words
       this.#setMachineConfig(this.#machineConfig, req.body);
       return reply.code(204).send();
     });
