@@ -491,6 +491,50 @@ describe('9P server: confinement', () => {
   });
 });
 
+describe('9P server: a share inside another, writable share', () => {
+  // `run --share ~:home` from a project folder shares the current directory too: the guest can then
+  // move the inner share's root, or an ancestor of it, through the outer share.
+  function nested() {
+    fs.mkdirSync(sharePath('a', 'inner'), { recursive: true });
+    fs.writeFileSync(sharePath('a', 'inner', 'f'), 'inner file');
+    const outer = session().c;
+    const innerServer = new P9Server({ root: sharePath('a', 'inner') });
+    const inner = new P9Client((b) => innerServer.handle(b));
+    inner.version(65536);
+    ok(inner.attach(ROOT));
+    ok(inner.walk(ROOT, 2, [])); // a fid at the inner root, walked before the swap
+    ok(outer.walk(ROOT, 2, ['a']));
+    return { outer, inner };
+  }
+  const outsideUntouched = () => assert.deepEqual(fs.readdirSync(outsidePath()), ['secret']);
+
+  it('its root moved away and replaced by a link to outside: nothing is reached through the link', () => {
+    const { outer, inner } = nested();
+    ok(outer.renameat(2, 'inner', 2, 'moved'));
+    ok(outer.symlink(2, 'inner', outsidePath()));
+    errno(inner.walk(ROOT, 3, ['secret']), E.ESTALE);
+    errno(inner.lcreate(2, 'planted', O.RDWR), E.ESTALE);
+    errno(inner.mkdir(2, 'planted'), E.ESTALE);
+    errno(inner.getattr(2), E.ESTALE);
+    outsideUntouched();
+    // Put back where it was, the directory is served again.
+    fs.unlinkSync(sharePath('a', 'inner'));
+    fs.renameSync(sharePath('a', 'moved'), sharePath('a', 'inner'));
+    ok(inner.walk(ROOT, 3, ['f']));
+    assert.equal(text(ok(inner.lopen(3, O.RDONLY)) && ok(inner.read(3, 0n, 100)).data), 'inner file');
+  });
+
+  it('an ancestor of its root replaced by a link to a look-alike outside: refused too', () => {
+    const { outer, inner } = nested();
+    fs.mkdirSync(outsidePath('inner'));
+    ok(outer.walk(ROOT, 3, []));
+    ok(outer.renameat(3, 'a', 3, 'a-moved'));
+    ok(outer.symlink(3, 'a', outsidePath()));
+    errno(inner.lcreate(2, 'planted', O.RDWR), E.ESTALE);
+    assert.deepEqual(fs.readdirSync(outsidePath('inner')), []);
+  });
+});
+
 describe('9P server: read-only share', () => {
   it('refuses every modifying operation with EROFS and leaves the host untouched', () => {
     const { c } = session({ readOnly: true });
@@ -648,6 +692,41 @@ describe('9P server: hardening (audit findings)', () => {
     ok(c.walk(ROOT, 4, ['lock']));
     ok(c.lopen(4, O.WRONLY));
     assert.equal(fs.statSync(lock).mode & 0o7777, 0o2644);
+  });
+
+  it('a descriptor opened for a request that then fails (set-id bits that cannot be dropped) is closed', () => {
+    // Tlcreate of an existing set-id file counts as opening it for writing; on a read-only mount
+    // inside the share, dropping the bits fails (EROFS). Each such request once leaked a descriptor.
+    // In a user and mount namespace of its own, so that neither root nor a mount is needed here.
+    const server = new URL('../../dist/devices/virtio/p9/server.js', import.meta.url).href;
+    const client = new URL('../helpers/p9-client.mjs', import.meta.url).href;
+    fs.mkdirSync(sharePath('ro'));
+    fs.writeFileSync(sharePath('ro', 'su'), '#!/bin/sh\n');
+    fs.chmodSync(sharePath('ro', 'su'), 0o4755);
+    const script = `
+      import * as fs from 'node:fs';
+      import { execFileSync } from 'node:child_process';
+      import { P9Server } from ${JSON.stringify(server)};
+      import { P9Client, O } from ${JSON.stringify(client)};
+      const ro = ${JSON.stringify(sharePath('ro'))};
+      execFileSync('mount', ['--bind', ro, ro]);
+      execFileSync('mount', ['-o', 'remount,bind,ro', ro]);
+      const s = new P9Server({ root: ${JSON.stringify(sharePath())} });
+      const c = new P9Client((b) => s.handle(b));
+      c.version(65536);
+      c.attach(1);
+      const fds = () => fs.readdirSync('/proc/self/fd').length;
+      const before = fds();
+      const errnos = new Set();
+      for (let i = 0; i < 50; i++) {
+        c.walk(1, 2, ['ro']);
+        errnos.add(c.lcreate(2, 'su', O.RDONLY).ecode);
+        c.clunk(2);
+      }
+      console.log(JSON.stringify({ errnos: [...errnos], leaked: fds() - before }));`;
+    const out = JSON.parse(execFileSync('unshare', ['--user', '--map-root-user', '--mount', process.execPath, '--input-type=module', '-e', script], { encoding: 'utf8' }));
+    assert.deepEqual(out, { errnos: [E.EROFS], leaked: 0 });
+    assert.equal(fs.statSync(sharePath('ro', 'su')).mode & 0o7777, 0o4755);
   });
 
   it('Tlcreate of an existing FIFO or directory is refused without opening it', () => {

@@ -211,6 +211,7 @@ export class P9Server {
   readonly maxMsize: number;
   readonly #rootBuf: Buffer;
   readonly #rootDev: bigint;
+  readonly #rootIno: bigint;
   readonly #fids = new Map<number, Fid>();
   readonly #onUnexpected: ((error: unknown) => void) | undefined;
   /** 0 until Tversion: nothing else is served before. */
@@ -233,6 +234,7 @@ export class P9Server {
     this.root = root;
     this.#rootBuf = Buffer.from(root === '/' ? '' : root);
     this.#rootDev = st.dev;
+    this.#rootIno = st.ino;
     this.readOnly = opts.readOnly ?? false;
     this.maxFids = opts.maxFids ?? P9_MAX_FIDS;
     this.maxListedEntries = opts.maxListedEntries ?? P9_MAX_LISTED_ENTRIES;
@@ -333,7 +335,27 @@ export class P9Server {
     if (this.#fids.size >= this.maxFids) fail('EMFILE', `all ${this.maxFids} fids in use`);
   }
 
+  /**
+   * Every host path starts with the root's path, resolved once (constructor). A guest can change what
+   * that path leads to when it can write above the root: through another share that holds this one
+   * (`--share ~:home` with the current directory shared too), it can move the root away and put a
+   * link to anywhere in its place or in an ancestor's. So each path built first checks that the root's
+   * path still leads to the directory it did (lstat: a link at the root itself is not followed).
+   * Requests are served one at a time, on one thread, so no request of either share runs between
+   * this check and the use of the path.
+   */
+  #checkRoot(): void {
+    let st: Stats | undefined;
+    try {
+      st = fs.lstatSync(this.#rootBuf.byteLength ? this.#rootBuf : SLASH, { bigint: true });
+    } catch {
+      // gone: refused below
+    }
+    if (!st?.isDirectory() || st.ino !== this.#rootIno || st.dev !== this.#rootDev) fail('ESTALE', `the shared directory ${this.root} was moved or replaced`);
+  }
+
   #host(path: readonly Buffer[]): Buffer {
+    this.#checkRoot();
     const parts: Buffer[] = [this.#rootBuf];
     for (const c of path) parts.push(SLASH, c);
     const out = parts.length === 1 ? Buffer.from(this.#rootBuf.byteLength ? this.#rootBuf : SLASH) : Buffer.concat(parts);
@@ -575,13 +597,17 @@ export class P9Server {
    * earlier); a file opened to be written loses its set-id bits.
    */
   #adopt(fd: number, forWriting: boolean): OpenFile {
-    const st = fs.fstatSync(fd);
-    if (!isRegMode(st.mode) && !isDirMode(st.mode)) {
+    try {
+      const st = fs.fstatSync(fd);
+      if (!isRegMode(st.mode) && !isDirMode(st.mode)) fail('EOPNOTSUPP', 'only regular files and directories can be opened');
+      // Can fail (EROFS, EPERM: a read-only mount or an immutable file inside the share): the
+      // descriptor is closed all the same, or each such request would leak one.
+      if (forWriting && isRegMode(st.mode)) killSetId(fd, st.mode);
+      return { fd, dir: isDirMode(st.mode) };
+    } catch (e) {
       fs.closeSync(fd);
-      fail('EOPNOTSUPP', 'only regular files and directories can be opened');
+      throw e;
     }
-    if (forWriting && isRegMode(st.mode)) killSetId(fd, st.mode);
-    return { fd, dir: isDirMode(st.mode) };
   }
 
   #lcreate(req: Extract<Request, { op: 'lcreate' }>, tag: number): Uint8Array {
