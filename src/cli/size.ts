@@ -1,12 +1,16 @@
-/** Memory sizes on the command line: "512" (MiB), "512M", "2G", "1048576K", "64MiB". */
-const UNITS: Record<string, number> = { '': 2 ** 20, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40 };
+/**
+ * Memory sizes on the command line: "512" (MiB), "512M", "2G", "1048576K", "64MiB", "1.5G", and
+ * "4096B" (bytes: a B alone is bytes, as in QEMU's -m 4096B).
+ */
+const UNITS: Record<string, number> = { k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40 };
 
-/** Bytes for `text`, or undefined if it is not a size. */
+/** Bytes for `text`, or undefined if it is not a size or not a whole number of bytes. */
 export function parseSize(text: string): number | undefined {
-  const m = /^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$/i.exec(text);
+  const m = /^ *(\d+(?:\.\d+)?) *(?:([kmgt])(?:i?b)?|(b))? *$/i.exec(text);
   if (!m) return undefined;
-  const bytes = Number(m[1]) * UNITS[m[2]!.toLowerCase()]!;
-  return Number.isSafeInteger(Math.floor(bytes)) ? Math.floor(bytes) : undefined;
+  const unit = m[2] ? UNITS[m[2].toLowerCase()]! : m[3] ? 1 : 2 ** 20;
+  const bytes = Number(m[1]) * unit;
+  return Number.isSafeInteger(bytes) ? bytes : undefined;
 }
 
 export function formatSize(bytes: number): string {

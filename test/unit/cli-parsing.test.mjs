@@ -11,9 +11,15 @@ describe('parseSize', () => {
     assert.equal(parseSize('2GiB'), 2 * 2 ** 30);
     assert.equal(parseSize('64k'), 64 * 1024);
     assert.equal(parseSize('0'), 0);
+    assert.equal(parseSize('1.5G'), 1.5 * 2 ** 30);
+    assert.equal(parseSize(' 64 MiB '), 64 * 2 ** 20);
   });
-  it('rejects what is not a size', () => {
-    for (const bad of ['', 'lots', '-1', '1X', '1.2.3']) assert.equal(parseSize(bad), undefined, bad);
+  it('reads a B alone as bytes, not MiB', () => {
+    assert.equal(parseSize('134217728B'), 128 * 2 ** 20);
+    assert.equal(parseSize('128b'), 128);
+  });
+  it('rejects what is not a size, or not a whole number of bytes', () => {
+    for (const bad of ['', 'lots', '-1', '1X', '1.2.3', '1ib', '1iB', '1\nG', '1\tG', '1.0000001M', '1.5B']) assert.equal(parseSize(bad), undefined, JSON.stringify(bad));
   });
   it('formats sizes for messages', () => {
     assert.equal(formatSize(3 * 2 ** 30), '3 GiB');
