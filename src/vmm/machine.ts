@@ -255,6 +255,8 @@ export class Machine extends EventEmitter {
     }
     const initrd = config.initrd !== undefined ? { bytes: readImage(config.initrd, '--initrd'), path: config.initrd } : undefined;
     if (initrd && kind === 'flat') throw new VmmError('BAD_CONFIG', `--initrd ${config.initrd}: a flat image takes no initrd`);
+    // Nor a command line: it would be dropped without a word (loadFlat has nowhere to put it).
+    if (config.cmdline !== undefined && kind === 'flat') throw new VmmError('BAD_CONFIG', `--cmdline ${JSON.stringify(config.cmdline)}: a flat image takes no command line (${config.kernel})`);
     const cpus = config.cpus ?? 1;
     // Host resources named by the config (disk images, taps, shared folders) are opened first, so
     // that a bad one is a clear error before any VM exists.
@@ -603,7 +605,17 @@ function openVirtioModels(config: MachineConfig, log: Logger): VirtioDevice[] {
   const models: VirtioDevice[] = [];
   try {
     if (config.rng) models.push(new VirtioRng());
-    for (const d of config.disks ?? []) models.push(new VirtioBlk({ ...d, log }));
+    // One file written through two disks would be corrupted (two guest caches, one image). The
+    // command line refuses a path given twice; a symbolic or hard link is the same file too.
+    const writable = new Map<string, string>();
+    for (const d of config.disks ?? []) {
+      const blk = new VirtioBlk({ ...d, log });
+      models.push(blk);
+      if (blk.readOnly) continue;
+      const first = writable.get(blk.file);
+      if (first !== undefined) throw new VmmError('BAD_CONFIG', `disk images ${first} and ${d.path} are one file, both writable (make one read-only to share it)`);
+      writable.set(blk.file, d.path);
+    }
     for (const n of config.nets ?? []) models.push(new VirtioNet(n));
     for (const sh of config.shares ?? []) models.push(new VirtioNinep({ root: sh.hostDir, tag: sh.tag, readOnly: sh.readOnly ?? false }));
     return models;

@@ -2,7 +2,7 @@
 // request handling (fastify inject: no socket, no VM needed to check what is accepted and refused).
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, symlinkSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -88,6 +88,27 @@ describe('REST API: InstanceStart refusing a bad boot source', () => {
     r = await put(api, '/actions', { action_type: 'InstanceStart' });
     assert.equal(r.status, 400);
     assert.match(r.body.fault_message, /^initrd_path .*big\.initrd: 33 MiB does not fit in 32 MiB of guest RAM/);
+    assert.equal((await api.app.inject({ method: 'GET', url: '/' })).json().state, 'Not started');
+
+    // A flat image has no command line: boot_args for one is refused, not dropped.
+    assert.equal((await put(api, '/boot-source', { kernel_image_path: kernel, boot_args: 'console=ttyS0' })).status, 204);
+    r = await put(api, '/actions', { action_type: 'InstanceStart' });
+    assert.equal(r.status, 400);
+    assert.match(r.body.fault_message, /^boot_args "console=ttyS0": a flat image takes no command line/);
+  });
+
+  it('two writable drives on one file (through a link) are refused at InstanceStart', async () => {
+    const api = new ApiServer({ id: 't', version: '0', log: silentLogger });
+    const kernel = path.join(dir, 'flat2.bin');
+    writeFileSync(kernel, Buffer.alloc(512, 0xf4));
+    const link = path.join(dir, 'rootfs-link.img');
+    symlinkSync(disk, link);
+    assert.equal((await put(api, '/boot-source', { kernel_image_path: kernel })).status, 204);
+    assert.equal((await put(api, '/drives/a', { drive_id: 'a', path_on_host: disk, is_root_device: false, is_read_only: false })).status, 204);
+    assert.equal((await put(api, '/drives/b', { drive_id: 'b', path_on_host: link, is_root_device: false, is_read_only: false })).status, 204);
+    const r = await put(api, '/actions', { action_type: 'InstanceStart' });
+    assert.equal(r.status, 400);
+    assert.match(r.body.fault_message, /^disk images .*rootfs\.img and .*rootfs-link\.img are one file, both writable/);
     assert.equal((await api.app.inject({ method: 'GET', url: '/' })).json().state, 'Not started');
   });
 });

@@ -182,6 +182,8 @@ export class VirtioBlk implements VirtioDevice {
   readonly readOnly: boolean;
   /** Disk size in 512-byte sectors (a partial last sector of the file is not exposed). */
   readonly capacity: number;
+  /** Which file the image is (device and inode of the open file): paths differ through links. */
+  readonly file: string;
 
   /** Requests served successfully, and the bytes they moved. */
   reads = 0;
@@ -209,8 +211,9 @@ export class VirtioBlk implements VirtioDevice {
     this.path = opts.path;
     this.readOnly = opts.readOnly ?? false;
     this.#id = encodeId(opts.id ?? '', opts.path);
-    const { fd, size } = openImage(opts.path, this.readOnly);
+    const { fd, size, file } = openImage(opts.path, this.readOnly);
     this.#fd = fd;
+    this.file = file;
     // A tmpfs image is all in memory (short of swap), but tmpfs cannot promise RWF_NOWAIT: read it
     // at once all the same, and write it at once (a copy into its pages) unless told otherwise.
     const inMemory = isInMemoryFs(opts.path);
@@ -732,7 +735,7 @@ function isInMemoryFs(path: string): boolean {
 }
 
 /** Opens the image and checks it can be a disk; every refusal is one line that names the file. */
-function openImage(path: string, readOnly: boolean): { fd: number; size: number } {
+function openImage(path: string, readOnly: boolean): { fd: number; size: number; file: string } {
   let fd: number;
   try {
     fd = openSync(path, readOnly ? FS.O_RDONLY : FS.O_RDWR);
@@ -745,7 +748,7 @@ function openImage(path: string, readOnly: boolean): { fd: number; size: number 
     if (!st.isFile()) throw new VmmError('BAD_CONFIG', `disk image ${path} is not a regular file (only raw image files are supported)`);
     if (st.size === 0) throw new VmmError('BAD_CONFIG', `disk image ${path} is empty`);
     if (st.size < SECTOR_SIZE) throw new VmmError('BAD_CONFIG', `disk image ${path} is ${st.size} bytes, smaller than one ${SECTOR_SIZE}-byte sector`);
-    return { fd, size: st.size };
+    return { fd, size: st.size, file: `${st.dev}:${st.ino}` };
   } catch (e) {
     closeSync(fd);
     throw e;
