@@ -18,6 +18,11 @@ export async function main(args: string[]): Promise<void> {
   // `run` will want a VM: KVM makes it on another core while yargs parses the command line (a
   // failure here is left for Machine.create to report, with the flags checked first).
   if (args[0] === 'run') {
+    if (args.indexOf('--') === args.length - 1) {
+      process.stderr.write('nodevisor: -- is not followed by a command (run ... -- COMMAND ARGS...)\n');
+      process.exitCode = EXIT_STATUS.usage;
+      return;
+    }
     try {
       Kvm.shared().prepareVm(VM_SETUP);
     } catch {
@@ -36,7 +41,7 @@ export async function main(args: string[]): Promise<void> {
       .parserConfiguration({ 'populate--': true, 'parse-positional-numbers': false, 'camel-case-expansion': false, 'dot-notation': false })
       // (yargs passes middleware its instance too, which its types leave out.)
       .middleware(refuseRepeatedFlags as unknown as MiddlewareFunction)
-      .middleware(((_argv: unknown, y: { getOptions(): { boolean: string[] } }) => refuseNonBooleanValues(args, y)) as unknown as MiddlewareFunction)
+      .middleware(((_argv: unknown, y: SwitchOptions) => refuseMisusedSwitches(args, y)) as unknown as MiddlewareFunction)
       .command(runCommand)
       .command(doctorCommand)
       .command(serveCommand)
@@ -54,7 +59,7 @@ export async function main(args: string[]): Promise<void> {
       .version(typeof __NODEVISOR_VERSION__ === 'string' ? __NODEVISOR_VERSION__ : packageVersion(import.meta.url))
       .parseAsync();
   } catch (e) {
-    process.stderr.write(`nodevisor: ${describeError(e)}\n`);
+    process.stderr.write(`nodevisor: ${visibleControls(describeError(e))}\n`);
     if (process.env.NODEVISOR_DEBUG) process.stderr.write(`${(e as Error).stack}\n`);
     process.exitCode = e instanceof VmmError && (e.code === 'BAD_CONFIG' || e.code === 'BAD_KERNEL') ? EXIT_STATUS.usage : 1;
   }
@@ -72,17 +77,32 @@ function refuseRepeatedFlags(argv: Record<string, unknown>, y: { getOptions(): {
   }
 }
 
+type SwitchOptions = { getOptions(): { boolean: string[]; key: Record<string, unknown> } };
+
 /**
  * `--json=maybe`: yargs reads any value but "true" as false, so a typo would silently turn a switch
- * off. A switch given with `=` takes only true or false.
+ * off. A switch given with `=` takes only true or false. And yargs reads `--no-X` as X=false for
+ * every flag, not only switches: `--no-disk` reached the command as a disk of `false`, `--no-expect`
+ * as the pattern /false/. Only a switch can be negated.
  */
-function refuseNonBooleanValues(args: readonly string[], y: { getOptions(): { boolean: string[] } }): void {
-  const switches = new Set(y.getOptions().boolean);
+function refuseMisusedSwitches(args: readonly string[], y: SwitchOptions): void {
+  const { boolean, key } = y.getOptions();
+  const switches = new Set(boolean);
   for (const arg of args) {
     if (arg === '--') break; // the guest command's own arguments
     const m = /^--(?:no-)?([^=]+)=(.*)$/s.exec(arg);
     if (m && switches.has(m[1]!) && m[2] !== 'true' && m[2] !== 'false') throw new VmmError('BAD_CONFIG', `${arg}: --${m[1]} is a switch: give it alone, or =true or =false`);
+    const negated = /^--no-([^=]+)/s.exec(arg)?.[1];
+    if (negated !== undefined && !switches.has(negated) && Object.hasOwn(key, negated)) throw new VmmError('BAD_CONFIG', `${arg}: --${negated} takes a value; only on/off switches have a --no- form`);
   }
+}
+
+/**
+ * An error is one line, whatever the values it quotes: a file name or pattern with a newline in it
+ * (or a config file's text, quoted by JSON.parse) is shown with its control characters escaped.
+ */
+function visibleControls(message: string): string {
+  return message.replace(/[\x00-\x1f\x7f]/g, (c) => (c === '\n' ? '\\n' : c === '\r' ? '\\r' : c === '\t' ? '\\t' : `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`));
 }
 
 /** yargs' own messages as one line. */
@@ -96,6 +116,9 @@ function oneLine(msg: string, args: readonly string[]): string {
     const hint = next !== undefined && /^-[^-]/.test(next) ? ` (a value that starts with "-" is given as --${missing[1]}=${shown})` : '';
     return `--${missing[1]}: needs a value${hint}`;
   }
+  // recommendCommands() says only this for a near miss: name what was typed too.
+  const guess = /^Did you mean (\S+)\?$/.exec(msg);
+  if (guess) return `unknown command ${JSON.stringify(args[0])}: did you mean ${guess[1]}?`;
   const choice = /^Invalid values:\s*Argument: (\S+), Given: (.*), Choices: (.*)$/s.exec(msg);
   if (choice) return `--${choice[1]} ${choice[2]}: expected one of ${choice[3]!.trim()}`;
   return msg.replace(/\s*\n\s*/g, '; ');

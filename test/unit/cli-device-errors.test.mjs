@@ -2,8 +2,8 @@
 // exists (so these run on any host, with or without /dev/kvm).
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { closeSync, existsSync, mkdtempSync, openSync, truncateSync, writeFileSync } from 'node:fs';
-import { execFileSync, spawn } from 'node:child_process';
+import { closeSync, existsSync, linkSync, mkdtempSync, openSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -16,6 +16,12 @@ writeFileSync(empty, '');
 const big = path.join(dir, 'big.img');
 closeSync(openSync(big, 'w'));
 truncateSync(big, 200 << 20); // sparse
+const bigLink = path.join(dir, 'big-link.img');
+symlinkSync(big, bigLink);
+const bigHard = path.join(dir, 'big-hard.img');
+linkSync(big, bigHard);
+const smallInitrd = path.join(dir, 'initrd.img');
+writeFileSync(smallInitrd, Buffer.alloc(4096));
 
 describe('device flags: bad input', () => {
   const cases = [
@@ -52,6 +58,22 @@ describe('device flags: bad input', () => {
     [['--', ''], /^nodevisor: -- COMMAND: the command name is empty\n$/],
     [['--json=maybe'], /^nodevisor: --json=maybe: --json is a switch: give it alone, or =true or =false\n$/],
     [['--initrd', big], /^nodevisor: --initrd .*big\.img: 200 MiB does not fit in 128 MiB of guest RAM\n$/],
+    // hello.bin is a flat image: what it cannot use is refused, not dropped.
+    [['--initrd', smallInitrd], /^nodevisor: --initrd .*initrd\.img: a flat image takes no initrd\n$/],
+    [['--cmdline', 'console=ttyS0'], /^nodevisor: --cmdline "console=ttyS0": a flat image takes no command line \(.*hello\.bin\)\n$/],
+    // One file through two writable disks, whatever the paths say.
+    [['--disk', big, '--disk', bigLink], /^nodevisor: disk images .*big\.img and .*big-link\.img are one file, both writable/],
+    [['--disk', big, '--disk', bigHard], /^nodevisor: disk images .*big\.img and .*big-hard\.img are one file, both writable/],
+    // yargs reads --no-X as X=false for any flag: only switches may be negated.
+    [['--no-disk'], /^nodevisor: --no-disk: --disk takes a value; only on\/off switches have a --no- form\n$/],
+    [['--no-expect'], /^nodevisor: --no-expect: --expect takes a value; only on\/off switches have a --no- form\n$/],
+    [['--'], /^nodevisor: -- is not followed by a command \(run \.\.\. -- COMMAND ARGS\.\.\.\)\n$/],
+    [['--share-cwd', 'rw'], /^nodevisor: --share-cwd rw applies with -- COMMAND only/],
+    [['--on-reboot', 'restart', '--', 'true'], /^nodevisor: --on-reboot applies without -- COMMAND only/],
+    // A value with a newline in it does not break the one line.
+    [['--disk', path.join(dir, 'two\nlines.img')], /^nodevisor: disk image .*two\\nlines\.img: no such file\n$/],
+    [['--mem', '128B'], /^nodevisor: --mem 128B: guest RAM must be at least 1 MiB\n$/],
+    [['--mem', '1.0000001M'], /^nodevisor: --mem 1\.0000001M: not a size/],
   ];
   for (const [flags, expected] of cases) {
     it(flags.join(' ').replace(dir, 'DIR'), async () => {
@@ -86,6 +108,7 @@ describe('serve: bad --config-file and socket flags', () => {
     [['--api-sock', path.join(dir, 'missing', 'api.sock')], /^nodevisor: --api-sock .*: no such directory .*missing\n$/],
     [['--api-sock', 'a.sock', '--api-sock', 'b.sock'], /^nodevisor: --api-sock given more than once/],
     [['--api-sock'], /^nodevisor: --api-sock: needs a value\n$/],
+    [['--no-api-sock'], /^nodevisor: --no-api-sock: --api-sock takes a value; only on\/off switches have a --no- form\n$/],
     [['--no-api', '--config-file', '/dev/zero'], /^nodevisor: --config-file \/dev\/zero: not a regular file\n$/],
     [['--no-api', '--config-file', file('huge.json', ' '.repeat((1 << 20) + 10))], /: larger than 1048576 bytes: not a configuration\n$/],
     [['--no-api', '--config-file', file('proto.json', `{"boot-source": {"kernel_image_path": "${guest('hello.bin')}"}, "logger": {"level": "__proto__"}}`)], /: logger: level __proto__: expected Error, Warning/],
@@ -134,4 +157,22 @@ describe('run: images that are not regular files', () => {
     assert.equal(r.status, 2, r.stderr);
     assert.match(r.stderr, /^nodevisor: --kernel .*kernel\.fifo: not a regular file\n$/);
   });
+});
+
+describe('CLI: command names and output that cannot be written', () => {
+  it('a misspelt command is named, with the guess', async () => {
+    const r = await runCli(['runn', '--kernel', guest('hello.bin')], { killAfterMs: 20_000 });
+    assert.equal(r.status, 2);
+    assert.equal(r.stderr, 'nodevisor: unknown command "runn": did you mean run?\n');
+  });
+
+  // doctor prints what it knows before it opens /dev/kvm, so it writes on any host.
+  for (const [what, shell] of [['a full disk (/dev/full)', `"$0" "$1" doctor >/dev/full`], ['a reader that went away (| true)', `"$0" "$1" doctor | true`]]) {
+    it(`doctor with its output going to ${what}: no stack trace`, () => {
+      const r = spawnSync('sh', ['-c', shell, process.execPath, cli], { encoding: 'utf8', timeout: 20_000 });
+      assert.doesNotMatch(r.stderr, /\n\s+at |Unhandled 'error' event/, r.stderr);
+      if (what.includes('full')) assert.match(r.stderr, /^nodevisor: writing to standard output: ENOSPC/m);
+      else assert.doesNotMatch(r.stderr, /EPIPE/);
+    });
+  }
 });

@@ -3,6 +3,7 @@ import type { CommandModule } from 'yargs';
 import { Kvm, REQUIRED_CAPS } from '../../kvm/kvm.js';
 import { detectFlavour, FLAVOUR_DESCRIPTION, PVM_WARNING } from '../../kvm/host.js';
 import { addonPath } from '../../native/binding.js';
+import { writeOut } from '../stdout.js';
 
 export const doctorCommand: CommandModule = {
   command: 'doctor',
@@ -17,7 +18,7 @@ export const doctorCommand: CommandModule = {
       kvm = Kvm.open();
     } catch (e) {
       // What is known so far still helps: which addon, which module; then the one-line error.
-      process.stdout.write(lines.join('\n') + '\n');
+      writeOut(lines.join('\n') + '\n');
       throw e;
     }
     try {
@@ -32,7 +33,7 @@ export const doctorCommand: CommandModule = {
       lines.push(`  KVM_CAP_${'NR_MEMSLOTS'.padEnd(22)} ${kvm.checkExtension('NR_MEMSLOTS')}`);
       if (flavour === 'pvm') lines.push(`warning:     ${PVM_WARNING}`);
       lines.push(missing === 0 ? 'result:      ok — nodevisor can run guests on this host' : `result:      ${missing} required capabilities missing`);
-      process.stdout.write(lines.join('\n') + '\n');
+      writeOut(lines.join('\n') + '\n');
       if (missing > 0) process.exitCode = 1;
     } finally {
       kvm.close();

@@ -15,6 +15,7 @@ import { nowMs } from '../../clock.js';
 import { stdinUnlessNull } from '../stdin.js';
 import { outputFdsLikeNode } from '../output-fds.js';
 import { noteGuestRan } from '../guest-ran.js';
+import { writeOut } from '../stdout.js';
 
 interface RunArgs {
   kernel?: string;
@@ -29,11 +30,11 @@ interface RunArgs {
   disk: string[];
   net: string[];
   share: string[];
-  'on-reboot': 'exit' | 'restart';
+  'on-reboot'?: 'exit' | 'restart';
   expect?: string;
   json: boolean;
   'log-level': LogLevel;
-  'share-cwd': 'ro' | 'rw' | 'off';
+  'share-cwd'?: 'ro' | 'rw' | 'off';
   '--'?: (string | number)[];
 }
 
@@ -67,7 +68,7 @@ function watchConsole(machine: Machine, o: { expect: RegExp | undefined; json: b
   let partial = '';
   machine.console!.on('data', (chunk: Buffer) => {
     if (o.json) o.emit({ event: 'output', data: chunk.toString('utf8') });
-    else process.stdout.write(chunk);
+    else writeOut(chunk);
     if (!o.expect) return;
     const lines = (partial + chunk.toString('utf8')).split('\n');
     partial = lines.pop()!;
@@ -93,7 +94,9 @@ export const runCommand: CommandModule<object, RunArgs> = {
       .option('mem', { requiresArg: true, type: 'string', default: '128M', describe: 'guest RAM (e.g. 256M, 2G; a bare number is MiB)' })
       .option('cpus', { requiresArg: true, type: 'number', default: 1, describe: 'number of vCPUs' })
       .option('timeout', { requiresArg: true, type: 'number', describe: 'stop the guest after this many seconds (exit status 124)' })
-      .option('on-reboot', { requiresArg: true, choices: ['exit', 'restart'] as const, default: 'exit' as const, describe: 'when the guest reboots: end with status 4, or boot it again' })
+      // No yargs defaults for these two: each applies in one mode only, and is refused in the other
+      // when given (as --expect is with -- COMMAND), rather than silently doing nothing.
+      .option('on-reboot', { requiresArg: true, choices: ['exit', 'restart'] as const, describe: 'without -- COMMAND, when the guest reboots: end with status 4 (exit, the default), or boot it again' })
       .option('expect', { requiresArg: true, type: 'string', describe: 'succeed (status 0) as soon as a console line matches this regular expression' })
       .option('json', { type: 'boolean', default: false, describe: 'one JSON event per line on stdout (started, output, matched, exited) instead of the raw console' })
       .option('rng', { type: 'boolean', default: false, describe: 'add a virtio-rng PCI device fed from the host\'s CSPRNG' })
@@ -101,7 +104,7 @@ export const runCommand: CommandModule<object, RunArgs> = {
       .option('disk', { requiresArg: true, type: 'string', array: true, default: [] as string[], describe: 'add a virtio-blk disk: PATH[,ro][,id=NAME] (repeatable)' })
       .option('net', { requiresArg: true, type: 'string', array: true, default: [] as string[], describe: 'add a virtio-net NIC on a tap device: tap=NAME[,mac=MAC] (repeatable)' })
       .option('share', { requiresArg: true, type: 'string', array: true, default: [] as string[], describe: 'share a host folder over virtio-9p: HOSTDIR:TAG[,ro] (repeatable)' })
-      .option('share-cwd', { requiresArg: true, choices: ['ro', 'rw', 'off'] as const, default: 'ro' as const, describe: 'with -- COMMAND: share the current directory as the command\'s working directory (read-only by default)' })
+      .option('share-cwd', { requiresArg: true, choices: ['ro', 'rw', 'off'] as const, describe: 'with -- COMMAND: share the current directory as the command\'s working directory (read-only by default)' })
       .option('testdev', { type: 'boolean', default: false, describe: 'add the scratch test device used by the test guests' })
       .option('log-level', { requiresArg: true, choices: LOG_LEVELS, default: 'warn' as LogLevel, describe: 'log level (JSON logs on stderr)' }) as Argv<RunArgs>,
   handler: async (argv) => {
@@ -138,7 +141,7 @@ export const runCommand: CommandModule<object, RunArgs> = {
     }
     // The console goes straight from the vCPU threads to stdout unless we have to read it here.
     const watch = expect !== undefined || argv.json;
-    const emit = (event: object) => process.stdout.write(`${JSON.stringify(event)}\n`);
+    const emit = (event: object) => writeOut(`${JSON.stringify(event)}\n`);
     const [disks, nets, shares] = [argv.disk.map(parseDisk), argv.net.map(parseNet), argv.share.map(parseShare)];
     checkDeviceSet(disks, nets, shares);
     const config = { kernel, initrd, cmdline, memBytes, cpus: argv.cpus, testdev: argv.testdev, rng: argv.rng, timeoutSec: argv.timeout, logLevel: argv['log-level'], consoleInput: stdinUnlessNull(), consoleFd: watch ? undefined : 1,
@@ -147,16 +150,18 @@ export const runCommand: CommandModule<object, RunArgs> = {
       console: argv.console, disks, nets, shares };
     if (command.length) {
       if (expect) throw new VmmError('BAD_CONFIG', '--expect and -- COMMAND: choose one (the command\'s exit status is the result)');
+      if (argv['on-reboot'] !== undefined) throw new VmmError('BAD_CONFIG', '--on-reboot applies without -- COMMAND only (a guest that reboots ends the command\'s run)');
       // runCommandInGuest takes the console and stdin over itself (stdin belongs to the command).
       // Loaded here: the command runner and its streams are not needed to boot a guest.
       const { runCommandInGuest } = await import('./run-command.js');
-      const run = await runCommandInGuest({ argv: command, config, shareCwd: argv['share-cwd'], json: argv.json, timeoutSec: argv.timeout, log });
+      const run = await runCommandInGuest({ argv: command, config, shareCwd: argv['share-cwd'] ?? 'ro', json: argv.json, timeoutSec: argv.timeout, log });
       noteGuestRan();
       // A pool thread may still be blocked writing to a reader that stopped reading: do not wait for it.
       if (run.outputAbandoned) process.exit(run.status);
       process.exitCode = run.status;
       return;
     }
+    if (argv['share-cwd'] !== undefined) throw new VmmError('BAD_CONFIG', `--share-cwd ${argv['share-cwd']} applies with -- COMMAND only (to share a folder with a guest, use --share HOSTDIR:TAG)`);
     let reason: StopReason;
     const started = nowMs();
     for (let boot = 0; ; boot++) {
