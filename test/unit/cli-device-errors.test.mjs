@@ -108,6 +108,8 @@ describe('serve: bad --config-file and socket flags', () => {
     [['--api-sock', path.join(dir, 'missing', 'api.sock')], /^nodevisor: --api-sock .*: no such directory .*missing\n$/],
     [['--api-sock', 'a.sock', '--api-sock', 'b.sock'], /^nodevisor: --api-sock given more than once/],
     [['--api-sock'], /^nodevisor: --api-sock: needs a value\n$/],
+    [['--api-sock', 'a.sock', '--id', ''], /^nodevisor: --id "": 1 to 64 letters, digits and hyphens\n$/],
+    [['--api-sock', 'a.sock', '--id', 'a/b'], /^nodevisor: --id "a\/b": 1 to 64 letters, digits and hyphens\n$/],
     [['--no-api-sock'], /^nodevisor: --no-api-sock: --api-sock takes a value; only on\/off switches have a --no- form\n$/],
     [['--no-api', '--config-file', '/dev/zero'], /^nodevisor: --config-file \/dev\/zero: not a regular file\n$/],
     [['--no-api', '--config-file', file('huge.json', ' '.repeat((1 << 20) + 10))], /: larger than 1048576 bytes: not a configuration\n$/],

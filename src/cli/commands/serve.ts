@@ -35,6 +35,8 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
     if (!argv.api && configFile === undefined) throw new VmmError('BAD_CONFIG', '--no-api needs --config-file (or nothing would ever start the microVM)');
     if (!argv.api && socket !== undefined) throw new VmmError('BAD_CONFIG', '--no-api and --api-sock exclude each other');
     if (!!argv.api && socket === undefined) throw new VmmError('BAD_CONFIG', 'missing --api-sock PATH (or --no-api with --config-file)');
+    // Firecracker's rule for an instance id; GET / reports it, and scripts may put it in paths.
+    if (!/^[A-Za-z0-9-]{1,64}$/.test(argv.id)) throw new VmmError('BAD_CONFIG', `--id ${JSON.stringify(argv.id)}: 1 to 64 letters, digits and hyphens`);
     const config = configFile === undefined ? undefined : readConfigFile(configFile);
     // Loaded here, not at start-up: fastify alone costs ~100 ms that `run` must not pay.
     const { ApiServer } = await import('../../api/server.js');
