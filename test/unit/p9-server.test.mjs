@@ -6,6 +6,7 @@ import * as path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { P9Server, P9_MAX_MSIZE } from '../../dist/devices/virtio/p9/server.js';
 import { Reader, Writer, ProtocolError, MSG } from '../../dist/devices/virtio/p9/protocol.js';
+import { Listing } from '../../dist/devices/virtio/p9/listing.js';
 import { P9Client, Msg, E, O, QT, NOTAG, T, ecodeOf, header } from '../helpers/p9-client.mjs';
 
 const AT_REMOVEDIR = 0x200;
@@ -759,6 +760,22 @@ describe('9P server: hardening (audit findings)', () => {
     const create = new Msg(T.lcreate, 10).u32(7).str('new').u32(O.RDWR).u32(0o644).u32(0).done();
     assert.equal(ecodeOf(server.handle(create, 12)), E.EMSGSIZE);
     assert.equal(fs.existsSync(sharePath('sub', 'new')), false);
+  });
+
+  it('a listing is ., .., then the names sorted by their bytes (any bytes), packed; past max entries it is not made', () => {
+    const d = sharePath('names');
+    fs.mkdirSync(d);
+    const names = [Buffer.from([0xff, 0x61]), Buffer.from('b'), Buffer.from('a'), Buffer.from('ab'), Buffer.from('a'.repeat(255)), Buffer.from([0xc3, 0x28])];
+    for (const n of names) fs.writeFileSync(Buffer.concat([Buffer.from(d + '/'), n]), '');
+    const l = Listing.read(Buffer.from(d), 8);
+    assert.equal(l.length, 8);
+    assert.equal(l.name(0), Listing.DOT);
+    assert.equal(l.name(1), Listing.DOTDOT);
+    const got = Array.from({ length: 6 }, (_, i) => l.name(i + 2));
+    assert.deepEqual(got.map((b) => b.toString('hex')), [...names].sort(Buffer.compare).map((b) => b.toString('hex')));
+    assert.equal(Listing.read(Buffer.from(d), 7), undefined, 'one entry too many');
+    fs.mkdirSync(sharePath('empty'));
+    assert.equal(Listing.read(Buffer.from(sharePath('empty')), 2).length, 2, 'an empty directory is . and ..');
   });
 
   it('directory listings held at once are bounded (ENOMEM past it); a listing read to its end is let go', () => {

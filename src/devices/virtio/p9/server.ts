@@ -26,6 +26,7 @@ import {
   QID_SIZE, QT, SETATTR, VERSION_9P2000_L, Writer, decodeRequest, encodeEmpty, encodeRlerror, peekTag, readHeader,
   type ErrnoName, type Qid, type Request,
 } from './protocol.js';
+import { Listing } from './listing.js';
 
 /** The largest msize offered: bounds every request and reply (and so each host read or write). */
 export const P9_MAX_MSIZE = 512 * 1024;
@@ -34,8 +35,9 @@ export const P9_MIN_MSIZE = 4096;
 /** Fids per session: each may hold a host file descriptor, so the table is what bounds those. */
 export const P9_MAX_FIDS = 4096;
 /**
- * Directory entries held in listings at once, over all open directories of a session (~300 bytes
- * each): a guest opening one large directory through many fids must not exhaust the VMM's heap.
+ * Directory entries held in listings at once, over all open directories of a session (a name's
+ * length and 4 bytes each: listing.ts): a guest opening one large directory through many fids must
+ * not exhaust the VMM's heap. At most ~260 MiB per session, with every name 255 bytes long.
  */
 export const P9_MAX_LISTED_ENTRIES = 1 << 20;
 
@@ -49,8 +51,8 @@ const S_IFLNK = 0o120000;
 const MODE_ALLOWED = 0o1777;
 const DIRENT_FIXED = QID_SIZE + 8 + 1 + 2; // qid, offset, type, name length
 const SLASH = Buffer.from('/');
-const DOT = Buffer.from('.');
-const DOTDOT = Buffer.from('..');
+const DOT = Listing.DOT;
+const DOTDOT = Listing.DOTDOT;
 
 export interface P9ServerOptions {
   /** The shared host directory. */
@@ -69,7 +71,7 @@ interface OpenFile {
   readonly fd: number;
   readonly dir: boolean;
   /** Directory listing ('.', '..', then names sorted), taken when the guest reads from offset 0. */
-  listing?: Buffer[];
+  listing?: Listing;
 }
 
 interface Fid {
@@ -674,14 +676,14 @@ export class P9Server {
     if (!now.isDirectory() || now.ino !== opened.ino || now.dev !== opened.dev) fail('ESTALE', 'the open directory is no longer at its path');
     // The listing is taken at offset 0 (rewinddir) and kept, so offsets stay valid while reading on;
     // it is let go once read to its end (the guest then clunks, or rewinds).
-    if (req.offset === 0n || !open.listing) this.#setListing(open, this.#list(host));
+    if (req.offset === 0n || !open.listing) this.#setListing(open, this.#list(host, this.maxListedEntries - this.#listed + (open.listing?.length ?? 0)));
     const reply = this.#direntReply(tag, fid.path, host, open.listing!, req.offset, Math.max(0, Math.min(req.count, limit - IO_HEADER_SIZE)));
     if (reply.byteLength === IO_HEADER_SIZE) this.#setListing(open, undefined);
     return reply;
   }
 
   /** Replaces a directory's listing, within the session's budget of listed entries. */
-  #setListing(open: OpenFile, listing: Buffer[] | undefined): void {
+  #setListing(open: OpenFile, listing: Listing | undefined): void {
     const held = open.listing?.length ?? 0;
     const wanted = listing?.length ?? 0;
     if (this.#listed - held + wanted > this.maxListedEntries) {
@@ -692,11 +694,11 @@ export class P9Server {
   }
 
   /** Rreaddir: entries from index `offset` that fit in `room` bytes; each carries the next entry's index. */
-  #direntReply(tag: number, path: readonly Buffer[], host: Buffer, listing: readonly Buffer[], offset: bigint, room: number): Uint8Array {
+  #direntReply(tag: number, path: readonly Buffer[], host: Buffer, listing: Listing, offset: bigint, room: number): Uint8Array {
     const w = new Writer(MSG.Rreaddir, tag, IO_HEADER_SIZE + Math.min(room, 8192)).u32(0);
     let used = 0;
     for (let i = offset < BigInt(listing.length) ? Number(offset) : listing.length; i < listing.length; i++) {
-      const name = listing[i]!;
+      const name = listing.name(i);
       if (used + DIRENT_FIXED + name.byteLength > room) {
         // An empty reply means "end of directory": a buffer too small for one entry must not say that.
         if (used === 0) fail('EINVAL', `readdir count ${room} too small for the next entry`);
@@ -710,10 +712,9 @@ export class P9Server {
     return w.setU32(HEADER_SIZE, used).finish();
   }
 
-  #list(host: Buffer): Buffer[] {
-    const names = fs.readdirSync(host, { encoding: 'buffer' });
-    names.sort(Buffer.compare);
-    return [DOT, DOTDOT, ...names];
+  /** The listing of `host`, read only as far as `room` entries (the session's budget left). */
+  #list(host: Buffer, room: number): Listing {
+    return Listing.read(host, room) ?? fail('ENOMEM', `the directory has more entries than the ${room} that can be listed now, of ${this.maxListedEntries} at once (close some directories)`);
   }
 
   /** lstat of one directory entry; '..' of the root is the root (the guest cannot see above it). */
