@@ -1,6 +1,6 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { CommonConfig } from '../../dist/devices/virtio/common-config.js';
+import { CommonConfig, NEEDS_RESET_LOGGED } from '../../dist/devices/virtio/common-config.js';
 import { COMMON_CFG as C, VIRTIO_STATUS as S, VIRTIO_F } from '../../dist/devices/virtio/constants.js';
 import { SplitQueue, VirtqError } from '../../dist/devices/virtio/queue.js';
 import { VirtioRng, RNG_MAX_REQUEST, RNG_TURN_BUDGET } from '../../dist/devices/virtio/rng.js';
@@ -108,6 +108,18 @@ describe('virtio PCI common configuration', () => {
     cfg.write(C.device_status, 1, 0);
     cfg.write(C.queue_enable, 2, 1);
     assert.equal(lines.length, 2, 'logged again after a reset');
+  });
+
+  it(`a guest that resets and breaks the device in a loop gets ${NEEDS_RESET_LOGGED} lines in all, not one a cycle`, () => {
+    const lines = [];
+    const { cfg } = common({ refuse: true, log: (m) => lines.push(m) });
+    for (let i = 0; i < 100; i++) {
+      cfg.write(C.device_status, 1, 0);
+      cfg.write(C.queue_enable, 2, 1);
+    }
+    assert.equal(lines.length, NEEDS_RESET_LOGGED);
+    assert.match(lines.at(-1), /further ones of this device are not logged/);
+    assert.ok(cfg.read(C.device_status, 1) & S.DEVICE_NEEDS_RESET, 'the device is still marked, only the log is quiet');
   });
 
   it('DRIVER_OK needs FEATURES_OK, then tells the device once', () => {

@@ -277,6 +277,19 @@ describe('virtio-net: transmit', () => {
     assert.equal(tx.usedIdx(), 7);
   });
 
+  it('logs one line per kind of problem for the device\'s life: a guest resetting it after each bad frame gets no line a cycle', () => {
+    const { mem, tx, dev, ctx, events } = setup();
+    mem.write(0x20000, tapFrame(100));
+    for (let cycle = 0; cycle < 20; cycle++) {
+      dev.reset();
+      dev.activate(ctx);
+      tx.addChain([{ addr: 0x20000, len: 25 }]); // a runt
+      dev.notify(1);
+    }
+    assert.equal(dev.txDropped, 20);
+    assert.equal(warnings(events).length, 1, warnings(events).join('\n'));
+  });
+
   it('refuses a transmit chain with a device-writable buffer, and broken descriptors, with VirtqError', () => {
     const a = setup();
     a.tx.addChain([{ addr: 0x20000, len: 60 }, { addr: 0x30000, len: 10, write: W }]);

@@ -44,10 +44,14 @@ export interface CommonConfigDeps {
 const W = { DEV_SEL: 1, DRV_SEL: 2, DRV_LO: 3, DRV_HI: 4, STATUS: 5, GEN: 6, QSEL: 7, CFG_VEC: 8, EPOCH: 9, RESETTING: 10, QUEUES: 16 } as const;
 const QW = { SIZE: 0, MAX: 1, VEC: 2, ENABLED: 3, DESC: 4, DRIVER: 6, DEVICE: 8, STRIDE: 10 } as const;
 
+/** needsReset lines logged per device (per thread that serves its registers); later ones only set the bit. */
+export const NEEDS_RESET_LOGGED = 8;
+
 export class CommonConfig {
   readonly offered: bigint;
   readonly s: SharedState;
   readonly #w: Int32Array;
+  #needsResetLogged = 0;
   readonly numQueues: number;
 
   /** A new register file, or another thread's view of an existing one (same buffer). */
@@ -114,10 +118,13 @@ export class CommonConfig {
 
   /** Marks the device broken (virtio §2.1.2): the driver must reset it. */
   needsReset(why: string): void {
-    // Logged once until the driver resets the device: a guest repeating the same mistake (a
-    // queue_enable write per loop) must not write a log line each time.
+    // Logged once until the driver resets the device (a guest repeating the same mistake, a
+    // queue_enable write per loop, must not write a log line each time), and NEEDS_RESET_LOGGED
+    // times in all: nor may a guest that resets and breaks the device in a loop.
     const before = Atomics.or(this.#w, W.STATUS, VIRTIO_STATUS.DEVICE_NEEDS_RESET);
-    if (!(before & VIRTIO_STATUS.DEVICE_NEEDS_RESET)) this.deps.log?.(`virtio: device needs reset: ${why}`);
+    if (before & VIRTIO_STATUS.DEVICE_NEEDS_RESET || this.#needsResetLogged >= NEEDS_RESET_LOGGED) return;
+    const more = ++this.#needsResetLogged === NEEDS_RESET_LOGGED ? ' (further ones of this device are not logged)' : '';
+    this.deps.log?.(`virtio: device needs reset: ${why}${more}`);
   }
 
   /** A vector the driver asks for, or NO_VECTOR if the table has no such entry (the driver reads it back). */

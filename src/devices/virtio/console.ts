@@ -118,7 +118,7 @@ export class VirtioConsole implements VirtioDevice {
   activate(ctx: VirtioDeviceContext): void {
     this.#ctx = ctx;
     this.#multiport = (ctx.negotiated & bit(VIRTIO_CONSOLE_F.MULTIPORT)) !== 0n;
-    this.#warned.clear();
+    // #warned is kept across activations: one line per kind of problem per device, resets included.
   }
 
   reset(): void {
@@ -160,6 +160,7 @@ export class VirtioConsole implements VirtioDevice {
     if (!ctx) return;
     this.#continuation ??= onNextTurn(ctx, () => {
       this.#continuation = undefined;
+      this.#deliver();
       this.#transmit();
       if (this.#multiport) this.#controlReceive();
     });
@@ -217,6 +218,12 @@ export class VirtioConsole implements VirtioDevice {
     const before = q.nextUsed;
     let used = 0;
     while (this.#pendingBytes > 0) {
+      // A turn's share, as for every other queue: a guest posting receive buffers as fast as they
+      // are taken (zero-length ones take nothing) must not hold the main thread.
+      if (used === CONSOLE_TURN_BUDGET) {
+        this.#continueLater();
+        break;
+      }
       const c = q.pop();
       if (!c) break;
       if (c.readable.length > 0) throw new VirtqError('WRITE_BEFORE_READ', `virtio-console receive buffer ${c.head} is device-readable`);

@@ -247,7 +247,7 @@ export class VirtioNet implements VirtioDevice {
     this.#rxPendingLen = 0;
     this.#rxHeld = [];
     this.#rules = NO_OFFLOADS;
-    this.#warned.clear();
+    // #warned is kept: a guest resetting the device after each bad frame must not get a line a cycle.
   }
 
   close(): void {
@@ -532,7 +532,7 @@ export class VirtioNet implements VirtioDevice {
     }
   }
 
-  /** One log line per kind of problem per activation: a guest must not be able to flood the log. */
+  /** One log line per kind of problem per device, resets included: a guest must not be able to flood the log. */
   #warnOnce(ctx: VirtioDeviceContext, key: string, msg: string): void {
     if (this.#warned.has(key)) return;
     this.#warned.add(key);

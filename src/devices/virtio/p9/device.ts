@@ -101,7 +101,7 @@ export class VirtioNinep implements VirtioDevice {
 
   activate(ctx: VirtioDeviceContext): void {
     this.#ctx = ctx;
-    this.#warned.clear();
+    // #warned is kept across activations: one line per kind of problem per device, resets included.
   }
 
   notify(index: number): void {
