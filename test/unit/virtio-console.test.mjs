@@ -6,10 +6,10 @@ import { fakeMemory } from '../helpers/fake-memory.mjs';
 import { DriverQueue } from '../helpers/driver-queue.mjs';
 import { fakeContext } from '../helpers/fake-context.mjs';
 
-function setup(opts = {}) {
+function setup({ queueSize = 16, ...opts } = {}) {
   const mem = fakeMemory(1 << 20);
-  const rx = new DriverQueue(mem, 0x1000, 16);
-  const tx = new DriverQueue(mem, 0x3000, 16);
+  const rx = new DriverQueue(mem, 0x1000, queueSize);
+  const tx = new DriverQueue(mem, 0x8000, queueSize); // past rx's rings at every size used here
   const queues = [new SplitQueue(mem, rx.config, { indirect: false, eventIdx: false }), new SplitQueue(mem, tx.config, { indirect: false, eventIdx: false })];
   const out = [];
   const con = new VirtioConsole({ output: (b) => (out.push(Buffer.from(b)), opts.accept?.(b)), ...opts });
@@ -290,12 +290,7 @@ describe('virtio-console: broken chains met by work the host started, and per-tu
   });
 
   it(`takes at most ${CONSOLE_TURN_BUDGET} transmit chains per event-loop turn, the rest on the next turns`, async () => {
-    const mem = fakeMemory(1 << 20);
-    const rx = new DriverQueue(mem, 0x1000, 256);
-    const tx = new DriverQueue(mem, 0x4000, 256);
-    const queues = [new SplitQueue(mem, rx.config, { indirect: false, eventIdx: false }), new SplitQueue(mem, tx.config, { indirect: false, eventIdx: false })];
-    const con = new VirtioConsole({ output: () => true });
-    con.activate(fakeContext(mem, queues));
+    const { mem, rx, tx, con } = setup({ queueSize: 256, accept: () => true });
     mem.write(0x10000, Buffer.from('y'));
     for (let i = 0; i < 200; i++) tx.addChain([{ addr: 0x10000, len: 1 }]);
     con.notify(1);
@@ -307,12 +302,7 @@ describe('virtio-console: broken chains met by work the host started, and per-tu
   });
 
   it(`takes at most ${CONSOLE_TURN_BUDGET} receive chains per turn too: zero-length ones, which take no input, cannot hold the main thread`, async () => {
-    const mem = fakeMemory(1 << 20);
-    const rx = new DriverQueue(mem, 0x1000, 256);
-    const tx = new DriverQueue(mem, 0x4000, 256);
-    const queues = [new SplitQueue(mem, rx.config, { indirect: false, eventIdx: false }), new SplitQueue(mem, tx.config, { indirect: false, eventIdx: false })];
-    const con = new VirtioConsole({ output: () => true });
-    con.activate(fakeContext(mem, queues));
+    const { mem, rx, tx, con } = setup({ queueSize: 256, accept: () => true });
     con.write(Buffer.from('x'));
     for (let i = 0; i < 200; i++) rx.addChain([{ addr: 0x10000, len: 0, write: true }]);
     rx.addChain([{ addr: 0x20000, len: 16, write: true }]);
