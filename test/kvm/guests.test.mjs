@@ -54,7 +54,12 @@ describe('test guests', needsKvm, () => {
     const r = await run('triple.bin', [], { tripleFaultExpected: true });
     assert.match(r.stdout, /about to triple fault/);
     assert.equal(r.status, 6, r.stderr);
-    assert.match(r.stderr, /nodevisor: vcpu0: triple fault \(KVM_EXIT_SHUTDOWN\) at RIP 0x[0-9a-f]+/);
+    const line = r.stderr.match(/^nodevisor: vcpu0: triple fault \(KVM_EXIT_SHUTDOWN\) at RIP 0x[0-9a-f]+.*$/m);
+    assert.ok(line, r.stderr);
+    // KVM on SVM resets a vCPU after a shutdown: the message must not pass the reset vector off as
+    // the place of the fault. Elsewhere the registers are the faulting guest's.
+    if (detectFlavour() === 'svm') assert.match(line[0], /at RIP 0xfff0 \(CS 0xf000, real mode\).* \(the registers of a vCPU just reset: /);
+    else assert.doesNotMatch(line[0], /just reset/);
   });
 
   it('c-hello.bin: the freestanding C runtime, booted flat', async () => {
