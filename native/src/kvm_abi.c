@@ -134,5 +134,10 @@ const struct nv_layout_entry nv_layout[] = {
     SIZE(kvm_lapic_state), SIZE(kvm_mp_state), SIZE(kvm_vcpu_events), SIZE(kvm_xsave), SIZE(kvm_xcrs),
     SIZE(kvm_irqchip), SIZE(kvm_pit_state2), SIZE(kvm_clock_data),
     OFF(kvm_clock_data, clock), OFF(kvm_clock_data, flags),
+
+    SIZE(kvm_coalesced_mmio_ring), OFF(kvm_coalesced_mmio_ring, first), OFF(kvm_coalesced_mmio_ring, last),
+    OFF(kvm_coalesced_mmio_ring, coalesced_mmio),
+    SIZE(kvm_coalesced_mmio), OFF(kvm_coalesced_mmio, phys_addr), OFF(kvm_coalesced_mmio, len),
+    OFF(kvm_coalesced_mmio, pio), OFF(kvm_coalesced_mmio, data),
 };
 const size_t nv_layout_count = sizeof(nv_layout) / sizeof(nv_layout[0]);

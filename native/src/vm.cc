@@ -86,6 +86,18 @@ Napi::Value Ioeventfd(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// KVM_REGISTER_COALESCED_MMIO(addr, size, pio): guest writes inside the zone (port I/O when pio is
+// 1) are queued in the VM's coalesced ring, a page of every vCPU's kvm_run mapping, instead of
+// exiting; userspace takes them from the ring at its next exit.
+Napi::Value RegisterCoalescedIo(const Napi::CallbackInfo& info) {
+  kvm_coalesced_mmio_zone z{};
+  z.addr = ArgU64(info, 1);
+  z.size = ArgU32(info, 2);
+  z.pio = ArgU32(info, 3);
+  NV_IOCTL(info.Env(), ArgFd(info, 0), KVM_REGISTER_COALESCED_MMIO, &z);
+  return info.Env().Undefined();
+}
+
 // KVM_SIGNAL_MSI(addressLo, addressHi, data, flags, devid) -> 1 delivered, 0 blocked by the guest.
 Napi::Value SignalMsi(const Napi::CallbackInfo& info) {
   kvm_msi m{};
@@ -137,6 +149,7 @@ void InitVm(Napi::Env env, Napi::Object exports) {
   exports.Set("irqLine", Napi::Function::New(env, IrqLine, "irqLine"));
   exports.Set("irqfd", Napi::Function::New(env, Irqfd, "irqfd"));
   exports.Set("ioeventfd", Napi::Function::New(env, Ioeventfd, "ioeventfd"));
+  exports.Set("registerCoalescedIo", Napi::Function::New(env, RegisterCoalescedIo, "registerCoalescedIo"));
   exports.Set("signalMsi", Napi::Function::New(env, SignalMsi, "signalMsi"));
   exports.Set("setGsiRouting", Napi::Function::New(env, SetGsiRouting, "setGsiRouting"));
   exports.Set("getIrqchip", Napi::Function::New(env, GetIrqchip, "getIrqchip"));

@@ -64,6 +64,7 @@ export const KVM_CAP = {
   NR_MEMSLOTS: 10,
   PIT: 11,
   MP_STATE: 14,
+  COALESCED_MMIO: 15,
   IRQ_ROUTING: 25,
   SET_IDENTITY_MAP_ADDR: 37,
   IRQFD: 32,
@@ -78,6 +79,7 @@ export const KVM_CAP = {
   SIGNAL_MSI: 77,
   IOEVENTFD_ANY_LENGTH: 122,
   IMMEDIATE_EXIT: 136,
+  COALESCED_PIO: 162,
 } as const;
 
 /** KVM_CREATE_PIT2 flags. */

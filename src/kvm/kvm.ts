@@ -276,6 +276,11 @@ export class Vm {
   createPit2(flags: number): void { this.n.createPit2(this.fd, flags); }
   irqLine(gsi: number, level: boolean): void { this.n.irqLine(this.fd, gsi, level ? 1 : 0); }
   irqfd(eventFd: number, gsi: number, flags = 0, resampleFd = 0): void { this.n.irqfd(this.fd, eventFd, gsi, flags, resampleFd); }
+  /** KVM_REGISTER_COALESCED_MMIO for ports [port, port+size): writes there queue in the coalesced ring instead of exiting. */
+  registerCoalescedPio(port: number, size: number): void {
+    this.n.registerCoalescedIo(this.fd, port, size, 1);
+  }
+
   ioeventfd(addr: number, len: number, eventFd: number, flags = 0, datamatch: number | bigint = 0): void {
     this.n.ioeventfd(this.fd, addr, len, eventFd, flags, datamatch);
   }

@@ -78,6 +78,15 @@ export const KVM_IRQ_ROUTING_ENTRY = {
 /** struct kvm_clock_data. */
 export const KVM_CLOCK_DATA = { clock: 0, flags: 8 } as const;
 
+/**
+ * struct kvm_coalesced_mmio_ring: one page of every vCPU's mmap (at the page KVM_CAP_COALESCED_MMIO
+ * names), shared by the VM's vCPUs. KVM appends at `last`; userspace consumes from `first`.
+ */
+export const KVM_COALESCED_MMIO_RING = { first: 0, last: 4, coalesced_mmio: 8 } as const;
+
+/** struct kvm_coalesced_mmio: one queued write (`pio` 1 for port I/O), its bytes in `data`. */
+export const KVM_COALESCED_MMIO = { phys_addr: 0, len: 8, pio: 12, data: 16 } as const;
+
 /** sizeof() of every struct that crosses the addon boundary as a buffer. */
 export const SIZEOF = {
   kvm_run: 2352,
@@ -97,6 +106,8 @@ export const SIZEOF = {
   kvm_irqchip: 520,
   kvm_pit_state2: 112,
   kvm_clock_data: 48,
+  kvm_coalesced_mmio_ring: 8,
+  kvm_coalesced_mmio: 24,
 } as const;
 
 /** Every (struct.field → offset) pair above, flattened with the names the addon's table uses. */
@@ -115,6 +126,8 @@ export function flatLayout(): Record<string, number> {
   add('kvm_msr_entry', KVM_MSR_ENTRY);
   add('kvm_irq_routing_entry', KVM_IRQ_ROUTING_ENTRY);
   add('kvm_clock_data', KVM_CLOCK_DATA);
+  add('kvm_coalesced_mmio_ring', KVM_COALESCED_MMIO_RING);
+  add('kvm_coalesced_mmio', KVM_COALESCED_MMIO);
   for (const [name, size] of Object.entries(SIZEOF)) out[`sizeof.${name}`] = size;
   return out;
 }

@@ -37,6 +37,7 @@ export interface NativeBinding {
   irqLine(vmFd: number, gsi: number, level: number): void;
   irqfd(vmFd: number, eventFd: number, gsi: number, flags?: number, resampleFd?: number): void;
   ioeventfd(vmFd: number, addr: number, len: number, eventFd: number, flags?: number, datamatch?: number | bigint): void;
+  registerCoalescedIo(vmFd: number, addr: number, size: number, pio: 0 | 1): void;
   signalMsi(vmFd: number, addressLo: number, addressHi: number, data: number, flags?: number, devid?: number): number;
   setGsiRouting(vmFd: number, entries: Buf): void;
   getIrqchip(vmFd: number, buf: Buf): void;

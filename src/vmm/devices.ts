@@ -17,11 +17,13 @@ import { Serial8250 } from '../devices/legacy/serial-8250.js';
 import { IsaDebugExit } from '../devices/debug/isa-debug-exit.js';
 import { ScratchDevice } from '../devices/debug/testdev.js';
 import type { Vm } from '../kvm/kvm.js';
-import { hex } from '../errors.js';
+import { VmmError, hex } from '../errors.js';
 import type { StopReason } from './stop.js';
+import type { CoalescedRing } from '../kvm/coalesced-ring.js';
 
 export type DeviceSpec =
-  | { type: 'serial8250'; label: string; base: number; gsi: number; state: SharedArrayBuffer; outputFd: number }
+  /** `coalesced`: KVM queues writes to THR (the base port) in the coalesced ring rather than exiting. */
+  | { type: 'serial8250'; label: string; base: number; gsi: number; state: SharedArrayBuffer; outputFd: number; coalesced: boolean }
   | { type: 'i8042'; gsi: number; state: SharedArrayBuffer }
   | { type: 'cmos'; state: SharedArrayBuffer }
   | { type: 'pci'; address: SharedArrayBuffer; functions: { slot: number; config: SharedArrayBuffer; virtio?: VirtioPciFunctionSpec }[] }
@@ -34,21 +36,37 @@ export interface DeviceContext {
   readonly vm: Vm;
   readonly mem: GuestMemory;
   readonly log: ThreadLogger;
+  /** This thread's view of the VM's coalesced I/O ring, where a device's zone is registered. */
+  readonly ring?: CoalescedRing;
   requestStop(reason: StopReason): void;
+}
+
+/** This thread's buses, and what takes the writes queued in the coalesced ring (if any are). */
+export interface AttachedDevices {
+  readonly pio: Bus;
+  readonly mmio: Bus;
+  readonly takeQueuedWrites?: () => void;
 }
 
 /** How many distinct unclaimed addresses are logged before further ones are only counted. */
 const UNCLAIMED_LOG_LIMIT = 256;
 
 /** Builds this thread's buses from the machine's device specs. */
-export function attachDevices(specs: readonly DeviceSpec[], ctx: DeviceContext): { pio: Bus; mmio: Bus } {
+export function attachDevices(specs: readonly DeviceSpec[], ctx: DeviceContext): AttachedDevices {
   const pio = new Bus('pio');
   const mmio = new Bus('mmio');
+  let takeQueuedWrites: (() => void) | undefined;
   for (const spec of specs) {
     switch (spec.type) {
       case 'serial8250': {
         const irq = { setLevel: (high: boolean) => ctx.vm.irqLine(spec.gsi, high) };
-        pio.insert(new Serial8250(spec.label, { irq, output: fdByteWriter(spec.outputFd) }, spec.state), spec.base, 8);
+        const serial = new Serial8250(spec.label, { irq, output: fdBytesWriter(spec.outputFd) }, spec.state);
+        pio.insert(serial, spec.base, 8);
+        const ring = ctx.ring;
+        if (spec.coalesced && ring) {
+          if (takeQueuedWrites) throw new VmmError('INTERNAL', 'two devices with coalesced writes: the ring is taken for one only');
+          takeQueuedWrites = () => serial.transmitQueued(ring, spec.base);
+        }
         break;
       }
       case 'i8042': {
@@ -85,7 +103,7 @@ export function attachDevices(specs: readonly DeviceSpec[], ctx: DeviceContext):
     }
   }
   for (const bus of [pio, mmio]) bus.onUnclaimed = unclaimedLogger(bus.space, ctx.log);
-  return { pio, mmio };
+  return { pio, mmio, takeQueuedWrites };
 }
 
 /** A port range that exists and does nothing (e.g. port 0x80, which Linux writes to for I/O delays). */
@@ -110,16 +128,14 @@ function unclaimedLogger(space: 'pio' | 'mmio', log: ThreadLogger) {
   };
 }
 
-/** A console sink that writes each byte to `fd` at once, waiting out EAGAIN on a non-blocking pipe. */
-export function fdByteWriter(fd: number): (byte: number) => void {
-  const one = new Uint8Array(1);
+/** A console sink that writes the bytes it is given to `fd` at once, waiting out EAGAIN on a non-blocking pipe. */
+export function fdBytesWriter(fd: number): (bytes: Uint8Array) => void {
   const nap = new Int32Array(new SharedArrayBuffer(4));
-  return (byte: number) => {
-    one[0] = byte;
-    for (;;) {
+  return (bytes: Uint8Array) => {
+    let done = 0;
+    while (done < bytes.length) {
       try {
-        writeSync(fd, one);
-        return;
+        done += writeSync(fd, bytes, done, bytes.length - done);
       } catch (e) {
         const code = (e as NodeJS.ErrnoException).code;
         if (code === 'EAGAIN') {

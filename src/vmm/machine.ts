@@ -56,6 +56,8 @@ import type { VcpuWorkerInit, VcpuWorkerMessage } from './vcpu-worker.js';
 import { vcpuThread } from './vcpu-threads.js';
 import { MainThreadVcpu } from './main-thread-vcpu.js';
 import type { StopReason, VcpuStopState } from './stop.js';
+import { CoalescedRing, COALESCED_RING_BYTES } from '../kvm/coalesced-ring.js';
+import { watchQueuedWrites } from './queued-writes-watch.js';
 
 export interface MachineConfig {
   /** Path of the kernel or guest image. */
@@ -107,6 +109,18 @@ export interface MachineConfig {
 }
 
 let machineCount = 0;
+
+/**
+ * Byte offset of the coalesced ring in a vCPU's kvm_run mapping (KVM_CAP_COALESCED_MMIO gives its
+ * page), or undefined when KVM cannot coalesce port writes (KVM_CAP_COALESCED_PIO) or the mapping
+ * would not hold the page.
+ */
+function coalescedRingOffset(vm: Vm): number | undefined {
+  const page = vm.checkExtension('COALESCED_MMIO');
+  if (page <= 0 || vm.checkExtension('COALESCED_PIO') <= 0) return undefined;
+  const offset = page * COALESCED_RING_BYTES;
+  return vm.kvm && offset + COALESCED_RING_BYTES <= vm.kvm.vcpuMmapSize ? offset : undefined;
+}
 
 /** Optional fields given as undefined count as absent (callers spread optional CLI values). */
 const stripUndefined = <T extends object>(o: T): T => Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as T;
@@ -182,6 +196,8 @@ export class Machine extends EventEmitter {
   #exited = 0;
   #allExited: (() => void) | undefined;
   #consoleWriteFd: number | undefined;
+  /** Where the coalesced ring is in each vCPU's kvm_run mapping; undefined where KVM cannot coalesce port writes. */
+  readonly #ringOffset: number | undefined;
   /** Guest console output as a stream (live, like a serial line: bytes nobody reads are dropped), unless consoleFd was given. */
   readonly console: Readable | undefined;
 
@@ -205,7 +221,11 @@ export class Machine extends EventEmitter {
     }
     this.mem = guestMemoryOf(ram, config.memBytes);
     this.com1 = new Serial8250('com1', { irq: { setLevel: (h) => vm.irqLine(COM1_GSI, h) }, output: () => {} });
-    this.#devices.push({ type: 'serial8250', label: 'com1', base: COM1_BASE, gsi: COM1_GSI, state: this.com1.buffer, outputFd: consoleFd });
+    // Writes to COM1's THR queue in KVM's coalesced ring instead of exiting: a console byte costs one
+    // exit (the driver's LSR read before it), not two. Taken at the next exit, before it is answered.
+    this.#ringOffset = coalescedRingOffset(vm);
+    if (this.#ringOffset !== undefined) vm.registerCoalescedPio(COM1_BASE, 1);
+    this.#devices.push({ type: 'serial8250', label: 'com1', base: COM1_BASE, gsi: COM1_GSI, state: this.com1.buffer, outputFd: consoleFd, coalesced: this.#ringOffset !== undefined });
     this.i8042 = new I8042({ irq: { setLevel: (h) => vm.irqLine(I8042_IRQ, h) }, onReset: () => this.#halt({ kind: 'reboot' }) });
     const low = Math.min(config.memBytes, MMIO_HOLE_START);
     this.#devices.push({ type: 'i8042', gsi: I8042_IRQ, state: this.i8042.buffer });
@@ -341,7 +361,7 @@ export class Machine extends EventEmitter {
     for (const vcpu of this.vcpus) {
       const init: VcpuWorkerInit = {
         vmFd: this.vm.fd, vcpuId: vcpu.id, vcpuFd: vcpu.fd, runMappingId: vcpu.runMappingId,
-        ramMappingId: this.ram.mappingId, memBytes: this.config.memBytes, devices: this.#devices,
+        ramMappingId: this.ram.mappingId, memBytes: this.config.memBytes, devices: this.#devices, coalescedRingOffset: this.#ringOffset,
         control: this.#control, logLevel: this.config.logLevel ?? (this.log.level as LogLevel), flavour: this.flavour,
       };
       const onMain = this.config.startOnMainThread === true && this.vcpus.length === 1;
@@ -424,8 +444,10 @@ export class Machine extends EventEmitter {
     if (this.config.timeoutSec !== undefined) {
       timer = setTimeout(() => this.#halt({ kind: 'timeout', seconds: this.config.timeoutSec! }), this.config.timeoutSec * 1000);
     }
+    const unwatch = this.#watchQueuedWrites();
     this.#whenAllExited(() => {
       if (timer) clearTimeout(timer);
+      unwatch?.();
       input?.close();
       void this.#close().then(() => {
         this.#setState('stopped');
@@ -437,6 +459,14 @@ export class Machine extends EventEmitter {
     for (const dev of this.virtio) dev.start();
     this.#setState('running');
     return this.#done;
+  }
+
+  /** Has vCPU 0 kicked when console bytes stay queued in the coalesced ring with no exit to take them (queued-writes-watch.ts). */
+  #watchQueuedWrites(): (() => void) | undefined {
+    if (this.#ringOffset === undefined) return undefined;
+    const n = native();
+    const run = this.vcpus[0]!.runMappingId;
+    return watchQueuedWrites(new CoalescedRing(n.mappingBuffer(run, this.#ringOffset, COALESCED_RING_BYTES) as ArrayBuffer), () => n.kick(run));
   }
 
   /** Resolves with how the guest ended. */

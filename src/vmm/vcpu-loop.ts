@@ -10,6 +10,7 @@ import { KVM_EXIT, KVM_EXIT_IO_OUT, KVM_EXIT_NAME, KVM_INTERNAL_ERROR, KVM_SYSTE
 import { KVM_RUN } from '../kvm/layout.js';
 import { hex } from '../errors.js';
 import type { StopReason } from './stop.js';
+import type { CoalescedRing } from '../kvm/coalesced-ring.js';
 
 /** Words of the per-VM control block shared by the main thread and every vCPU thread. */
 export const CONTROL = { STOP: 0, PAUSE: 1, GO: 2, WORDS: 4 } as const;
@@ -27,6 +28,13 @@ export interface VcpuLoopDeps {
   readonly onPark?: (parked: boolean) => void;
   /** Describes the vCPU state for fatal-exit messages (registers, instruction bytes). */
   readonly diagnose: (reason: string, insn: Uint8Array | undefined) => string;
+  /**
+   * Writes KVM queued in the VM's coalesced ring rather than exiting (a device's zone) and what
+   * takes them. They are taken before any exit is answered, so that every device access lands in
+   * the order the guest made it, and whenever the loop is kicked (a stop, a pause, or the machine's
+   * watch for writes no exit came to take).
+   */
+  readonly queued?: { readonly ring: CoalescedRing; readonly take: () => void };
 }
 
 const IO_DIRECTION = KVM_RUN['io.direction'];
@@ -73,13 +81,14 @@ export class VcpuLoop {
   }
 
   #loop(parkHere: boolean): StopReason | undefined {
-    const { n, fd, control } = this.d;
+    const { n, fd, control, queued } = this.d;
     const u8 = this.#u8;
     const dv = this.#dv;
     for (;;) {
       if (n.run(fd) !== 0) {
         // Kicked (EINTR) or asked to re-enter (EAGAIN): clear the kick, then look at the control block.
         u8[KVM_RUN.immediate_exit] = 0;
+        if (queued !== undefined && queued.ring.pending) queued.take();
         if (Atomics.load(control, CONTROL.STOP) !== 0) return this.#stop ?? { kind: 'stopped' };
         if (!parkHere) return undefined;
         if (Atomics.load(control, CONTROL.PAUSE) !== 0) {
@@ -93,6 +102,7 @@ export class VcpuLoop {
         continue;
       }
       this.exits++;
+      if (queued !== undefined && queued.ring.pending) queued.take();
       const reason = dv.getUint32(KVM_RUN.exit_reason, true);
       if (reason === KVM_EXIT.IO) this.#io(u8, dv);
       else if (reason === KVM_EXIT.MMIO) this.#mmio(dv);

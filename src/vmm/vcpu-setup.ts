@@ -11,6 +11,7 @@ import type { ThreadLogger } from './thread-log.js';
 import type { KvmFlavour } from '../kvm/host.js';
 import { attachDevices, type DeviceSpec } from './devices.js';
 import { VcpuLoop } from './vcpu-loop.js';
+import { CoalescedRing, COALESCED_RING_BYTES } from '../kvm/coalesced-ring.js';
 import { diagnoser } from './diagnose.js';
 import { KVM_MP_STATE } from '../kvm/constants.js';
 import { hex } from '../errors.js';
@@ -32,6 +33,8 @@ export interface VcpuWorkerInit {
    * takes over a vCPU already running on the main thread (main-thread-vcpu.ts).
    */
   readonly gate?: SharedArrayBuffer;
+  /** Byte offset of the VM's coalesced ring in the kvm_run mapping, when a device's writes are coalesced. */
+  readonly coalescedRingOffset?: number;
 }
 
 /** The exit loop of the vCPU `init` describes, over this thread's own views and buses. */
@@ -42,9 +45,11 @@ export function setUpVcpu(init: VcpuWorkerInit, log: ThreadLogger, onPark?: (par
   const ram = GuestRam.attach(init.ramMappingId, init.memBytes);
   const mem = guestMemoryOf(ram, init.memBytes);
   let loop: VcpuLoop | undefined;
-  const { pio, mmio } = attachDevices(init.devices, { vm, mem, log, requestStop: (r) => loop!.requestStop(r) });
+  const ring = init.coalescedRingOffset === undefined ? undefined : new CoalescedRing(n.mappingBuffer(init.runMappingId, init.coalescedRingOffset, COALESCED_RING_BYTES) as ArrayBuffer);
+  const { pio, mmio, takeQueuedWrites } = attachDevices(init.devices, { vm, mem, log, ring, requestStop: (r) => loop!.requestStop(r) });
   loop = new VcpuLoop({
     n, fd: init.vcpuFd, id: init.vcpuId, run: vcpu.run, pio, mmio,
+    queued: ring && takeQueuedWrites ? { ring, take: takeQueuedWrites } : undefined,
     control: new Int32Array(init.control), log, diagnose: diagnoser(vcpu, mem, init.flavour, log), onPark,
   });
   return { loop, vcpu };

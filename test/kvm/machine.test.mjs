@@ -102,6 +102,18 @@ describe('Machine', needsKvm, () => {
     assert.deepEqual(exited.reason.vcpus.map((v) => [v.vcpu, v.state, v.rip, v.exits]), [[0, 'running', at[1], Number(at[2])]]);
   });
 
+  it('a console byte queued in the coalesced ring with no exit after it still comes out at once', async () => {
+    // spin.bin reads LSR before each byte of "spinning\n" (an exit, which takes the byte before it)
+    // and then loops without a single exit: the newline stays queued until the machine's watch
+    // kicks the vCPU out of the guest (10-20 ms), not until the run ends.
+    const r = await runCli(['run', '--kernel', guest('spin.bin'), '--expect', '^spinning$', '--timeout', '20', '--json', '--log-level', 'error'], { killAfterMs: 60_000 });
+    assert.equal(r.status, 0, `the whole line never came: status ${r.status}, ${r.stderr}`);
+    const events = r.stdout.trim().split('\n').map((l) => JSON.parse(l));
+    const exited = events.find((e) => e.event === 'exited');
+    assert.equal(exited.reason.kind, 'expect-matched');
+    assert.ok(exited.ms < 10_000, `took ${exited.ms} ms`);
+  });
+
   it('a timed-out run says where every vCPU was: an AP the guest never started, too', async () => {
     const r = await runCli(['run', '--kernel', guest('spin.bin'), '--cpus', '2', '--timeout', '1', '--log-level', 'error'], { killAfterMs: 60_000 });
     assert.equal(r.status, 124, r.stderr);

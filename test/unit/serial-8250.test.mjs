@@ -7,7 +7,7 @@ const DATA = 0, IER = 1, IIR = 2, LCR = 3, MCR = 4, LSR = 5, MSR = 6, SCR = 7;
 function uart() {
   const out = [];
   const levels = [];
-  const s = new Serial8250('com1', { irq: { setLevel: (h) => levels.push(h) }, output: (b) => out.push(b) });
+  const s = new Serial8250('com1', { irq: { setLevel: (h) => levels.push(h) }, output: (b) => out.push(...b) });
   return { s, out, levels, rd: (o) => s.read(o, 1), wr: (o, v) => s.write(o, 1, v) };
 }
 
@@ -104,7 +104,7 @@ describe('Serial8250', () => {
   it('two views over one shared buffer see the same state (one per vCPU thread)', () => {
     const a = uart();
     const out = [];
-    const b = new Serial8250('com1', { irq: { setLevel() {} }, output: (x) => out.push(x) }, a.s.buffer);
+    const b = new Serial8250('com1', { irq: { setLevel() {} }, output: (x) => out.push(...x) }, a.s.buffer);
     a.wr(SCR, 0x42);
     assert.equal(b.read(SCR, 1), 0x42);
     a.s.enqueueInput(Uint8Array.of(9));

@@ -10,6 +10,7 @@
  */
 import { allOnes, type AccessSize, type BusDevice } from '../../bus/bus.js';
 import { SharedState } from '../shared-state.js';
+import type { CoalescedRing } from '../../kvm/coalesced-ring.js';
 
 const DATA = 0, IER = 1, IIR = 2, LCR = 3, MCR = 4, LSR = 5, MSR = 6, SCR = 7;
 
@@ -42,12 +43,18 @@ export interface IrqLine {
 
 export interface Serial8250Deps {
   readonly irq: IrqLine;
-  /** Receives each transmitted byte. */
-  readonly output: (byte: number) => void;
+  /** Receives the transmitted bytes, in order: each register write's, or a batch taken from the coalesced ring. Use them before returning. */
+  readonly output: (bytes: Uint8Array) => void;
 }
+
+/** Bytes sent through `output` at once at most (a full coalesced ring is 170). */
+const TX_BATCH = 256;
 
 export class Serial8250 implements BusDevice {
   readonly s: SharedState;
+  /** Bytes transmitted under the current lock, sent at its end (one write for a coalesced batch). */
+  readonly #tx = new Uint8Array(TX_BATCH);
+  #txLen = 0;
 
   /** A new UART in its reset state, or another thread's view of an existing one (same buffer). */
   constructor(readonly debugLabel: string, private readonly deps: Serial8250Deps, buffer?: SharedArrayBuffer) {
@@ -80,7 +87,31 @@ export class Serial8250 implements BusDevice {
     this.s.locked(() => {
       this.#writeReg(offset, value & 0xff);
       this.#syncIrq();
+      this.#flushTx();
     });
+  }
+
+  /**
+   * Applies the writes to THR (offset 0, at port `dataPort`) that KVM queued in the coalesced ring
+   * instead of exiting, in their order, as if each had exited: output, divisor latch or loopback,
+   * and THR-empty interrupts. Every other register access exits, and the exit path calls this
+   * first, so the queued writes land before any later access.
+   */
+  transmitQueued(ring: CoalescedRing, dataPort: number): void {
+    this.s.locked(() => {
+      ring.take((addr, len, pio, value) => {
+        if (pio && len === 1 && addr === dataPort) this.#writeReg(DATA, value & 0xff); // nothing else is registered
+      });
+      this.#syncIrq();
+      this.#flushTx();
+    });
+  }
+
+  #flushTx(): void {
+    if (this.#txLen === 0) return;
+    const n = this.#txLen;
+    this.#txLen = 0;
+    this.deps.output(this.#tx.subarray(0, n));
   }
 
   /** Host → guest. Returns how many bytes fit in the receive FIFO (the caller retries the rest). */
@@ -164,7 +195,8 @@ export class Serial8250 implements BusDevice {
           if (w[W_RX_COUNT]! < SERIAL_RX_CAPACITY) this.#rxPush(v); // loopback: transmit into our own receiver
           w[W_THR_PENDING] = 1;
         } else {
-          this.deps.output(v);
+          if (this.#txLen === TX_BATCH) this.#flushTx();
+          this.#tx[this.#txLen++] = v;
           w[W_THR_PENDING] = 1; // sent at once, so THR is empty again
         }
         break;
