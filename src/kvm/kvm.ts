@@ -8,6 +8,7 @@ import { KVM_API_VERSION, KVM_CAP } from './constants.js';
 import { SIZEOF } from './layout.js';
 import { KvmRegs, KvmSregs } from './regs.js';
 import { nowMs } from '../clock.js';
+import { COALESCED_RING_BYTES } from './coalesced-ring.js';
 
 /** Capabilities nodevisor cannot work without. */
 export const REQUIRED_CAPS = [
@@ -87,9 +88,25 @@ export class Kvm {
   // The host's answers below are the same for every VM: asked once per Kvm.
   #vcpuMmapSize: number | undefined;
   #supportedCpuid: Uint8Array | undefined;
+  #coalescedRingOffset: number | null | undefined;
 
   get vcpuMmapSize(): number {
     return (this.#vcpuMmapSize ??= this.n.vcpuMmapSize(this.fd));
+  }
+
+  /**
+   * Byte offset of the coalesced ring in a vCPU's kvm_run mapping (KVM_CAP_COALESCED_MMIO gives its
+   * page), or undefined when KVM cannot coalesce port writes (KVM_CAP_COALESCED_PIO) or the mapping
+   * would not hold the page.
+   */
+  get coalescedRingOffset(): number | undefined {
+    if (this.#coalescedRingOffset === undefined) {
+      const page = this.checkExtension('COALESCED_MMIO');
+      const offset = page * COALESCED_RING_BYTES;
+      const usable = page > 0 && this.checkExtension('COALESCED_PIO') > 0 && offset + COALESCED_RING_BYTES <= this.vcpuMmapSize;
+      this.#coalescedRingOffset = usable ? offset : null;
+    }
+    return this.#coalescedRingOffset ?? undefined;
   }
 
   /** KVM_GET_SUPPORTED_CPUID's entries (kvm_cpuid2 bytes): the same array each call, not to be modified. */

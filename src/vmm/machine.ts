@@ -110,18 +110,6 @@ export interface MachineConfig {
 
 let machineCount = 0;
 
-/**
- * Byte offset of the coalesced ring in a vCPU's kvm_run mapping (KVM_CAP_COALESCED_MMIO gives its
- * page), or undefined when KVM cannot coalesce port writes (KVM_CAP_COALESCED_PIO) or the mapping
- * would not hold the page.
- */
-function coalescedRingOffset(vm: Vm): number | undefined {
-  const page = vm.checkExtension('COALESCED_MMIO');
-  if (page <= 0 || vm.checkExtension('COALESCED_PIO') <= 0) return undefined;
-  const offset = page * COALESCED_RING_BYTES;
-  return vm.kvm && offset + COALESCED_RING_BYTES <= vm.kvm.vcpuMmapSize ? offset : undefined;
-}
-
 /** Optional fields given as undefined count as absent (callers spread optional CLI values). */
 const stripUndefined = <T extends object>(o: T): T => Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as T;
 
@@ -223,7 +211,7 @@ export class Machine extends EventEmitter {
     this.com1 = new Serial8250('com1', { irq: { setLevel: (h) => vm.irqLine(COM1_GSI, h) }, output: () => {} });
     // Writes to COM1's THR queue in KVM's coalesced ring instead of exiting: a console byte costs one
     // exit (the driver's LSR read before it), not two. Taken at the next exit, before it is answered.
-    this.#ringOffset = coalescedRingOffset(vm);
+    this.#ringOffset = vm.kvm?.coalescedRingOffset;
     if (this.#ringOffset !== undefined) vm.registerCoalescedPio(COM1_BASE, 1);
     this.#devices.push({ type: 'serial8250', label: 'com1', base: COM1_BASE, gsi: COM1_GSI, state: this.com1.buffer, outputFd: consoleFd, coalesced: this.#ringOffset !== undefined });
     this.i8042 = new I8042({ irq: { setLevel: (h) => vm.irqLine(I8042_IRQ, h) }, onReset: () => this.#halt({ kind: 'reboot' }) });
