@@ -20,6 +20,7 @@ import { actionSchema, bootSourceSchema, driveSchema, entropySchema, loggerSchem
 import precompiled from './api-validators.js';
 import { deviceMetrics, METRICS_PERIOD_MS, MetricsFile } from './metrics.js';
 import { OutputFile } from './output-file.js';
+import { duplicateKey } from './duplicate-keys.js';
 
 export interface BootSource { kernel_image_path: string; boot_args?: string; initrd_path?: string }
 export interface Drive { drive_id: string; path_on_host: string; is_root_device: boolean; is_read_only?: boolean; partuuid?: string }
@@ -142,7 +143,11 @@ export class ApiServer {
     const secureJson = app.getDefaultJsonParser('error', 'error');
     app.addContentTypeParser('*', { parseAs: 'string' }, (req, body, done) =>
       secureJson(req, body as string, (err, value) => {
-        if (!err) return done(null, value);
+        if (!err) {
+          // JSON.parse keeps a key's last value: Firecracker refuses the body instead ("duplicate field").
+          const twice = duplicateKey(body as string);
+          return twice === undefined ? done(null, value) : done(fault(`the request body gives ${twice} twice`), undefined);
+        }
         if (body.length === 0) return done(fault(EMPTY_BODY), undefined);
         try {
           JSON.parse(body as string);

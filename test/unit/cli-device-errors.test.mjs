@@ -98,6 +98,8 @@ describe('serve: bad --config-file and socket flags', () => {
     [['--no-api', '--config-file', path.join(dir, 'none.json')], /^nodevisor: --config-file .*none\.json: no such file\n$/],
     [['--no-api', '--config-file', file('broken.json', '{')], /^nodevisor: --config-file .*broken\.json: not valid JSON \(/],
     [['--no-api', '--config-file', file('list.json', '[]')], /: expected a JSON object of resources/],
+    [['--no-api', '--config-file', file('twice.json', `{"boot-source": {"kernel_image_path": "${guest('hello.bin')}"}, "boot-source": {"kernel_image_path": "${guest('pio.bin')}"}}`)], /^nodevisor: --config-file .*twice\.json: boot-source is given twice\n$/],
+    [['--no-api', '--config-file', file('twice2.json', `{"boot-source": {"kernel_image_path": "${guest('hello.bin')}"}, "drives": [{"drive_id": "a", "is_root_device": false, "path_on_host": "/a", "path_on_host": "/b"}]}`)], /: drives\[0\]\.path_on_host is given twice\n$/],
     [['--no-api', '--config-file', file('typo.json', '{"boot_source": {}}')], /: unknown section "boot_source"/],
     [['--no-api', '--config-file', file('noboot.json', '{"machine-config": {"vcpu_count": 1, "mem_size_mib": 64}}')], /: no "boot-source" section/],
     [['--no-api', '--config-file', file('nokernel.json', `{"boot-source": {"kernel_image_path": "${path.join(dir, 'vmlinux')}"}}`)], /: boot-source: kernel_image_path .*vmlinux: no such file\n$/],

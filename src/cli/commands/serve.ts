@@ -9,6 +9,7 @@ import { createLogger, LOG_LEVELS, type LogLevel } from '../../log.js';
 import { packageVersion } from '../../package-root.js';
 import { describeError, VmmError } from '../../errors.js';
 import { describeStop, exitStatus } from '../../vmm/stop.js';
+import { duplicateKey } from '../../api/duplicate-keys.js';
 
 interface ServeArgs {
   'api-sock'?: string;
@@ -89,9 +90,14 @@ function readConfigFile(file: string): unknown {
     if (e instanceof VmmError) throw e;
     throw new VmmError('BAD_CONFIG', `--config-file ${file}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : describeError(e)}`);
   }
+  let config: unknown;
   try {
-    return JSON.parse(text);
+    config = JSON.parse(text);
   } catch (e) {
     throw new VmmError('BAD_CONFIG', `--config-file ${file}: not valid JSON (${(e as Error).message})`);
   }
+  // JSON.parse keeps a key's last value: a second "boot-source" would boot its kernel without a word.
+  const twice = duplicateKey(text);
+  if (twice !== undefined) throw new VmmError('BAD_CONFIG', `--config-file ${file}: ${twice} is given twice`);
+  return config;
 }
