@@ -39,6 +39,11 @@ export class CoalescedRing {
     return Atomics.load(this.#words, FIRST);
   }
 
+  /** Where KVM queues the next write: a watcher compares it over time to see whether the guest writes. */
+  get last(): number {
+    return Atomics.load(this.#words, LAST);
+  }
+
   /**
    * Hands every queued write to `fn`, oldest first, then gives their room back to KVM; returns how
    * many. Writes of one zone must be taken by one thread at a time: the caller holds the lock of the

@@ -105,7 +105,7 @@ describe('Machine', needsKvm, () => {
   it('a console byte queued in the coalesced ring with no exit after it still comes out at once', async () => {
     // spin.bin reads LSR before each byte of "spinning\n" (an exit, which takes the byte before it)
     // and then loops without a single exit: the newline stays queued until the machine's watch
-    // kicks the vCPU out of the guest (10-20 ms), not until the run ends.
+    // kicks the vCPU out of the guest (a look every 10 ms while a guest writes), not when the run ends.
     const r = await runCli(['run', '--kernel', guest('spin.bin'), '--expect', '^spinning$', '--timeout', '20', '--json', '--log-level', 'error'], { killAfterMs: 60_000 });
     assert.equal(r.status, 0, `the whole line never came: status ${r.status}, ${r.stderr}`);
     const events = r.stdout.trim().split('\n').map((l) => JSON.parse(l));
@@ -115,9 +115,11 @@ describe('Machine', needsKvm, () => {
   });
 
   it('a timed-out run says where every vCPU was: an AP the guest never started, too', async () => {
-    const r = await runCli(['run', '--kernel', guest('spin.bin'), '--cpus', '2', '--timeout', '1', '--log-level', 'error'], { killAfterMs: 60_000 });
+    // 3 s: both vCPU threads must start and vcpu0 reach its loop first; under CI's emulation two
+    // threads once took all of a 1 s limit to start (vcpu0 still at RIP 0 after 0 exits).
+    const r = await runCli(['run', '--kernel', guest('spin.bin'), '--cpus', '2', '--timeout', '3', '--log-level', 'error'], { killAfterMs: 60_000 });
     assert.equal(r.status, 124, r.stderr);
     // An AP waits for INIT and SIPI at the reset vector's offset (F000:FFF0).
-    assert.match(r.stderr, new RegExp(`^nodevisor: timed out after 1 s \\(vcpu0 running at RIP ${spinLoopRip()} after \\d+ exits; vcpu1 not started at RIP 0xfff0 after 0 exits\\)$`, 'm'));
+    assert.match(r.stderr, new RegExp(`^nodevisor: timed out after 3 s \\(vcpu0 running at RIP ${spinLoopRip()} after \\d+ exits; vcpu1 not started at RIP 0xfff0 after 0 exits\\)$`, 'm'));
   });
 });
