@@ -39,6 +39,12 @@ export class CoalescedRing {
     return Atomics.load(this.#words, FIRST);
   }
 
+  /** Writes queued and not yet taken. */
+  get count(): number {
+    const n = Atomics.load(this.#words, LAST) - Atomics.load(this.#words, FIRST);
+    return n < 0 ? n + COALESCED_RING_ENTRIES : n;
+  }
+
   /** Where KVM queues the next write: a watcher compares it over time to see whether the guest writes. */
   get last(): number {
     return Atomics.load(this.#words, LAST);

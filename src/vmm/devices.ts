@@ -41,11 +41,18 @@ export interface DeviceContext {
   requestStop(reason: StopReason): void;
 }
 
-/** This thread's buses, and what takes the writes queued in the coalesced ring (if any are). */
+/** The device whose writes KVM queues in the coalesced ring: what takes them, and which reads need not. */
+export interface QueuedWrites {
+  readonly take: () => void;
+  /** Whether a port read may be answered with the writes left queued (taken later, in one batch). */
+  readonly mayWait: (port: number, isRead: boolean) => boolean;
+}
+
+/** This thread's buses, and the device with coalesced writes (if any). */
 export interface AttachedDevices {
   readonly pio: Bus;
   readonly mmio: Bus;
-  readonly takeQueuedWrites?: () => void;
+  readonly queued?: QueuedWrites;
 }
 
 /** How many distinct unclaimed addresses are logged before further ones are only counted. */
@@ -55,7 +62,7 @@ const UNCLAIMED_LOG_LIMIT = 256;
 export function attachDevices(specs: readonly DeviceSpec[], ctx: DeviceContext): AttachedDevices {
   const pio = new Bus('pio');
   const mmio = new Bus('mmio');
-  let takeQueuedWrites: (() => void) | undefined;
+  let queued: QueuedWrites | undefined;
   for (const spec of specs) {
     switch (spec.type) {
       case 'serial8250': {
@@ -64,8 +71,12 @@ export function attachDevices(specs: readonly DeviceSpec[], ctx: DeviceContext):
         pio.insert(serial, spec.base, 8);
         const ring = ctx.ring;
         if (spec.coalesced && ring) {
-          if (takeQueuedWrites) throw new VmmError('INTERNAL', 'two devices with coalesced writes: the ring is taken for one only');
-          takeQueuedWrites = () => serial.transmitQueued(ring, spec.base);
+          if (queued) throw new VmmError('INTERNAL', 'two devices with coalesced writes: the ring is taken for one only');
+          const base = spec.base;
+          queued = {
+            take: () => serial.transmitQueued(ring, base),
+            mayWait: (port, isRead) => isRead && port >= base && port < base + 8 && serial.mayLeaveQueued(port - base, ring.count),
+          };
         }
         break;
       }
@@ -103,7 +114,7 @@ export function attachDevices(specs: readonly DeviceSpec[], ctx: DeviceContext):
     }
   }
   for (const bus of [pio, mmio]) bus.onUnclaimed = unclaimedLogger(bus.space, ctx.log);
-  return { pio, mmio, takeQueuedWrites };
+  return { pio, mmio, queued };
 }
 
 /** A port range that exists and does nothing (e.g. port 0x80, which Linux writes to for I/O delays). */

@@ -31,10 +31,12 @@ export interface VcpuLoopDeps {
   /**
    * Writes KVM queued in the VM's coalesced ring rather than exiting (a device's zone) and what
    * takes them. They are taken before any exit is answered, so that every device access lands in
-   * the order the guest made it, and whenever the loop is kicked (a stop, a pause, or the machine's
-   * watch for writes no exit came to take).
+   * the order the guest made it, except a port read the device says does not depend on them
+   * (`mayWait`: a console's status register, read before each byte, so that bytes go out in
+   * batches); and whenever the loop is kicked (a stop, a pause, or the machine's watch for writes
+   * no exit came to take).
    */
-  readonly queued?: { readonly ring: CoalescedRing; readonly take: () => void };
+  readonly queued?: { readonly ring: CoalescedRing; readonly take: () => void; readonly mayWait: (port: number, isRead: boolean) => boolean };
 }
 
 const IO_DIRECTION = KVM_RUN['io.direction'];
@@ -102,8 +104,8 @@ export class VcpuLoop {
         continue;
       }
       this.exits++;
-      if (queued !== undefined && queued.ring.pending) queued.take();
       const reason = dv.getUint32(KVM_RUN.exit_reason, true);
+      if (queued !== undefined && queued.ring.pending && !(reason === KVM_EXIT.IO && queued.mayWait(dv.getUint16(IO_PORT, true), u8[IO_DIRECTION] !== KVM_EXIT_IO_OUT))) queued.take();
       if (reason === KVM_EXIT.IO) this.#io(u8, dv);
       else if (reason === KVM_EXIT.MMIO) this.#mmio(dv);
       else this.#other(reason);

@@ -46,10 +46,10 @@ export function setUpVcpu(init: VcpuWorkerInit, log: ThreadLogger, onPark?: (par
   const mem = guestMemoryOf(ram, init.memBytes);
   let loop: VcpuLoop | undefined;
   const ring = init.coalescedRingOffset === undefined ? undefined : new CoalescedRing(n.mappingBuffer(init.runMappingId, init.coalescedRingOffset, COALESCED_RING_BYTES) as ArrayBuffer);
-  const { pio, mmio, takeQueuedWrites } = attachDevices(init.devices, { vm, mem, log, ring, requestStop: (r) => loop!.requestStop(r) });
+  const { pio, mmio, queued } = attachDevices(init.devices, { vm, mem, log, ring, requestStop: (r) => loop!.requestStop(r) });
   loop = new VcpuLoop({
     n, fd: init.vcpuFd, id: init.vcpuId, run: vcpu.run, pio, mmio,
-    queued: ring && takeQueuedWrites ? { ring, take: takeQueuedWrites } : undefined,
+    queued: ring && queued ? { ring, ...queued } : undefined,
     control: new Int32Array(init.control), log, diagnose: diagnoser(vcpu, mem, init.flavour, log), onPark,
   });
   return { loop, vcpu };

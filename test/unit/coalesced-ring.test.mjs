@@ -3,7 +3,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { CoalescedRing, COALESCED_RING_BYTES, COALESCED_RING_ENTRIES } from '../../dist/kvm/coalesced-ring.js';
-import { Serial8250 } from '../../dist/devices/legacy/serial-8250.js';
+import { CONSOLE_BATCH, Serial8250 } from '../../dist/devices/legacy/serial-8250.js';
 
 const COM1 = 0x3f8;
 const DATA = 0, IER = 1, IIR = 2, LCR = 3, MCR = 4, LSR = 5;
@@ -121,6 +121,31 @@ describe('Serial8250: THR writes queued in the coalesced ring', () => {
     u.take();
     assert.deepEqual(u.levels, [true, false, true], 'raised again once the queued bytes went out');
     assert.equal(Buffer.from(u.out).toString(), 'abc');
+  });
+
+  it('lets only an LSR read leave them queued, while they cannot change its answer or raise an interrupt, up to a batch', () => {
+    const u = queuedUart();
+    assert.equal(CONSOLE_BATCH, 64);
+    u.queue('console line');
+    assert.equal(u.k.ring.count, 12);
+    assert.equal(u.s.mayLeaveQueued(LSR, u.k.ring.count), true, 'Linux\'s wait before each console byte');
+    for (const reg of [DATA, IER, IIR, LCR, MCR, 6, 7]) assert.equal(u.s.mayLeaveQueued(reg, 1), false, `register ${reg}`);
+    assert.equal(u.s.mayLeaveQueued(LSR, CONSOLE_BATCH - 1), true);
+    assert.equal(u.s.mayLeaveQueued(LSR, CONSOLE_BATCH), false, 'a full batch goes out');
+    u.s.write(LCR, 1, 0x83); // DLAB does not change what LSR says
+    assert.equal(u.s.mayLeaveQueued(LSR, 1), true);
+    u.s.write(LCR, 1, 0x03);
+    u.s.write(IER, 1, 0x02); // THR-empty interrupts on: each write would raise one
+    assert.equal(u.s.mayLeaveQueued(LSR, 1), false);
+    u.s.write(IER, 1, 0x00);
+    u.s.write(MCR, 1, 0x10); // loopback: each write would set LSR's data-ready bit
+    assert.equal(u.s.mayLeaveQueued(LSR, 1), false);
+    u.s.write(MCR, 1, 0x08);
+    assert.equal(u.s.mayLeaveQueued(LSR, 1), true);
+    // However long they waited, they go out in order, in one output call.
+    u.take();
+    assert.equal(Buffer.from(u.out).toString(), 'console line');
+    assert.deepEqual(u.batches, [12]);
   });
 
   it('ignores queued writes to anything but its THR port', () => {

@@ -49,6 +49,8 @@ export interface Serial8250Deps {
 
 /** Bytes sent through `output` at once at most (a full coalesced ring is 170). */
 const TX_BATCH = 256;
+/** Queued console bytes an LSR read may leave in the ring (mayLeaveQueued): a batch of output. */
+export const CONSOLE_BATCH = 64;
 
 export class Serial8250 implements BusDevice {
   readonly s: SharedState;
@@ -105,6 +107,20 @@ export class Serial8250 implements BusDevice {
       this.#syncIrq();
       this.#flushTx();
     });
+  }
+
+  /**
+   * Whether a read of register `offset` may be answered with THR writes still queued in the
+   * coalesced ring (`queued` of them), to be taken later in one batch: one write(2) for many bytes
+   * instead of one a byte. Only LSR, Linux's wait before each console byte: its answer does not
+   * depend on them (transmission is instantaneous) unless loopback turns them into received bytes,
+   * and they raise no interrupt while THR-empty interrupts are off (Linux's console write turns
+   * them off). Up to CONSOLE_BATCH of them, so that output keeps flowing; the exit loop takes them
+   * at any other exit, a kick or a stop, and the machine's watch kicks a vCPU for those left queued.
+   */
+  mayLeaveQueued(offset: number, queued: number): boolean {
+    const w = this.s.words;
+    return offset === LSR && queued < CONSOLE_BATCH && (Atomics.load(w, W_IER) & UART_IER_THRI) === 0 && (Atomics.load(w, W_MCR) & UART_MCR_LOOP) === 0;
   }
 
   #flushTx(): void {
