@@ -1,11 +1,13 @@
 /**
  * The safety net under coalesced console writes. A vCPU takes the writes KVM queued in the ring at
- * its next exit; Linux's 8250 driver always makes one at once (it reads LSR before each byte, IIR
- * after each burst), except after the last byte of a console write. A guest that writes THR and then
- * waits in HLT for the THR-empty interrupt makes none, and its bytes (and that interrupt) would wait
- * for good. So the main thread looks at every running machine's ring, and kicks a vCPU out of the
- * guest when writes stayed queued and untaken from one look to the next: the kicked loop takes them
- * first thing (vcpu-loop.ts). One timer for all machines of the process, running only while one runs.
+ * its next exit, but for the LSR read Linux's console makes before each byte, which leaves up to 64
+ * queued so that they go out together (serial-8250.ts, mayLeaveQueued); the interrupt-driven writer
+ * reads IIR after each burst, which takes them. So the last bytes of a console line wait for some
+ * other exit, and a guest that writes THR and then waits in HLT for the THR-empty interrupt makes
+ * none: its bytes (and that interrupt) would wait for good. So the main thread looks at every
+ * running machine's ring, and kicks a vCPU out of the guest when writes stayed queued and untaken
+ * from one look to the next: the kicked loop takes them first thing (vcpu-loop.ts). One timer for
+ * all machines of the process, running only while one runs.
  *
  * How often: every WATCH_MS while a guest writes to its console, backing off to WATCH_IDLE_MS once it
  * has stopped. Every WATCH_MS for good, an idle guest's VMM woke 100 times a second: under nested
