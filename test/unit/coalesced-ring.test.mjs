@@ -2,29 +2,12 @@
 // use of it: THR writes queued instead of exiting, applied later as if each had exited.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { CoalescedRing, COALESCED_RING_BYTES, COALESCED_RING_ENTRIES } from '../../dist/kvm/coalesced-ring.js';
+import { COALESCED_RING_ENTRIES } from '../../dist/kvm/coalesced-ring.js';
 import { CONSOLE_BATCH, Serial8250 } from '../../dist/devices/legacy/serial-8250.js';
+import { fakeKvmRing } from '../helpers/fake-kvm-ring.mjs';
 
 const COM1 = 0x3f8;
 const DATA = 0, IER = 1, IIR = 2, LCR = 3, MCR = 4, LSR = 5;
-
-/** A ring page and what KVM does to it: append an entry at `last` (refused when full). */
-function fakeKvmRing() {
-  const page = new ArrayBuffer(COALESCED_RING_BYTES);
-  const dv = new DataView(page);
-  const push = (addr, value, { len = 1, pio = 1 } = {}) => {
-    const last = dv.getUint32(4, true);
-    if ((last + 1) % COALESCED_RING_ENTRIES === dv.getUint32(0, true)) return false; // full: the write exits instead
-    const o = 8 + last * 24;
-    dv.setBigUint64(o, BigInt(addr), true);
-    dv.setUint32(o + 8, len, true);
-    dv.setUint32(o + 12, pio, true);
-    dv.setUint32(o + 16, value, true);
-    dv.setUint32(4, (last + 1) % COALESCED_RING_ENTRIES, true);
-    return true;
-  };
-  return { page, dv, push, ring: new CoalescedRing(page) };
-}
 
 describe('CoalescedRing', () => {
   it('holds the kernel\'s 170 entries of 24 bytes in a 4 KiB page', () => {

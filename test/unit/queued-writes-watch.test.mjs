@@ -2,18 +2,14 @@
 // next, looks every WATCH_MS while the guest writes and fewer once it has stopped.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { CoalescedRing, COALESCED_RING_BYTES, COALESCED_RING_ENTRIES } from '../../dist/kvm/coalesced-ring.js';
 import { look, watched, WATCH_IDLE_MS, WATCH_MS } from '../../dist/vmm/queued-writes-watch.js';
+import { fakeKvmRing } from '../helpers/fake-kvm-ring.mjs';
 
-/** A ring page with KVM's side (write: queue one entry) and a vCPU's (take: empty it), and a kick counter. */
+/** A ring with KVM's side (write: queue a byte for COM1) and a vCPU's (take: empty it), watched with a kick counter. */
 function fakeRing() {
-  const page = new ArrayBuffer(COALESCED_RING_BYTES);
-  const words = new Uint32Array(page, 0, 2); // first, last
-  const w = { kicks: 0 };
-  w.ring = new CoalescedRing(page);
-  w.write = () => void (words[1] = (words[1] + 1) % COALESCED_RING_ENTRIES);
-  w.take = () => void (words[0] = words[1]);
-  w.watched = watched(w.ring, () => w.kicks++);
+  const k = fakeKvmRing();
+  const w = { kicks: 0, ring: k.ring, write: () => k.push(0x3f8, 0x41), take: () => k.ring.take(() => {}) };
+  w.watched = watched(k.ring, () => w.kicks++);
   return w;
 }
 
