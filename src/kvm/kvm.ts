@@ -8,7 +8,7 @@ import { KVM_API_VERSION, KVM_CAP } from './constants.js';
 import { SIZEOF } from './layout.js';
 import { KvmRegs, KvmSregs } from './regs.js';
 import { nowMs } from '../clock.js';
-import { COALESCED_RING_BYTES } from './coalesced-ring.js';
+import { CoalescedRing, COALESCED_RING_BYTES } from './coalesced-ring.js';
 
 /** Capabilities nodevisor cannot work without. */
 export const REQUIRED_CAPS = [
@@ -325,6 +325,11 @@ export class Vcpu {
   /** The same vCPU seen from another thread (fd and kvm_run mapping are process-wide). */
   static attach(id: number, fd: number, runMappingId: number): Vcpu {
     return new Vcpu(id, fd, runMappingId);
+  }
+
+  /** This thread's view of the VM's coalesced ring, at `offset` in the kvm_run mapping (Kvm.coalescedRingOffset). */
+  coalescedRing(offset: number): CoalescedRing {
+    return new CoalescedRing(this.n.mappingBuffer(this.runMappingId, offset, COALESCED_RING_BYTES) as ArrayBuffer);
   }
 
   getRegs(): KvmRegs { const r = new KvmRegs(); this.n.getRegs(this.fd, r.bytes); return r; }

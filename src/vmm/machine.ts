@@ -56,7 +56,6 @@ import type { VcpuWorkerInit, VcpuWorkerMessage } from './vcpu-worker.js';
 import { vcpuThread } from './vcpu-threads.js';
 import { MainThreadVcpu } from './main-thread-vcpu.js';
 import type { StopReason, VcpuStopState } from './stop.js';
-import { CoalescedRing, COALESCED_RING_BYTES } from '../kvm/coalesced-ring.js';
 import { watchQueuedWrites } from './queued-writes-watch.js';
 
 export interface MachineConfig {
@@ -452,9 +451,8 @@ export class Machine extends EventEmitter {
   /** Has vCPU 0 kicked when console bytes stay queued in the coalesced ring with no exit to take them (queued-writes-watch.ts). */
   #watchQueuedWrites(): (() => void) | undefined {
     if (this.#ringOffset === undefined) return undefined;
-    const n = native();
-    const run = this.vcpus[0]!.runMappingId;
-    return watchQueuedWrites(new CoalescedRing(n.mappingBuffer(run, this.#ringOffset, COALESCED_RING_BYTES) as ArrayBuffer), () => n.kick(run));
+    const vcpu = this.vcpus[0]!;
+    return watchQueuedWrites(vcpu.coalescedRing(this.#ringOffset), () => native().kick(vcpu.runMappingId));
   }
 
   /** Resolves with how the guest ended. */

@@ -11,7 +11,6 @@ import type { ThreadLogger } from './thread-log.js';
 import type { KvmFlavour } from '../kvm/host.js';
 import { attachDevices, type DeviceSpec } from './devices.js';
 import { VcpuLoop } from './vcpu-loop.js';
-import { CoalescedRing, COALESCED_RING_BYTES } from '../kvm/coalesced-ring.js';
 import { diagnoser } from './diagnose.js';
 import { KVM_MP_STATE } from '../kvm/constants.js';
 import { hex } from '../errors.js';
@@ -45,7 +44,7 @@ export function setUpVcpu(init: VcpuWorkerInit, log: ThreadLogger, onPark?: (par
   const ram = GuestRam.attach(init.ramMappingId, init.memBytes);
   const mem = guestMemoryOf(ram, init.memBytes);
   let loop: VcpuLoop | undefined;
-  const ring = init.coalescedRingOffset === undefined ? undefined : new CoalescedRing(n.mappingBuffer(init.runMappingId, init.coalescedRingOffset, COALESCED_RING_BYTES) as ArrayBuffer);
+  const ring = init.coalescedRingOffset === undefined ? undefined : vcpu.coalescedRing(init.coalescedRingOffset);
   const { pio, mmio, queued } = attachDevices(init.devices, { vm, mem, log, ring, requestStop: (r) => loop!.requestStop(r) });
   loop = new VcpuLoop({
     n, fd: init.vcpuFd, id: init.vcpuId, run: vcpu.run, pio, mmio,
